@@ -85,6 +85,17 @@ pub struct InvoiceInfo {
     pub description: String,
 }
 
+/// The network's common name (`bitcoin`, `testnet`, `regtest`, `signet`, `simnet`), not the invoice prefix.
+pub fn network_name(currency: &Currency) -> &'static str {
+    match currency {
+        Currency::Bitcoin => "bitcoin",
+        Currency::BitcoinTestnet => "testnet",
+        Currency::Regtest => "regtest",
+        Currency::Simnet => "simnet",
+        Currency::Signet => "signet",
+    }
+}
+
 /// Parses an invoice and reads the facts a client needs.
 pub fn decode_invoice(invoice: &str) -> Result<(Bolt11Invoice, InvoiceInfo), InvoiceError> {
     let parsed: Bolt11Invoice = invoice.trim().parse().map_err(|e| InvoiceError::Parse(format!("{e}")))?;
@@ -114,8 +125,8 @@ pub fn check_invoice(
     let (parsed, info) = decode_invoice(invoice)?;
     if info.currency != policy.currency {
         return Err(InvoiceError::WrongNetwork {
-            expected: policy.currency.to_string(),
-            found: info.currency.to_string(),
+            expected: network_name(&policy.currency).to_owned(),
+            found: network_name(&info.currency).to_owned(),
         });
     }
     if info.payment_hash != *expected_hash {

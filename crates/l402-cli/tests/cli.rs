@@ -1,0 +1,124 @@
+//! The `l402` binary, run as a user runs it.
+#![allow(missing_docs)]
+
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+
+const CRED: &str = "L402 AgEEbHNhdAJCAABjDc0pZsQzZpESVEi7sltP9BKknHMtssirwbhYG9cQ3aurq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urAAIOc2VydmljZXM9c3ZjOjAAAhFzdmNfY2FwYWJpbGl0aWVzPQACGnN2Y192YWxpZF91bnRpbD0xNzAwMDAwMDAwAAAGIG0V+aBA2vQcLxi+SKWqFqjWoKOMl3Al3o1qy4E5KVLj:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const PREIMAGE: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const ROOT: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+fn l402(args: &[&str], stdin: Option<&str>, root: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_l402"));
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.env_remove("L402_ROOT_KEY");
+    if let Some(k) = root {
+        cmd.env("L402_ROOT_KEY", k);
+    }
+    let mut child = cmd.spawn().expect("l402 runs");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.unwrap_or("").as_bytes()).expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("l402 finishes")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn decode_credential_json_shows_fields_but_no_secret() {
+    let o = l402(&["decode", "--json", CRED], None, None);
+    assert!(o.status.success(), "{o:?}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["kind"], "credential");
+    assert_eq!(v["macaroon"]["identifier"]["payment_hash"], "630dcd2966c4336691125448bbb25b4ff412a49c732db2c8abc1b8581bd710dd");
+    assert_eq!(v["macaroon"]["identifier"]["token_id"], "ab".repeat(32));
+    assert_eq!(v["macaroon"]["caveats"][2], "svc_valid_until=1700000000");
+    assert_eq!(v["preimage_matches_payment_hash"], true);
+    let all = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    assert!(!all.contains(PREIMAGE), "preimage echoed");
+    assert!(!all.contains("bQV+aBA2vQ"), "signature echoed");
+}
+
+#[test]
+fn decode_reads_stdin_and_header_names() {
+    let o = l402(&["decode"], Some(&format!("Authorization: {CRED}\n")), None);
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&o).contains("kind: credential"));
+    let mac = CRED[5..].split(':').next().expect("mac");
+    let o = l402(&["decode", "--json", mac], None, None);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("json")["kind"], "macaroon");
+}
+
+#[test]
+fn decode_invoice_shows_amount_expiry_hash() {
+    let inv = "lnbc2500u1pvjluezsp5zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zygspp5qqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqypqdq5xysxxatsyp3k7enxv4jsxqzpu9qrsgquk0rl77nj30yxdy8j9vdx85fkpmdla2087ne0xh8nhedh8w27kyke0lp53ut353s06fv3qfegext0eh0ymjpf39tuven09sam30g4vgpfna3rh";
+    let o = l402(&["decode", "--json", inv], None, None);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["invoice"]["amount_msat"], 250_000_000);
+    assert_eq!(v["invoice"]["network"], "bitcoin");
+    assert_eq!(v["invoice"]["expired"], true);
+    assert_eq!(v["invoice"]["payment_hash"], "0001020304050607080900010203040506070809000102030405060708090102");
+}
+
+#[test]
+fn decode_garbage_is_a_clear_error() {
+    let o = l402(&["decode", "this is not a token"], None, None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a challenge, credential, invoice or macaroon"));
+}
+
+#[test]
+fn mint_reproduces_the_l402_vector() {
+    let o = l402(
+        &[
+            "token", "mint", "--payment-hash", "630dcd2966c4336691125448bbb25b4ff412a49c732db2c8abc1b8581bd710dd",
+            "--token-id", &"ab".repeat(32), "--service", "svc", "--capabilities", "svc=", "--valid-until",
+            "svc=1700000000",
+        ],
+        None,
+        Some(ROOT),
+    );
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&o).trim(), CRED[5..].split(':').next().expect("mac"));
+}
+
+#[test]
+fn mint_without_a_root_key_says_how_to_give_one() {
+    let o = l402(&["token", "mint", "--payment-hash", &"00".repeat(32)], None, None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("L402_ROOT_KEY"));
+}
+
+#[test]
+fn verify_accepts_before_expiry_and_refuses_after_with_the_reason() {
+    let ok = l402(&["token", "verify", "--service", "svc", "--now", "1699999999"], Some(CRED), Some(ROOT));
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(stdout(&ok).contains(&"ab".repeat(32)));
+
+    let late = l402(&["token", "verify", "--service", "svc", "--now", "1700000000", "--json"], Some(CRED), Some(ROOT));
+    assert_eq!(late.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&late.stdout).expect("json");
+    assert_eq!(v["reason"], "expired");
+
+    let other = l402(&["token", "verify", "--service", "other", "--now", "1"], Some(CRED), Some(ROOT));
+    assert_eq!(other.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("service_not_granted"));
+
+    let wrong_key = l402(&["token", "verify", "--service", "svc", "--now", "1"], Some(CRED), Some(&"22".repeat(32)));
+    assert_eq!(wrong_key.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong_key.stderr).contains("bad_signature"));
+    for o in [&ok, &late, &other, &wrong_key] {
+        let all = format!("{}{}", stdout(o), String::from_utf8_lossy(&o.stderr));
+        assert!(!all.contains(PREIMAGE) && !all.contains(ROOT), "secret echoed: {all}");
+    }
+}
+
+#[test]
+fn verify_refuses_an_uppercase_preimage() {
+    let upper = format!("{}:{}", CRED.rsplit_once(':').expect("colon").0, PREIMAGE.to_uppercase());
+    let o = l402(&["token", "verify", "--service", "svc", "--now", "1"], Some(&upper), Some(ROOT));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("lowercase hex"));
+}
