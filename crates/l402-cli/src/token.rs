@@ -6,7 +6,7 @@ use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand};
 use l402_proto::caveat::parse_services;
 use l402_proto::{
-    Access, Caveat, Credential, Identifier, Macaroon, MacaroonKey, PaymentHash, TokenId, verify,
+    Access, Caveat, Credential, Identifier, Macaroon, MacaroonKey, PaymentHash, Preimage, TokenId, verify,
 };
 use serde_json::json;
 
@@ -26,8 +26,11 @@ pub(crate) struct MintArgs {
     #[command(flatten)]
     key: RootKeyArgs,
     /// The payment hash the token is paid under (64 hex digits).
+    #[arg(long, value_name = "HEX", required_unless_present = "preimage", conflicts_with = "preimage")]
+    payment_hash: Option<String>,
+    /// Derive the payment hash from this preimage (64 hex digits), for testing without an invoice.
     #[arg(long, value_name = "HEX")]
-    payment_hash: String,
+    preimage: Option<String>,
     /// The token id (64 hex digits); random if absent.
     #[arg(long, value_name = "HEX")]
     token_id: Option<String>,
@@ -78,7 +81,11 @@ pub(crate) fn run(cmd: TokenCommand) -> Result<(), Failure> {
 
 fn mint(args: MintArgs) -> anyhow::Result<()> {
     let root = args.key.load()?;
-    let payment_hash = PaymentHash::from_hex(&args.payment_hash).context("--payment-hash")?;
+    let payment_hash = match (&args.payment_hash, &args.preimage) {
+        (Some(h), _) => PaymentHash::from_hex(h).context("--payment-hash")?,
+        (None, Some(p)) => Preimage::from_hex(p).context("--preimage")?.payment_hash(),
+        (None, None) => return Err(anyhow!("pass --payment-hash or --preimage")),
+    };
     let token_id = match &args.token_id {
         Some(hex) => TokenId::from_hex(hex).context("--token-id")?,
         None => TokenId(random32()?),
@@ -159,7 +166,8 @@ fn verify_cmd(args: VerifyArgs) -> Result<(), Failure> {
         }
         Err(e) => {
             if args.json {
-                let out = json!({ "valid": false, "token_id": token_id, "reason": e.reason(), "message": e.to_string() });
+                let out =
+                    json!({ "valid": false, "token_id": token_id, "reason": e.reason(), "message": e.to_string() });
                 println!("{out}");
             }
             Err(Failure::Refused(format!("{e} ({})", e.reason())))

@@ -32,7 +32,10 @@ fn decode_credential_json_shows_fields_but_no_secret() {
     assert!(o.status.success(), "{o:?}");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v["kind"], "credential");
-    assert_eq!(v["macaroon"]["identifier"]["payment_hash"], "630dcd2966c4336691125448bbb25b4ff412a49c732db2c8abc1b8581bd710dd");
+    assert_eq!(
+        v["macaroon"]["identifier"]["payment_hash"],
+        "630dcd2966c4336691125448bbb25b4ff412a49c732db2c8abc1b8581bd710dd"
+    );
     assert_eq!(v["macaroon"]["identifier"]["token_id"], "ab".repeat(32));
     assert_eq!(v["macaroon"]["caveats"][2], "svc_valid_until=1700000000");
     assert_eq!(v["preimage_matches_payment_hash"], true);
@@ -73,8 +76,17 @@ fn decode_garbage_is_a_clear_error() {
 fn mint_reproduces_the_l402_vector() {
     let o = l402(
         &[
-            "token", "mint", "--payment-hash", "630dcd2966c4336691125448bbb25b4ff412a49c732db2c8abc1b8581bd710dd",
-            "--token-id", &"ab".repeat(32), "--service", "svc", "--capabilities", "svc=", "--valid-until",
+            "token",
+            "mint",
+            "--payment-hash",
+            "630dcd2966c4336691125448bbb25b4ff412a49c732db2c8abc1b8581bd710dd",
+            "--token-id",
+            &"ab".repeat(32),
+            "--service",
+            "svc",
+            "--capabilities",
+            "svc=",
+            "--valid-until",
             "svc=1700000000",
         ],
         None,

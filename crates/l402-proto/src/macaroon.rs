@@ -209,14 +209,7 @@ impl Macaroon {
         }
         let mut signature = [0u8; 32];
         signature.copy_from_slice(&raw[s as usize..e as usize]);
-        Ok(Self {
-            raw,
-            location,
-            identifier,
-            caveats: (caveats_start as u32, caveats_end),
-            n_caveats,
-            signature,
-        })
+        Ok(Self { raw, location, identifier, caveats: (caveats_start as u32, caveats_end), n_caveats, signature })
     }
 
     /// Decodes base64 (standard or URL-safe alphabet, padded or not) and parses.

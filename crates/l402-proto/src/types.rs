@@ -163,11 +163,7 @@ impl Msat {
 
 impl fmt::Display for Msat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 {
-            write!(f, "{} sat", self.0 / 1000)
-        } else {
-            write!(f, "{} msat", self.0)
-        }
+        if self.0 % 1000 == 0 { write!(f, "{} sat", self.0 / 1000) } else { write!(f, "{} msat", self.0) }
     }
 }
 
@@ -175,10 +171,7 @@ impl fmt::Display for Msat {
 /// credential back.
 pub(crate) fn short(input: &[u8]) -> String {
     const MAX: usize = 12;
-    let shown: String = input
-        .iter()
-        .take(MAX)
-        .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' })
-        .collect();
+    let shown: String =
+        input.iter().take(MAX).map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' }).collect();
     if input.len() > MAX { format!("{shown}…") } else { shown }
 }

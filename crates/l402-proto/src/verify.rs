@@ -154,7 +154,8 @@ pub fn check_caveats<'m>(
             }
             if let Some(prev) = granted_services {
                 // Each service named again must have been granted before, at the same tier.
-                let narrows = caveat::services(value).flatten().all(|s| caveat::services(prev).flatten().any(|p| p == s));
+                let narrows =
+                    caveat::services(value).flatten().all(|s| caveat::services(prev).flatten().any(|p| p == s));
                 if !narrows {
                     return Err(widened(condition));
                 }

@@ -66,13 +66,22 @@ fn cases() -> Vec<(&'static str, Result<Verified, VerifyError>)> {
     cases.push(("preimage of another invoice", check(&m, &other, &a)));
 
     let short = format!("L402 {}:{}", m.to_base64(), "00".repeat(31));
-    cases.push(("preimage not 32 bytes", Credential::parse(short.as_bytes()).map(|_| unreachable!()).map_err(VerifyError::from)));
+    cases.push((
+        "preimage not 32 bytes",
+        Credential::parse(short.as_bytes()).map(|_| unreachable!()).map_err(VerifyError::from),
+    ));
 
     let upper = format!("L402 {}:{}", m.to_base64(), p.to_hex().to_uppercase());
-    cases.push(("uppercase preimage", Credential::parse(upper.as_bytes()).map(|_| unreachable!()).map_err(VerifyError::from)));
+    cases.push((
+        "uppercase preimage",
+        Credential::parse(upper.as_bytes()).map(|_| unreachable!()).map_err(VerifyError::from),
+    ));
 
     let nonhex = format!("L402 {}:{}", m.to_base64(), "zz".repeat(32));
-    cases.push(("non-hex preimage", Credential::parse(nonhex.as_bytes()).map(|_| unreachable!()).map_err(VerifyError::from)));
+    cases.push((
+        "non-hex preimage",
+        Credential::parse(nonhex.as_bytes()).map(|_| unreachable!()).map_err(VerifyError::from),
+    ));
 
     let mut v1 = id.clone();
     v1[1] = 1;

@@ -121,7 +121,10 @@ fn several_authorization_values_the_well_formed_l402_wins() {
     // Nothing usable.
     assert_eq!(Credential::from_authorization([b"Bearer xyz".as_slice()]), Err(DecodeError::NoCredential));
     assert_eq!(Credential::from_authorization(std::iter::empty()), Err(DecodeError::NoCredential));
-    assert_eq!(Credential::from_authorization([broken.as_bytes()]), Err(DecodeError::HexLength { what: "preimage", len: 6 }));
+    assert_eq!(
+        Credential::from_authorization([broken.as_bytes()]),
+        Err(DecodeError::HexLength { what: "preimage", len: 6 })
+    );
 }
 
 #[test]

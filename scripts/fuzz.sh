@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs each fuzz target of l402-proto for a bounded time and prints, per target, the executions run and the
+# crashes found. Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] (default 60).
+#
+# cargo-fuzz needs nightly compiler flags; this machine has one stable toolchain, so RUSTC_BOOTSTRAP=1 lets
+# stable accept them. Corpora live in fuzz/corpus/<target> (seeded from the protocol's test vectors) and
+# crashes in fuzz/artifacts/<target>; both are ignored by git.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-60}"
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+export RUSTC_BOOTSTRAP=1
+
+seed() {
+  local dir="fuzz/corpus/$1"; shift
+  mkdir -p "$dir"
+  local i=0
+  for s in "$@"; do printf '%s' "$s" > "$dir/seed-$i"; i=$((i + 1)); done
+}
+mac='AgEEbHNhdAJCAABjDc0pZsQzZpESVEi7sltP9BKknHMtssirwbhYG9cQ3aurq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urAAIOc2VydmljZXM9c3ZjOjAAAhFzdmNfY2FwYWJpbGl0aWVzPQACGnN2Y192YWxpZF91bnRpbD0xNzAwMDAwMDAwAAAGIG0V+aBA2vQcLxi+SKWqFqjWoKOMl3Al3o1qy4E5KVLj'
+pre='000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'
+seed challenge "LSAT macaroon=\"$mac\", invoice=\"lnbcrt1x\"" "L402 version=\"0\", token=\"$mac\", invoice=\"lnbc1\", Basic realm=\"a\\\"b\""
+seed credential "L402 $mac:$pre" "LSAT $mac:$pre
+L402 $mac:$pre"
+mkdir -p fuzz/corpus/macaroon
+printf '%s' "$mac" | base64 -d > fuzz/corpus/macaroon/seed-0
+
+status=0
+for target in challenge credential macaroon; do
+  log="fuzz/artifacts/$target.log"
+  mkdir -p fuzz/artifacts
+  set +e
+  cargo fuzz run --fuzz-dir fuzz -s none "$target" -- -max_total_time="$secs" -max_len=4096 -print_final_stats=1 > "$log" 2>&1
+  rc=$?
+  set -e
+  execs=$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' || true)
+  [ -n "$execs" ] || execs=$(grep -Eo '^#[0-9]+' "$log" | tail -n 1 | tr -d '#')
+  crashes=$(find "fuzz/artifacts/$target" -maxdepth 1 -type f \( -name 'crash-*' -o -name 'oom-*' -o -name 'timeout-*' \) 2>/dev/null | wc -l)
+  echo "$target: ${execs:-?} executions in ${secs}s, $crashes crash(es), exit $rc (log: $log)"
+  [ "$rc" = 0 ] && [ "$crashes" = 0 ] || status=1
+done
+exit $status
