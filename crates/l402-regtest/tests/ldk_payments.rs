@@ -1,0 +1,224 @@
+//! Real Lightning payments between embedded LDK nodes on a real regtest bitcoind.
+#![allow(missing_docs)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use l402_ldk::LdkNode;
+use l402_lightning::{
+    InvoiceIssuer, InvoiceRequest, InvoiceState, PayError, PayRequest, Payer, PaymentEvent, PaymentFailure,
+    PaymentStatus, Retry,
+};
+use l402_proto::{Msat, PaymentHash};
+use l402_regtest::Regtest;
+
+/// A network with alice -> bob, 500k sats.
+async fn alice_bob() -> (Regtest, Arc<LdkNode>, Arc<LdkNode>) {
+    let net = Regtest::start().await.expect("regtest starts (is bitcoind installed? scripts/install-bitcoind.sh)");
+    let alice = net.ldk_node("alice").await.expect("alice");
+    let bob = net.ldk_node("bob").await.expect("bob");
+    net.fund(&alice, 1_000_000).await.expect("fund alice");
+    net.open_channel(&alice, &bob, 500_000, 0).await.expect("channel");
+    (net, alice, bob)
+}
+
+async fn invoice(node: &LdkNode, sats: u64) -> (String, PaymentHash) {
+    let req =
+        InvoiceRequest { amount: Msat::from_sat(sats), memo: "l402 test".into(), expiry: Duration::from_secs(600) };
+    let inv = node.create_invoice(&req).await.expect("invoice");
+    (inv.bolt11, inv.payment_hash)
+}
+
+fn pay_request(bolt11: &str, hash: PaymentHash, sats: u64) -> PayRequest {
+    PayRequest {
+        bolt11: bolt11.into(),
+        payment_hash: hash,
+        amount: Msat::from_sat(sats),
+        max_fee: Msat(10_000),
+        timeout: Duration::from_secs(30),
+    }
+}
+
+fn recorder() -> (Arc<Mutex<Vec<PaymentEvent>>>, impl Fn(PaymentEvent) + Send + Sync) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    (events, move |e| sink.lock().expect("lock").push(e))
+}
+
+fn outbound_payments_to(node: &LdkNode, hash: &PaymentHash) -> usize {
+    use l402_ldk::ldk_node::payment::{PaymentDirection, PaymentKind};
+    node.inner()
+        .list_payments_with_filter(|p| {
+            p.direction == PaymentDirection::Outbound
+                && matches!(&p.kind, PaymentKind::Bolt11 { hash: h, .. } if h.0 == hash.0)
+        })
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ldk_to_ldk_payment_returns_the_preimage_and_settles() {
+    let (net, alice, bob) = alice_bob().await;
+    let (bolt11, hash) = invoice(&bob, 20_000).await;
+    assert_eq!(bob.lookup_invoice(&hash).await.expect("lookup"), InvoiceState::Open);
+    let mut settlements = bob.subscribe_settlements().await.expect("subscribe");
+
+    let (events, progress) = recorder();
+    let paid = alice.pay(&pay_request(&bolt11, hash, 20_000), &progress).await.expect("paid");
+    let paid_at = Instant::now();
+    assert_eq!(paid.preimage.payment_hash(), hash, "the preimage proves payment of this invoice");
+    assert_eq!(paid.amount, Msat::from_sat(20_000));
+    let ldk_fee = alice
+        .inner()
+        .payment(&l402_ldk::ldk_node::lightning::ln::channelmanager::PaymentId(hash.0))
+        .and_then(|p| p.fee_paid_msat);
+    assert_eq!(Some(paid.fee.0), ldk_fee, "the fee reported is the node's record of it");
+    let seen = events.lock().expect("lock").clone();
+    assert_eq!(seen.first(), Some(&PaymentEvent::Initiated));
+    assert!(seen.contains(&PaymentEvent::InFlight));
+    assert_eq!(seen.last(), Some(&PaymentEvent::Succeeded(paid)));
+
+    // The issuing side sees the settlement, by event, within a second of the payment.
+    let settled = tokio::time::timeout(Duration::from_secs(1), settlements.next())
+        .await
+        .expect("settlement within a second")
+        .expect("stream open")
+        .expect("settlement");
+    assert!(paid_at.elapsed() <= Duration::from_secs(1));
+    assert_eq!(settled.payment_hash, hash);
+    assert_eq!(settled.amount_received, Msat::from_sat(20_000));
+    // And by lookup.
+    match bob.wait_invoice(&hash, Duration::from_secs(1)).await.expect("wait") {
+        InvoiceState::Settled(s) => assert_eq!(s.amount_received, Msat::from_sat(20_000)),
+        other => panic!("not settled: {other:?}"),
+    }
+    assert!(matches!(alice.payment_status(&hash).await.expect("status"), PaymentStatus::Succeeded(s) if s == paid));
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paying_the_same_hash_twice_sends_one_payment() {
+    let (net, alice, bob) = alice_bob().await;
+    let (bolt11, hash) = invoice(&bob, 15_000).await;
+    let req = pay_request(&bolt11, hash, 15_000);
+    let before = alice.inner().list_channels()[0].outbound_capacity_msat;
+
+    // Concurrently, then once more after it settled.
+    let (a, b) = tokio::join!(alice.pay(&req, &|_| {}), alice.pay(&req, &|_| {}));
+    let first = a.expect("first");
+    assert_eq!(b.expect("second").preimage, first.preimage);
+    let again = alice.pay(&req, &|_| {}).await.expect("third");
+    assert_eq!(again.preimage, first.preimage);
+
+    assert_eq!(outbound_payments_to(&alice, &hash), 1, "one payment record");
+    let after = alice.inner().list_channels()[0].outbound_capacity_msat;
+    assert_eq!(before - after, 15_000_000, "the channel moved the amount once");
+    match bob.lookup_invoice(&hash).await.expect("lookup") {
+        InvoiceState::Settled(s) => assert_eq!(s.amount_received, Msat::from_sat(15_000)),
+        other => panic!("{other:?}"),
+    }
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_interrupted_payment_is_found_again_by_hash() {
+    let (net, alice, bob) = alice_bob().await;
+    let (bolt11, hash) = invoice(&bob, 12_000).await;
+    let req = pay_request(&bolt11, hash, 12_000);
+
+    // The paying task is dropped as soon as the payment is in flight (a crash or lost connection of the caller).
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let tx = Mutex::new(Some(tx));
+    let payer = alice.clone();
+    let task = tokio::spawn(async move {
+        let progress = move |e: PaymentEvent| {
+            if e == PaymentEvent::InFlight {
+                if let Some(tx) = tx.lock().expect("lock").take() {
+                    let _ = tx.send(());
+                }
+            }
+        };
+        payer.pay(&req, &progress).await
+    });
+    rx.await.expect("payment went in flight");
+    task.abort();
+    let _ = task.await;
+
+    // Found again by hash: tracking recovers the preimage, and no second payment is sent.
+    let found = alice.track_payment(&hash, Duration::from_secs(30), &|_| {}).await.expect("tracked");
+    assert_eq!(found.preimage.payment_hash(), hash);
+    assert_eq!(outbound_payments_to(&alice, &hash), 1);
+    let unknown = PaymentHash([7; 32]);
+    assert_eq!(alice.payment_status(&unknown).await.expect("status"), PaymentStatus::Unknown);
+    assert!(matches!(alice.track_payment(&unknown, Duration::from_secs(1), &|_| {}).await, Err(PayError::Node(_))));
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failures_are_typed_and_move_no_money() {
+    let (net, alice, bob) = alice_bob().await;
+    let carol = net.ldk_node("carol").await.expect("carol");
+    let capacity = alice.inner().list_channels()[0].outbound_capacity_msat;
+
+    // More than the channel holds: insufficient balance, nothing sent.
+    let (big, big_hash) = invoice(&bob, 600_000).await;
+    let r = alice.pay(&pay_request(&big, big_hash, 600_000), &|_| {}).await;
+    assert_eq!(r, Err(PayError::Failed(PaymentFailure::InsufficientBalance)));
+    assert_eq!(PaymentFailure::InsufficientBalance.retry(), Retry::Never);
+    assert_eq!(alice.payment_status(&big_hash).await.expect("status"), PaymentStatus::Unknown);
+
+    // No channel to carol: no route.
+    let (to_carol, carol_hash) = invoice(&carol, 1_000).await;
+    let r = alice.pay(&pay_request(&to_carol, carol_hash, 1_000), &|_| {}).await;
+    assert_eq!(r, Err(PayError::Failed(PaymentFailure::NoRoute)));
+    assert_eq!(PaymentFailure::NoRoute.retry(), Retry::WithHigherFee);
+
+    // The payee refuses the payment (a hold invoice, which LdkNode fails back): incorrect payment details.
+    use l402_ldk::ldk_node::lightning_invoice::{Bolt11InvoiceDescription, Description};
+    use l402_ldk::ldk_node::lightning_types::payment::PaymentHash as LdkHash;
+    let forgotten = LdkHash([0x42; 32]);
+    let desc = Bolt11InvoiceDescription::Direct(Description::new("gone".into()).expect("desc"));
+    let inv = bob.inner().bolt11_payment().receive_for_hash(5_000_000, &desc, 600, forgotten).expect("invoice");
+    let r = alice.pay(&pay_request(&inv.to_string(), PaymentHash(forgotten.0), 5_000), &|_| {}).await;
+    assert_eq!(r, Err(PayError::Failed(PaymentFailure::IncorrectPaymentDetails)));
+
+    // Refused before sending: a zero fee limit, an amount or hash that differ from the invoice's.
+    let (ok, ok_hash) = invoice(&bob, 1_000).await;
+    let mut zero_fee = pay_request(&ok, ok_hash, 1_000);
+    zero_fee.max_fee = Msat(0);
+    assert!(matches!(alice.pay(&zero_fee, &|_| {}).await, Err(PayError::Rejected(_))));
+    assert!(matches!(alice.pay(&pay_request(&ok, ok_hash, 999), &|_| {}).await, Err(PayError::Rejected(_))));
+    assert!(matches!(
+        alice.pay(&pay_request(&ok, PaymentHash([1; 32]), 1_000), &|_| {}).await,
+        Err(PayError::Rejected(_))
+    ));
+
+    assert_eq!(alice.inner().list_channels()[0].outbound_capacity_msat, capacity, "no money moved");
+    net.shutdown().await;
+}
+
+#[test]
+fn no_bitcoind_is_left_behind_even_when_a_test_panics() {
+    let pid = Arc::new(Mutex::new(None));
+    let seen = pid.clone();
+    let crashed = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let net = Regtest::start().await.expect("regtest");
+            *seen.lock().expect("lock") = net.bitcoind().pid();
+            panic!("a test failing half way");
+        });
+    })
+    .join();
+    assert!(crashed.is_err(), "the thread panicked");
+    let pid = pid.lock().expect("lock").expect("bitcoind had started");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if state.split_whitespace().nth(2) == Some("Z") {
+            break; // reaped by nobody yet, but dead
+        }
+        assert!(Instant::now() < deadline, "bitcoind {pid} still running");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
