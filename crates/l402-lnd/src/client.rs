@@ -23,10 +23,11 @@ use crate::proto::lnrpc::lightning_client::LightningClient;
 use crate::proto::routerrpc::router_client::RouterClient;
 use crate::tls::PinnedConnector;
 
-/// Adds `macaroon: <hex>` to every call, as LND expects. Its `Debug` never shows the macaroon.
+/// Adds `macaroon: <hex>` to every call, as LND expects (nothing when the configured macaroon is empty, for
+/// an LND run with `--no-macaroons`). Its `Debug` never shows the macaroon.
 #[derive(Clone)]
 pub struct MacaroonInterceptor {
-    value: MetadataValue<Ascii>,
+    value: Option<MetadataValue<Ascii>>,
 }
 
 impl fmt::Debug for MacaroonInterceptor {
@@ -37,7 +38,9 @@ impl fmt::Debug for MacaroonInterceptor {
 
 impl Interceptor for MacaroonInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request.metadata_mut().insert("macaroon", self.value.clone());
+        if let Some(value) = &self.value {
+            request.metadata_mut().insert("macaroon", value.clone());
+        }
         Ok(request)
     }
 }
@@ -107,9 +110,12 @@ impl LndNode {
     /// Prepares the connection without opening it (it opens on the first call).
     pub fn connect_lazy(config: LndConfig) -> Result<Self, LightningError> {
         let config_err = |m: String| LightningError::new(LightningErrorKind::Config, m);
-        let hex_mac = hex::encode(&config.macaroon);
-        let value: MetadataValue<Ascii> =
-            hex_mac.parse().map_err(|_| config_err("macaroon: cannot be sent as metadata".to_owned()))?;
+        let value: Option<MetadataValue<Ascii>> = if config.macaroon.is_empty() {
+            None
+        } else {
+            let hex_mac = hex::encode(&config.macaroon);
+            Some(hex_mac.parse().map_err(|_| config_err("macaroon: cannot be sent as metadata".to_owned()))?)
+        };
         let connector =
             PinnedConnector::new(&config.address, config.host(), config.tls_cert_der.clone(), config.connect_timeout)
                 .map_err(config_err)?;

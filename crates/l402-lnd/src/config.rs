@@ -36,7 +36,8 @@ pub struct LndConfig {
     pub address: String,
     /// The DER bytes of the node's `tls.cert`: the only certificate the connection accepts.
     pub tls_cert_der: Vec<u8>,
-    /// The macaroon (binary), sent hex-encoded on every call. A secret: never logged.
+    /// The macaroon (binary), sent hex-encoded on every call. A secret: never logged. Empty means none is
+    /// sent (for an LND run with `--no-macaroons`).
     pub macaroon: Vec<u8>,
     /// See [`DEFAULT_CALL_TIMEOUT`].
     pub call_timeout: Duration,

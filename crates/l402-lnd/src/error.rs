@@ -28,6 +28,19 @@ pub(crate) fn never_sent(status: &Status) -> bool {
     status.code() == Code::Unavailable && status.message().starts_with(CONNECT_FAILED)
 }
 
+/// Whether the status is tonic's report of a broken connection (code `Unknown`, source a transport error)
+/// rather than an answer from LND.
+fn is_transport_failure(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(s) = source {
+        if s.is::<tonic::transport::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 fn is_macaroon_refusal(status: &Status) -> bool {
     let msg = status.message().to_ascii_lowercase();
     matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied)
@@ -64,6 +77,9 @@ pub(crate) fn from_status(method: &str, status: &Status) -> LightningError {
             "LND refused the macaroon (wrong macaroon for this node, or not a macaroon)"
         };
         return LightningError::new(K::Unauthenticated, format!("{method}: {what}: {detail}"));
+    }
+    if is_transport_failure(status) {
+        return LightningError::new(K::Unavailable, format!("{method}: connection to LND lost: {detail}"));
     }
     let kind = match status.code() {
         Code::Unavailable => K::Unavailable,
