@@ -5,13 +5,14 @@
 
 mod decode;
 mod keys;
+mod regtest;
 mod token;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Lightning-paid APIs (L402): decode, mint and verify tokens.
+/// Lightning-paid APIs (L402): decode, mint and verify tokens; run a local regtest network.
 #[derive(Parser, Debug)]
 #[command(name = "l402", version, about, propagate_version = true)]
 struct Cli {
@@ -26,6 +27,9 @@ enum Command {
     /// Operator tools for tokens: mint offline from a root key, verify a credential.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// A local regtest Lightning network (bitcoind and LDK nodes) for trying things out.
+    #[command(subcommand)]
+    Regtest(regtest::RegtestCommand),
 }
 
 /// A failure with the exit code it maps to.
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Decode(args) => decode::run(args),
         Command::Token(cmd) => token::run(cmd),
+        Command::Regtest(cmd) => regtest::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

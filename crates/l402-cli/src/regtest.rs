@@ -1,0 +1,248 @@
+//! `l402 regtest up|status|down`: a local regtest Lightning network that outlives the command.
+//!
+//! `up` starts `l402 regtest serve` in the background; it owns bitcoind and the LDK nodes (alice, funded, with
+//! a channel to bob), writes `state.json` in the network's directory once everything is ready, and shuts
+//! everything down on SIGTERM or SIGINT. `status` reads that file and asks bitcoind for its height; `down`
+//! sends SIGTERM and waits until the server is gone.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Subcommand};
+use l402_regtest::Regtest;
+use serde_json::{Value, json};
+
+use crate::Failure;
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RegtestCommand {
+    /// Start the network in the background (bitcoind, alice and bob, a funded channel alice -> bob).
+    Up(DirArgs),
+    /// Show the running network: processes, block height, nodes.
+    Status(StatusArgs),
+    /// Stop the network and every process it started.
+    Down(DirArgs),
+    /// Run the network in the foreground until SIGTERM/SIGINT (what `up` starts).
+    #[command(hide = true)]
+    Serve(DirArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DirArgs {
+    /// The network's directory (its data, log and state.json).
+    #[arg(long, default_value_os_t = default_dir())]
+    dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn default_dir() -> PathBuf {
+    std::env::temp_dir().join("l402-regtest")
+}
+
+fn state_path(dir: &Path) -> PathBuf {
+    dir.join("state.json")
+}
+
+fn read_state(dir: &Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(state_path(dir))
+        .with_context(|| format!("no network running in {} (start one with `l402 regtest up`)", dir.display()))?;
+    serde_json::from_str(&text).context("state.json")
+}
+
+fn alive(pid: u64) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && stat.split_whitespace().nth(2) != Some("Z")
+}
+
+pub(crate) fn run(cmd: RegtestCommand) -> Result<(), Failure> {
+    match cmd {
+        RegtestCommand::Up(a) => up(&a.dir).map_err(Failure::Input),
+        RegtestCommand::Status(a) => status(&a.dir.dir, a.json).map_err(Failure::Input),
+        RegtestCommand::Down(a) => down(&a.dir).map_err(Failure::Input),
+        RegtestCommand::Serve(a) => serve(&a.dir).map_err(Failure::Input),
+    }
+}
+
+fn up(dir: &Path) -> anyhow::Result<()> {
+    if let Ok(state) = read_state(dir) {
+        if state["pid"].as_u64().is_some_and(alive) {
+            bail!("a network is already running in {} (l402 regtest down first)", dir.display());
+        }
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let log = std::fs::File::create(dir.join("serve.log")).context("creating serve.log")?;
+    let exe = std::env::current_exe().context("finding the l402 executable")?;
+    let mut child = Command::new(exe)
+        .args(["regtest", "serve", "--dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("log")?)
+        .stderr(log)
+        .spawn()
+        .context("starting the network server")?;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if state_path(dir).exists() {
+            break;
+        }
+        if let Some(status) = child.try_wait().context("waiting for the network server")? {
+            let log = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
+            bail!("the network server exited ({status}):\n{log}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the network was not ready within 180 s (see {})", dir.join("serve.log").display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    status(dir, false)
+}
+
+fn status(dir: &Path, as_json: bool) -> anyhow::Result<()> {
+    let mut state = read_state(dir)?;
+    let pid = state["pid"].as_u64().unwrap_or(0);
+    let running = alive(pid);
+    let height = if running { block_height(&state).ok() } else { None };
+    state["running"] = json!(running);
+    state["block_height"] = json!(height);
+    if let Some(b) = state["bitcoind"].as_object_mut() {
+        b.remove("rpc_password");
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&state).map_err(|e| anyhow!(e))?);
+        return Ok(());
+    }
+    println!("regtest network in {}: {}", dir.display(), if running { "running" } else { "NOT running" });
+    println!("  server pid {pid}, bitcoind pid {}", state["bitcoind"]["pid"]);
+    println!(
+        "  bitcoind rpc 127.0.0.1:{}, block height {}",
+        state["bitcoind"]["rpc_port"],
+        height.map_or("-".into(), |h| h.to_string())
+    );
+    for node in state["nodes"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<6} {} at {}",
+            node["name"].as_str().unwrap_or("?"),
+            node["node_id"].as_str().unwrap_or("?"),
+            node["listen"].as_str().unwrap_or("?")
+        );
+    }
+    for ch in state["channels"].as_array().into_iter().flatten() {
+        println!(
+            "  channel {} -> {}: {} sat",
+            ch["from"].as_str().unwrap_or("?"),
+            ch["to"].as_str().unwrap_or("?"),
+            ch["sats"]
+        );
+    }
+    Ok(())
+}
+
+fn block_height(state: &Value) -> anyhow::Result<u64> {
+    let port = state["bitcoind"]["rpc_port"].as_u64().ok_or_else(|| anyhow!("no rpc port"))?;
+    let user = state["bitcoind"]["rpc_user"].as_str().unwrap_or_default();
+    let pass = state["bitcoind"]["rpc_password"].as_str().unwrap_or_default();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let body = json!({ "jsonrpc": "1.0", "id": "l402", "method": "getblockcount", "params": [] });
+        let v: Value = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/"))
+            .basic_auth(user, Some(pass))
+            .json(&body)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?
+            .json()
+            .await?;
+        v["result"].as_u64().ok_or_else(|| anyhow!("getblockcount: {v}"))
+    })
+}
+
+fn down(dir: &Path) -> anyhow::Result<()> {
+    let state = read_state(dir)?;
+    let pid = state["pid"].as_u64().ok_or_else(|| anyhow!("state.json has no pid"))?;
+    let bitcoind = state["bitcoind"]["pid"].as_u64();
+    if alive(pid) {
+        let ok = Command::new("kill").args(["-TERM", &pid.to_string()]).status().context("running kill")?;
+        if !ok.success() {
+            bail!("could not signal the network server (pid {pid})");
+        }
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while alive(pid) || bitcoind.is_some_and(alive) {
+            if Instant::now() > deadline {
+                bail!("the network server (pid {pid}) did not stop within 90 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let _ = std::fs::remove_file(state_path(dir));
+    println!("regtest network in {} stopped", dir.display());
+    Ok(())
+}
+
+fn serve(dir: &Path) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?;
+    rt.block_on(async {
+        let net = Regtest::start_in(dir).await?;
+        let alice = net.ldk_node("alice").await?;
+        let bob = net.ldk_node("bob").await?;
+        net.fund(&alice, 2_000_000).await?;
+        net.open_channel(&alice, &bob, 1_000_000, 0).await?;
+        let (user, pass) = net.bitcoind().rpc_auth();
+        let nodes: Vec<Value> = [("alice", &alice), ("bob", &bob)]
+            .iter()
+            .map(|(name, n)| {
+                json!({
+                    "name": name,
+                    "node_id": n.node_id(),
+                    "listen": n.config().listen.map(|a| a.to_string()),
+                    "data_dir": n.config().data_dir,
+                })
+            })
+            .collect();
+        let state = json!({
+            "pid": std::process::id(),
+            "bitcoind": {
+                "pid": net.bitcoind().pid(),
+                "rpc_port": net.bitcoind().rpc_port(),
+                "rpc_user": user,
+                "rpc_password": pass,
+                "datadir": net.bitcoind().datadir(),
+            },
+            "nodes": nodes,
+            "channels": [{ "from": "alice", "to": "bob", "sats": 1_000_000 }],
+        });
+        let tmp = dir.join("state.json.tmp");
+        {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            // It holds bitcoind's RPC password: readable by its owner only.
+            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            f.write_all(&serde_json::to_vec_pretty(&state)?)?;
+        }
+        std::fs::rename(&tmp, state_path(dir))?;
+        eprintln!("l402 regtest: ready");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!("l402 regtest: shutting down");
+        net.shutdown().await;
+        let _ = std::fs::remove_file(state_path(dir));
+        anyhow::Ok(())
+    })
+}
