@@ -10,7 +10,7 @@
 use l402_lightning::{LightningError, LightningErrorKind};
 use tonic::{Code, Status};
 
-use crate::tls::{CONNECT_FAILED, NOT_PINNED};
+use crate::tls::{CONNECT_FAILED, NO_KEY, NOT_PINNED};
 
 /// Texts of LND's macaroon refusals (all sent with code `Unknown`).
 const MACAROON_REFUSALS: &[&str] = &[
@@ -21,6 +21,8 @@ const MACAROON_REFUSALS: &[&str] = &[
     "unable to decode macaroon",
     "macaroon",
     "permission denied",
+    "invalid id",
+    "unknown macaroon version",
 ];
 
 /// Whether the status says the request never left this process (no connection could be opened).
@@ -66,7 +68,7 @@ fn describe(status: &Status) -> String {
 pub(crate) fn from_status(method: &str, status: &Status) -> LightningError {
     use LightningErrorKind as K;
     let detail = describe(status);
-    if status.message().contains(NOT_PINNED) {
+    if status.message().contains(NOT_PINNED) || status.message().contains(NO_KEY) {
         return LightningError::new(K::TlsCertificate, detail);
     }
     if is_macaroon_refusal(status) {

@@ -31,6 +31,9 @@ use tonic::transport::Uri;
 pub(crate) const CONNECT_FAILED: &str = "could not connect to LND";
 /// Text of the message of a connection refused because the certificate is not the pinned one.
 pub(crate) const NOT_PINNED: &str = "is not the pinned tls.cert";
+/// Text of the message of a connection refused because the peer showed the pinned certificate but could not
+/// sign with its key.
+pub(crate) const NO_KEY: &str = "could not prove it holds the pinned tls.cert's key";
 
 /// The hex sha256 of a certificate, for messages (a fingerprint, not a secret).
 pub(crate) fn fingerprint(der: &[u8]) -> String {
@@ -54,12 +57,21 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     CryptoProvider::get_default().cloned().unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
 }
 
+/// Why the verifier refused a handshake.
+#[derive(Debug, Clone)]
+enum Refusal {
+    /// Another certificate (its sha256).
+    NotPinned(String),
+    /// The pinned certificate, but a handshake signature its key did not make.
+    BadSignature(String),
+}
+
 /// Accepts exactly the pinned certificate; checks handshake signatures.
 pub(crate) struct PinnedCertVerifier {
     pinned: Vec<u8>,
     algorithms: WebPkiSupportedAlgorithms,
-    /// The fingerprint of the last certificate refused, for the connector's error message.
-    last_refused: Mutex<Option<String>>,
+    /// Why the last handshake was refused, for the connector's error message.
+    last_refused: Mutex<Option<Refusal>>,
 }
 
 impl fmt::Debug for PinnedCertVerifier {
@@ -73,8 +85,24 @@ impl PinnedCertVerifier {
         Self { pinned, algorithms: provider.signature_verification_algorithms, last_refused: Mutex::new(None) }
     }
 
-    fn take_refused(&self) -> Option<String> {
+    fn take_refused(&self) -> Option<Refusal> {
         self.last_refused.lock().ok().and_then(|mut g| g.take())
+    }
+
+    fn refuse(&self, why: Refusal) {
+        if let Ok(mut g) = self.last_refused.lock() {
+            *g = Some(why);
+        }
+    }
+
+    fn checked(
+        &self,
+        result: Result<HandshakeSignatureValid, rustls::Error>,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if let Err(e) = &result {
+            self.refuse(Refusal::BadSignature(e.to_string()));
+        }
+        result
     }
 }
 
@@ -90,9 +118,7 @@ impl ServerCertVerifier for PinnedCertVerifier {
         if constant_time_eq(end_entity.as_ref(), &self.pinned) {
             return Ok(ServerCertVerified::assertion());
         }
-        if let Ok(mut g) = self.last_refused.lock() {
-            *g = Some(fingerprint(end_entity.as_ref()));
-        }
+        self.refuse(Refusal::NotPinned(fingerprint(end_entity.as_ref())));
         Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
     }
 
@@ -102,7 +128,7 @@ impl ServerCertVerifier for PinnedCertVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
+        self.checked(verify_tls12_signature(message, cert, dss, &self.algorithms))
     }
 
     fn verify_tls13_signature(
@@ -111,7 +137,7 @@ impl ServerCertVerifier for PinnedCertVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.checked(verify_tls13_signature(message, cert, dss, &self.algorithms))
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -185,11 +211,14 @@ impl PinnedConnector {
 
     fn describe_tls_error(&self, e: &io::Error) -> String {
         match self.verifier.take_refused() {
-            Some(presented) => format!(
+            Some(Refusal::NotPinned(presented)) => format!(
                 "the node's TLS certificate (sha256 {presented}) {NOT_PINNED} (sha256 {}); check the tls.cert \
                  given, or that this address is the right node",
                 fingerprint(&self.verifier.pinned)
             ),
+            Some(Refusal::BadSignature(why)) => {
+                format!("the node showed the pinned tls.cert but {NO_KEY} (handshake signature: {why})")
+            }
             None => format!("TLS handshake failed: {e}"),
         }
     }

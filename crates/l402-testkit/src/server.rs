@@ -180,6 +180,12 @@ impl LndSimulator {
         self.sim.cut_connections();
     }
 
+    /// How many times every connection was cut (by [`LndSimulator::cut_connections`], [`Fault::DropStream`]
+    /// or [`Fault::Unreachable`]).
+    pub fn connection_cuts(&self) -> u64 {
+        self.sim.connection_cuts.load(Ordering::SeqCst)
+    }
+
     /// How many payments the simulator has handed to its backend (to check that a hash is paid once).
     pub fn backend_payments(&self) -> u64 {
         self.sim.backend_payments.load(Ordering::SeqCst)

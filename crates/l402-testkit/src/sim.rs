@@ -181,6 +181,7 @@ pub(crate) struct Sim {
     payments: Mutex<PaymentBook>,
     pub(crate) connections: Mutex<HashMap<u64, AbortHandle>>,
     pub(crate) backend_payments: AtomicU64,
+    pub(crate) connection_cuts: AtomicU64,
 }
 
 impl Sim {
@@ -195,11 +196,13 @@ impl Sim {
             payments: Mutex::default(),
             connections: Mutex::default(),
             backend_payments: AtomicU64::new(0),
+            connection_cuts: AtomicU64::new(0),
         }
     }
 
     /// Cuts every open connection (their streams end with a transport error on the client).
     pub(crate) fn cut_connections(&self) {
+        self.connection_cuts.fetch_add(1, Ordering::SeqCst);
         for (_, handle) in lock(&self.connections).drain() {
             handle.abort();
         }

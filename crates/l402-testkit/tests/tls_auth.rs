@@ -151,3 +151,44 @@ async fn an_unknown_payment_is_unknown() {
     let lnd = sim.connect().await.expect("connects");
     assert_eq!(lnd.payment_status(&PaymentHash([1; 32])).await.expect("status"), PaymentStatus::Unknown);
 }
+
+/// Serves `cert_der` with a key that is not its own (a server that copied the public tls.cert).
+#[derive(Debug)]
+struct StolenCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for StolenCert {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn a_server_with_the_pinned_certificate_but_not_its_key_is_refused() {
+    let sim = no_payments_simulator().await;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let other_key = rcgen::KeyPair::generate().expect("key");
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(other_key.serialize_der().into());
+    let signer = provider.key_provider.load_private_key(key_der).expect("signing key");
+    let certified = rustls::sign::CertifiedKey::new(vec![CertificateDer::from(sim.tls_cert_der().to_vec())], signer);
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(StolenCert(Arc::new(certified))));
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let impostor = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = acceptor.accept(tcp).await;
+        }
+    });
+
+    let mut config = sim.lnd_config();
+    config.address = address.to_string();
+    let err = LndNode::connect(config).await.expect_err("impostor refused");
+    assert_eq!(err.kind, LightningErrorKind::TlsCertificate, "{err}");
+    assert!(err.message.contains("could not prove it holds the pinned tls.cert's key"), "{}", err.message);
+    impostor.abort();
+}
