@@ -21,6 +21,9 @@ const RECHECK: Duration = Duration::from_millis(250);
 #[async_trait]
 impl InvoiceIssuer for LdkNode {
     async fn create_invoice(&self, request: &InvoiceRequest) -> Result<IssuedInvoice, LightningError> {
+        if !self.node.status().is_running {
+            return Err(LightningError::new(LightningErrorKind::Unavailable, "the LDK node is not running"));
+        }
         if request.amount.0 == 0 {
             return Err(LightningError::new(LightningErrorKind::InvalidRequest, "invoice amount must be positive"));
         }

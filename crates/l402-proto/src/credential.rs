@@ -56,6 +56,9 @@ impl Credential {
         }
         let text = std::str::from_utf8(value).map_err(|_| DecodeError::Credential { reason: "not UTF-8" })?;
         let text = text.trim_matches(|c| c == ' ' || c == '\t');
+        if Scheme::from_name(text).is_some() {
+            return Err(DecodeError::Credential { reason: "empty credential" });
+        }
         let (scheme, rest) = text.split_once([' ', '\t']).ok_or(DecodeError::NoCredential)?;
         let scheme = Scheme::from_name(scheme).ok_or(DecodeError::NoCredential)?;
         let rest = rest.trim_start_matches([' ', '\t']);

@@ -121,6 +121,8 @@ fn several_authorization_values_the_well_formed_l402_wins() {
     // Nothing usable.
     assert_eq!(Credential::from_authorization([b"Bearer xyz".as_slice()]), Err(DecodeError::NoCredential));
     assert_eq!(Credential::from_authorization(std::iter::empty()), Err(DecodeError::NoCredential));
+    // The scheme alone is a malformed L402 credential, not the absence of one.
+    assert_eq!(Credential::parse(b"L402 "), Err(DecodeError::Credential { reason: "empty credential" }));
     assert_eq!(
         Credential::from_authorization([broken.as_bytes()]),
         Err(DecodeError::HexLength { what: "preimage", len: 6 })

@@ -1,0 +1,127 @@
+//! The tower [`Layer`]: prices each request, lets paid ones through with the verified [`L402Token`] as a
+//! request extension, and answers the others itself (a 402 challenge is a normal `Ok(response)`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{Either, Full};
+use tower::{Layer, Service};
+
+use crate::paywall::{L402Token, Paywall, Refusal};
+use crate::pricing::{Charge, Pricing, RequestInfo};
+use crate::response;
+
+/// The response body: the inner service's, or the paywall's own.
+pub type L402Body<B> = Either<B, Full<Bytes>>;
+
+/// Puts a paywall in front of a service.
+#[derive(Clone)]
+pub struct L402Layer {
+    paywall: Arc<Paywall>,
+    pricing: Arc<dyn Pricing>,
+}
+
+impl std::fmt::Debug for L402Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L402Layer").field("paywall", &self.paywall).finish_non_exhaustive()
+    }
+}
+
+impl L402Layer {
+    /// A layer charging requests as `pricing` says.
+    pub fn new(paywall: Arc<Paywall>, pricing: impl Pricing) -> Self {
+        Self { paywall, pricing: Arc::new(pricing) }
+    }
+}
+
+impl<S> Layer<S> for L402Layer {
+    type Service = L402Service<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        L402Service { inner, paywall: self.paywall.clone(), pricing: self.pricing.clone() }
+    }
+}
+
+/// The service [`L402Layer`] makes.
+#[derive(Clone)]
+pub struct L402Service<S> {
+    inner: S,
+    paywall: Arc<Paywall>,
+    pricing: Arc<dyn Pricing>,
+}
+
+impl<S> std::fmt::Debug for L402Service<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L402Service").finish_non_exhaustive()
+    }
+}
+
+/// The future of [`L402Service`].
+pub type ResponseFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<L402Body<B>>, E>> + Send>>;
+
+/// Answers a refused request: a fresh challenge where a new token would help, else the refusal. Counts it and
+/// logs the reason (never the credential).
+pub async fn answer(paywall: &Paywall, charge: &Charge, refusal: Refusal, grpc: bool) -> Response<Full<Bytes>> {
+    paywall.metrics().refused(refusal.reason());
+    if refusal.wants_challenge() {
+        match paywall.mint(charge).await {
+            Ok(minted) => {
+                if !matches!(refusal, Refusal::PaymentRequired) {
+                    tracing::info!(reason = refusal.reason(), service = %charge.service.name, "credential refused; new challenge");
+                }
+                return response::challenge(&minted, &charge.service.name, grpc);
+            }
+            Err(e) => {
+                tracing::warn!(reason = e.reason(), error = %e, "could not mint a challenge");
+                paywall.metrics().refused(e.reason());
+                return response::refusal(&e, grpc);
+            }
+        }
+    }
+    tracing::info!(reason = refusal.reason(), service = %charge.service.name, "request refused");
+    response::refusal(&refusal, grpc)
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for L402Service<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+{
+    type Response = Response<L402Body<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let info = RequestInfo { method: req.method(), uri: req.uri(), headers: req.headers() };
+        let Some(charge) = self.pricing.charge(&info) else {
+            self.paywall.metrics().free_requests.fetch_add(1, Ordering::Relaxed);
+            let fut = self.inner.call(req);
+            return Box::pin(async move { fut.await.map(|r| r.map(Either::Left)) });
+        };
+        // The ready service is the one to call; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let paywall = self.paywall.clone();
+        Box::pin(async move {
+            let grpc = response::is_grpc(req.headers());
+            match paywall.authenticate(req.headers(), &charge).await {
+                Ok(token) => {
+                    tracing::debug!(token_id = %token.token_id, service = %token.service, "paid request");
+                    req.extensions_mut().insert::<L402Token>(token);
+                    inner.call(req).await.map(|r| r.map(Either::Left))
+                }
+                Err(refusal) => Ok(answer(&paywall, &charge, refusal, grpc).await.map(Either::Right)),
+            }
+        })
+    }
+}

@@ -1,0 +1,45 @@
+//! The server side of L402: put a Lightning price on any HTTP or gRPC service.
+//!
+//! - [`Paywall`] mints tokens (a fresh invoice, a random token id and root key, caveats per service), answers
+//!   challenges, and authenticates credentials with no call to the Lightning node;
+//! - [`L402Layer`] is the tower layer that puts it in front of any axum, hyper or tonic service, handing the
+//!   verified [`L402Token`] to the inner service as a request extension (and to axum handlers as an extractor);
+//! - [`store`] keeps root keys: SQLite by default, PostgreSQL for several instances sharing tokens.
+//!
+//! Answers: no credential, an expired token, or one for another service or lacking a capability the service
+//! grants: 402 with a fresh challenge (both `WWW-Authenticate` lines, LSAT first, as Aperture). A credential
+//! that is malformed or forged, or a revoked or unknown token: 401 with the reason (minting an invoice for
+//! every forged request would only feed whoever sends them). A capability the service never grants: 403.
+//! Store or Lightning backend unavailable: 503, and nothing passes unpaid.
+//!
+//! ```no_run
+//! # async fn f(issuer: std::sync::Arc<dyn l402_lightning::InvoiceIssuer>) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use l402_server::{L402Layer, L402Token, Paywall, ServiceSpec, StaticPrice, store::SqliteStore};
+//!
+//! let store = Arc::new(SqliteStore::open("l402.db".as_ref())?);
+//! let paywall = Paywall::builder(store, issuer).build();
+//! let spec = Arc::new(ServiceSpec::new("weather", l402_proto::Msat::from_sat(10)));
+//! let app: axum::Router = axum::Router::new()
+//!     .route("/forecast", axum::routing::get(|t: L402Token| async move { format!("paid by {}", t.token_id) }))
+//!     .layer(L402Layer::new(paywall, StaticPrice(spec)));
+//! # Ok(()) }
+//! ```
+
+mod cache;
+#[cfg(feature = "axum")]
+mod extract;
+pub mod layer;
+pub mod metrics;
+pub mod paywall;
+pub mod pricing;
+pub mod response;
+pub mod store;
+
+pub use cache::{DEFAULT_KEY_CACHE_SIZE, DEFAULT_KEY_CACHE_TTL};
+#[cfg(feature = "axum")]
+pub use extract::MissingL402Token;
+pub use layer::{L402Body, L402Layer, L402Service};
+pub use metrics::Metrics;
+pub use paywall::{Clock, L402Token, Minted, Paywall, PaywallBuilder, Refusal, system_clock};
+pub use pricing::{Charge, Pricing, RequestInfo, ServiceSpec, StaticPrice};

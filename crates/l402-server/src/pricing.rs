@@ -1,0 +1,101 @@
+//! What a request costs: the service it belongs to, the price, and the capability it needs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, Method, Uri};
+use l402_proto::Msat;
+
+/// A priced service: what its tokens grant and cost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// The service name (in the `services` caveat).
+    pub name: String,
+    /// Its tier (Aperture uses 0).
+    pub tier: u32,
+    /// The price of a token.
+    pub price: Msat,
+    /// How long a token is valid after minting; `None`: until revoked.
+    pub lifetime: Option<Duration>,
+    /// The capabilities its tokens grant (minted as `<service>_capabilities`).
+    pub capabilities: Vec<String>,
+}
+
+impl ServiceSpec {
+    /// A service at tier 0 with no lifetime and no capabilities.
+    pub fn new(name: impl Into<String>, price: Msat) -> Self {
+        Self { name: name.into(), tier: 0, price, lifetime: None, capabilities: Vec::new() }
+    }
+
+    /// With a token lifetime.
+    pub fn lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = Some(lifetime);
+        self
+    }
+
+    /// With capabilities granted.
+    pub fn capabilities<S: Into<String>>(mut self, caps: impl IntoIterator<Item = S>) -> Self {
+        self.capabilities = caps.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// The charge for one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Charge {
+    /// The service.
+    pub service: Arc<ServiceSpec>,
+    /// The price of a token minted for this request (usually the service's price).
+    pub price: Msat,
+    /// The capability the route requires, if any.
+    pub capability: Option<String>,
+}
+
+impl Charge {
+    /// The service's own price, no capability required.
+    pub fn of(service: &Arc<ServiceSpec>) -> Self {
+        Self { service: service.clone(), price: service.price, capability: None }
+    }
+
+    /// Requiring a capability.
+    pub fn requiring(mut self, capability: impl Into<String>) -> Self {
+        self.capability = Some(capability.into());
+        self
+    }
+}
+
+/// What a pricing decision sees of a request.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestInfo<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The URI.
+    pub uri: &'a Uri,
+    /// The headers.
+    pub headers: &'a HeaderMap,
+}
+
+/// Prices requests: `None` lets a request through free.
+pub trait Pricing: Send + Sync + 'static {
+    /// The charge for this request.
+    fn charge(&self, request: &RequestInfo<'_>) -> Option<Charge>;
+}
+
+impl<F> Pricing for F
+where
+    F: Fn(&RequestInfo<'_>) -> Option<Charge> + Send + Sync + 'static,
+{
+    fn charge(&self, request: &RequestInfo<'_>) -> Option<Charge> {
+        self(request)
+    }
+}
+
+/// Every request is charged for one service at its price.
+#[derive(Clone, Debug)]
+pub struct StaticPrice(pub Arc<ServiceSpec>);
+
+impl Pricing for StaticPrice {
+    fn charge(&self, _: &RequestInfo<'_>) -> Option<Charge> {
+        Some(Charge::of(&self.0))
+    }
+}

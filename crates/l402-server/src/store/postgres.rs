@@ -1,0 +1,185 @@
+//! PostgreSQL, for several proxy instances sharing one set of tokens: a token minted by one is accepted by
+//! the others, and a revocation on one is seen by all (within the key cache's bound, see `KeyCache`).
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use l402_proto::{Msat, PaymentHash, RootKey, TokenId};
+use tokio_postgres::NoTls;
+
+use super::migrations::POSTGRES;
+use super::{KeyLookup, NewToken, Revenue, StoreError, TokenInfo, TokenStore};
+
+/// A [`TokenStore`] in PostgreSQL.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PostgresStore")
+    }
+}
+
+fn bytes32(v: Vec<u8>) -> Result<[u8; 32], StoreError> {
+    v.try_into().map_err(|_| StoreError("stored value is not 32 bytes".into()))
+}
+
+/// Serializes concurrent migrations of several instances starting at once.
+const MIGRATION_LOCK: i64 = 0x4c34_3032;
+
+impl PostgresStore {
+    /// Connects (a pool of up to `max_connections`) with a libpq-style connection string, e.g.
+    /// `host=127.0.0.1 port=5432 user=l402 dbname=l402`, and applies pending migrations.
+    pub async fn connect(conn: &str, max_connections: usize) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = conn.parse().map_err(StoreError::from_display)?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager).max_size(max_connections).build().map_err(StoreError::from_display)?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(StoreError::from_display)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(StoreError::from_display)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(StoreError::from_display)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS l402_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .await
+        .map_err(StoreError::from_display)?;
+        for (version, sql) in POSTGRES {
+            let done = tx
+                .query_opt("SELECT version FROM l402_migrations WHERE version = $1", &[version])
+                .await
+                .map_err(StoreError::from_display)?;
+            if done.is_none() {
+                tx.batch_execute(sql).await.map_err(StoreError::from_display)?;
+                tx.execute(
+                    "INSERT INTO l402_migrations (version, applied_at) VALUES ($1, extract(epoch from now())::bigint)",
+                    &[version],
+                )
+                .await
+                .map_err(StoreError::from_display)?;
+            }
+        }
+        tx.commit().await.map_err(StoreError::from_display)
+    }
+}
+
+#[async_trait]
+impl TokenStore for PostgresStore {
+    async fn insert(&self, t: &NewToken) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO l402_tokens (id_hash, token_id, payment_hash, service, price_msat, root_key, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &&t.id_hash[..],
+                &&t.token_id.0[..],
+                &&t.payment_hash.0[..],
+                &t.service,
+                &(t.price.0 as i64),
+                &&t.root_key.0[..],
+                &(t.created_at as i64),
+                &t.expires_at.map(|e| e as i64),
+            ],
+        )
+        .await
+        .map(drop)
+        .map_err(StoreError::from_display)
+    }
+
+    async fn lookup(&self, id_hash: &[u8; 32]) -> Result<KeyLookup, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt("SELECT root_key, paid_at FROM l402_tokens WHERE id_hash = $1", &[&&id_hash[..]])
+            .await
+            .map_err(StoreError::from_display)?;
+        Ok(match row {
+            None => KeyLookup::Unknown,
+            Some(r) => match r.get::<_, Option<Vec<u8>>>(0) {
+                None => KeyLookup::Revoked,
+                Some(key) => {
+                    KeyLookup::Active { root_key: RootKey(bytes32(key)?), paid: r.get::<_, Option<i64>>(1).is_some() }
+                }
+            },
+        })
+    }
+
+    async fn revoke(&self, token_id: &TokenId) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE l402_tokens SET root_key = NULL, revoked_at = extract(epoch from now())::bigint
+                 WHERE token_id = $1 AND root_key IS NOT NULL",
+                &[&&token_id.0[..]],
+            )
+            .await
+            .map_err(StoreError::from_display)?;
+        Ok(n > 0)
+    }
+
+    async fn mark_paid(&self, payment_hash: &PaymentHash, amount: Option<Msat>, at: u64) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE l402_tokens SET paid_at = $2, paid_msat = COALESCE($3, price_msat) WHERE payment_hash = $1 AND paid_at IS NULL",
+                &[&&payment_hash.0[..], &(at as i64), &amount.map(|a| a.0 as i64)],
+            )
+            .await
+            .map_err(StoreError::from_display)?;
+        Ok(n > 0)
+    }
+
+    async fn list(&self, limit: u32) -> Result<Vec<TokenInfo>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT token_id, payment_hash, service, price_msat, created_at, expires_at, paid_at, revoked_at
+                 FROM l402_tokens ORDER BY created_at DESC LIMIT $1",
+                &[&i64::from(limit)],
+            )
+            .await
+            .map_err(StoreError::from_display)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(TokenInfo {
+                    token_id: TokenId(bytes32(r.get(0))?),
+                    payment_hash: PaymentHash(bytes32(r.get(1))?),
+                    service: r.get(2),
+                    price: Msat(r.get::<_, i64>(3) as u64),
+                    created_at: r.get::<_, i64>(4) as u64,
+                    expires_at: r.get::<_, Option<i64>>(5).map(|v| v as u64),
+                    paid_at: r.get::<_, Option<i64>>(6).map(|v| v as u64),
+                    revoked_at: r.get::<_, Option<i64>>(7).map(|v| v as u64),
+                })
+            })
+            .collect()
+    }
+
+    async fn revenue(&self) -> Result<Vec<Revenue>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT service, COUNT(*), COALESCE(SUM(paid_msat), 0)::bigint FROM l402_tokens
+                 WHERE paid_at IS NOT NULL GROUP BY service ORDER BY service",
+                &[],
+            )
+            .await
+            .map_err(StoreError::from_display)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Revenue {
+                service: r.get(0),
+                tokens_paid: r.get::<_, i64>(1) as u64,
+                amount: Msat(r.get::<_, i64>(2) as u64),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,208 @@
+//! The embedded default: one SQLite file in WAL mode, created (and migrated) on first start.
+//!
+//! Calls run on tokio's blocking pool over one connection; SQLite serializes writers anyway, and a root-key
+//! lookup is a primary-key read that takes microseconds.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use l402_proto::{Msat, PaymentHash, RootKey, TokenId};
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use super::migrations::SQLITE;
+use super::{KeyLookup, NewToken, Revenue, StoreError, TokenInfo, TokenStore};
+
+/// A [`TokenStore`] in a SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn bytes32(v: Vec<u8>) -> Result<[u8; 32], StoreError> {
+    v.try_into().map_err(|_| StoreError("stored value is not 32 bytes".into()))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(StoreError::from_display)?;
+        }
+        let conn = Connection::open(path).map_err(StoreError::from_display)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database (tests).
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(StoreError::from_display)?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(StoreError::from_display)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(StoreError::from_display)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(StoreError::from_display)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS l402_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .map_err(StoreError::from_display)?;
+        for (version, sql) in SQLITE {
+            let tx = conn.transaction().map_err(StoreError::from_display)?;
+            let done: Option<i64> = tx
+                .query_row("SELECT version FROM l402_migrations WHERE version = ?1", [version], |r| r.get(0))
+                .optional()
+                .map_err(StoreError::from_display)?;
+            if done.is_none() {
+                tx.execute_batch(sql).map_err(StoreError::from_display)?;
+                tx.execute(
+                    "INSERT INTO l402_migrations (version, applied_at) VALUES (?1, strftime('%s','now'))",
+                    [version],
+                )
+                .map_err(StoreError::from_display)?;
+            }
+            tx.commit().map_err(StoreError::from_display)?;
+        }
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| StoreError("connection lock poisoned".into()))?;
+            f(&mut guard).map_err(StoreError::from_display)
+        })
+        .await
+        .map_err(StoreError::from_display)?
+    }
+}
+
+#[async_trait]
+impl TokenStore for SqliteStore {
+    async fn insert(&self, t: &NewToken) -> Result<(), StoreError> {
+        let t = t.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO l402_tokens (id_hash, token_id, payment_hash, service, price_msat, root_key, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    &t.id_hash[..],
+                    &t.token_id.0[..],
+                    &t.payment_hash.0[..],
+                    t.service,
+                    t.price.0 as i64,
+                    &t.root_key.0[..],
+                    t.created_at as i64,
+                    t.expires_at.map(|e| e as i64)
+                ],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn lookup(&self, id_hash: &[u8; 32]) -> Result<KeyLookup, StoreError> {
+        let id = *id_hash;
+        let row = self
+            .with(move |c| {
+                c.query_row("SELECT root_key, paid_at FROM l402_tokens WHERE id_hash = ?1", [&id[..]], |r| {
+                    Ok((r.get::<_, Option<Vec<u8>>>(0)?, r.get::<_, Option<i64>>(1)?))
+                })
+                .optional()
+            })
+            .await?;
+        Ok(match row {
+            None => KeyLookup::Unknown,
+            Some((None, _)) => KeyLookup::Revoked,
+            Some((Some(key), paid)) => KeyLookup::Active { root_key: RootKey(bytes32(key)?), paid: paid.is_some() },
+        })
+    }
+
+    async fn revoke(&self, token_id: &TokenId) -> Result<bool, StoreError> {
+        let id = token_id.0;
+        self.with(move |c| {
+            c.execute(
+                "UPDATE l402_tokens SET root_key = NULL, revoked_at = strftime('%s','now') WHERE token_id = ?1 AND root_key IS NOT NULL",
+                [&id[..]],
+            )
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn mark_paid(&self, payment_hash: &PaymentHash, amount: Option<Msat>, at: u64) -> Result<bool, StoreError> {
+        let h = payment_hash.0;
+        self.with(move |c| {
+            c.execute(
+                "UPDATE l402_tokens SET paid_at = ?2, paid_msat = COALESCE(?3, price_msat) WHERE payment_hash = ?1 AND paid_at IS NULL",
+                params![&h[..], at as i64, amount.map(|a| a.0 as i64)],
+            )
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn list(&self, limit: u32) -> Result<Vec<TokenInfo>, StoreError> {
+        let rows = self
+            .with(move |c| {
+                let mut st = c.prepare(
+                    "SELECT token_id, payment_hash, service, price_msat, created_at, expires_at, paid_at, revoked_at
+                     FROM l402_tokens ORDER BY created_at DESC, rowid DESC LIMIT ?1",
+                )?;
+                let rows = st.query_map([limit], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                        r.get::<_, Option<i64>>(6)?,
+                        r.get::<_, Option<i64>>(7)?,
+                    ))
+                })?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(id, hash, service, price, created, expires, paid, revoked)| {
+                Ok(TokenInfo {
+                    token_id: TokenId(bytes32(id)?),
+                    payment_hash: PaymentHash(bytes32(hash)?),
+                    service,
+                    price: Msat(price as u64),
+                    created_at: created as u64,
+                    expires_at: expires.map(|v| v as u64),
+                    paid_at: paid.map(|v| v as u64),
+                    revoked_at: revoked.map(|v| v as u64),
+                })
+            })
+            .collect()
+    }
+
+    async fn revenue(&self) -> Result<Vec<Revenue>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT service, COUNT(*), COALESCE(SUM(paid_msat), 0) FROM l402_tokens
+                 WHERE paid_at IS NOT NULL GROUP BY service ORDER BY service",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(Revenue {
+                    service: r.get(0)?,
+                    tokens_paid: r.get::<_, i64>(1)? as u64,
+                    amount: Msat(r.get::<_, i64>(2)? as u64),
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+}
