@@ -10,6 +10,7 @@ _l402_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _l402_need=()
 command -v protoc >/dev/null 2>&1 || _l402_need+=(protobuf-compiler)
 command -v pkg-config >/dev/null 2>&1 || _l402_need+=(pkg-config)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || _l402_need+=(postgresql)
 if [ "${#_l402_need[@]}" -gt 0 ]; then
   echo "== installing Debian packages: ${_l402_need[*]}"
   SUDO=""

@@ -34,7 +34,11 @@ fn main() {
 
         let mut latencies = Vec::with_capacity(n);
         for i in 0..n {
-            let req = InvoiceRequest { amount: Msat::from_sat(1_000), memo: format!("bench {i}"), expiry: Duration::from_secs(600) };
+            let req = InvoiceRequest {
+                amount: Msat::from_sat(1_000),
+                memo: format!("bench {i}"),
+                expiry: Duration::from_secs(600),
+            };
             let inv = bob.create_invoice(&req).await.expect("invoice");
             let pay = PayRequest {
                 bolt11: inv.bolt11,

@@ -23,10 +23,12 @@
 mod bitcoind;
 mod error;
 mod network;
+pub mod postgres;
 
 pub use bitcoind::{Bitcoind, find_bitcoind};
 pub use error::RegtestError;
 pub use network::Regtest;
+pub use postgres::Postgres;
 
 /// A free TCP port on 127.0.0.1 (bound, read and released; another process could take it in between, which on
 /// a test machine is rare enough).
