@@ -70,5 +70,5 @@ async fn sqlite_store_contract_and_reopen() {
     drop((a, b));
     let again = SqliteStore::open(&path).expect("reopen: migrations already applied");
     assert_eq!(again.list(10).await.expect("list").len(), 2);
-    assert_eq!(std::fs::read(dir.path().join("l402.db")).map(|b| b.len() > 0).ok(), Some(true));
+    assert_eq!(std::fs::read(dir.path().join("l402.db")).map(|b| !b.is_empty()).ok(), Some(true));
 }
