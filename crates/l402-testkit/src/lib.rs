@@ -56,8 +56,8 @@
 //! - SubscribeInvoices: add and settle events; non-zero `add_index`/`settle_index` first replay the events
 //!   after them (adds in `add_index` order with the invoice's current state, then settles in `settle_index`
 //!   order); with both 0, only new events (lightning.proto).
-//! - DecodePayReq: decodes against the node's own network ("invoice not for current active network
-//!   '<net>'", `zpay32/decode.go`); `payment_hash` hex, `num_satoshis`, `num_msat`, `timestamp`, `expiry`,
+//! - DecodePayReq: decodes against the node's own network (`invoice not for current active network
+//!   '<net>'`, `zpay32/decode.go`); `payment_hash` hex, `num_satoshis`, `num_msat`, `timestamp`, `expiry`,
 //!   `description` or `description_hash`, `cltv_expiry`, `payment_addr`, `destination`.
 //!
 //! invoicesrpc.Invoices
