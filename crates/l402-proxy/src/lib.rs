@@ -1,0 +1,182 @@
+//! `l402 proxy`: a reverse proxy that puts a Lightning price on any HTTP/1.1, HTTP/2 or gRPC API, the job
+//! Aperture does, configured by one TOML file ([`Config`]; `l402.sample.toml` documents every key).
+//!
+//! A request is matched to the first service whose host and path patterns match; then it passes free (a free
+//! path, a freebie, a service with payment off), or the paywall authenticates it (`l402-server`: no call to
+//! the Lightning node), or the paywall answers (402 challenge, 401, 403, 503). Paid requests are rate-limited
+//! if configured (429 with `Retry-After`) and forwarded with streaming bodies ([`forward`]). `/metrics` and an
+//! admin API listen apart ([`admin`]).
+//!
+//! This crate names no Lightning backend: [`Proxy::start`] takes any `InvoiceIssuer` (the `l402` command
+//! builds LND or an embedded LDK node from the config's `[lightning]` section).
+
+pub mod admin;
+pub mod config;
+mod forward;
+mod limits;
+pub mod metrics;
+mod proxy;
+pub mod routing;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::{Config, ConfigError, LightningConfig, StoreConfig};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use l402_lightning::InvoiceIssuer;
+use l402_server::Paywall;
+use l402_server::store::TokenStore;
+pub use metrics::ProxyMetrics;
+pub use proxy::open_store;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::proxy::State;
+
+/// A running proxy. Dropping it stops the listeners.
+pub struct Proxy {
+    addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    state: Arc<State>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").field("addr", &self.addr).field("admin_addr", &self.admin_addr).finish()
+    }
+}
+
+fn tls_acceptor(tls: &config::TlsConfig) -> Result<tokio_rustls::TlsAcceptor, ConfigError> {
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| ConfigError(format!("tls {}: {e}", p.display())));
+    let certs = rustls_pemfile::certs(&mut read(&tls.cert)?.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConfigError(format!("tls cert: {e}")))?;
+    let key = rustls_pemfile::private_key(&mut read(&tls.key)?.as_slice())
+        .map_err(|e| ConfigError(format!("tls key: {e}")))?
+        .ok_or_else(|| ConfigError("tls key: no private key in the file".into()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError(format!("tls: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ConfigError(format!("tls: {e}")))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+impl Proxy {
+    /// Binds the listeners and starts serving.
+    pub async fn start(
+        config: &Config,
+        store: Arc<dyn TokenStore>,
+        issuer: Arc<dyn InvoiceIssuer>,
+    ) -> Result<Self, ConfigError> {
+        let state = Arc::new(State::new(config, store, issuer)?);
+        let acceptor = config.tls.as_ref().map(tls_acceptor).transpose()?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| ConfigError(format!("listen {}: {e}", config.listen)))?;
+        let addr = listener.local_addr().map_err(|e| ConfigError(e.to_string()))?;
+        let mut tasks = vec![tokio::spawn(serve(listener, acceptor, state.clone()))];
+        tasks.push(state.paywall.spawn_settlement_watcher());
+        let mut admin_addr = None;
+        if let Some(admin) = &config.admin {
+            let token = match (&admin.token_env, &admin.token_file) {
+                (Some(var), None) => {
+                    Some(std::env::var(var).map_err(|_| ConfigError(format!("admin: {var} is not set")))?)
+                }
+                (None, Some(path)) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| ConfigError(format!("admin token {}: {e}", path.display())))?
+                        .trim()
+                        .to_owned(),
+                ),
+                (None, None) => None,
+                _ => return Err(ConfigError("admin: give token_env or token_file, not both".into())),
+            };
+            if token.as_ref().is_some_and(|t| t.len() < 16) {
+                return Err(ConfigError("admin: the admin token must be at least 16 characters".into()));
+            }
+            let l = TcpListener::bind(admin.listen).await.map_err(|e| ConfigError(format!("admin listen: {e}")))?;
+            admin_addr = Some(l.local_addr().map_err(|e| ConfigError(e.to_string()))?);
+            let app = admin::router(state.paywall.clone(), state.metrics.clone(), token);
+            tasks.push(tokio::spawn(async move {
+                let _ = axum::serve(l, app).await;
+            }));
+        }
+        tracing::info!(%addr, admin = ?admin_addr, services = state.services.len(), "l402 proxy listening");
+        Ok(Self { addr, admin_addr, state, tasks })
+    }
+
+    /// Where the proxy listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where `/metrics` and the admin API listen.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The paywall (tests and embedding programs).
+    pub fn paywall(&self) -> &Arc<Paywall> {
+        &self.state.paywall
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<ProxyMetrics> {
+        &self.state.metrics
+    }
+
+    /// Stops accepting connections.
+    pub fn stop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn serve(listener: TcpListener, acceptor: Option<tokio_rustls::TlsAcceptor>, state: Arc<State>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(proxy::handle(state, peer, req).await) }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let result = match acceptor {
+                Some(acc) => match acc.accept(stream).await {
+                    Ok(tls) => builder.serve_connection(TokioIo::new(tls), svc).await,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+                None => builder.serve_connection(TokioIo::new(stream), svc).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
