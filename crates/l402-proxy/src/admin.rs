@@ -21,9 +21,25 @@ struct Admin {
     token: Option<Arc<String>>,
 }
 
-fn authorized(admin: &Admin, headers: &HeaderMap) -> Result<(), Response> {
+/// Why the admin API refused a call.
+#[derive(Debug, Clone, Copy)]
+enum Denied {
+    NotConfigured,
+    BadCredential,
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Denied::NotConfigured => (StatusCode::NOT_FOUND, "the admin API is not configured").into_response(),
+            Denied::BadCredential => (StatusCode::UNAUTHORIZED, "admin credential refused").into_response(),
+        }
+    }
+}
+
+fn authorized(admin: &Admin, headers: &HeaderMap) -> Result<(), Denied> {
     let Some(expected) = &admin.token else {
-        return Err((StatusCode::NOT_FOUND, "the admin API is not configured").into_response());
+        return Err(Denied::NotConfigured);
     };
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -33,7 +49,7 @@ fn authorized(admin: &Admin, headers: &HeaderMap) -> Result<(), Response> {
     // Constant-time comparison of equal-length strings; the length itself is not secret.
     let ok =
         given.len() == expected.len() && given.bytes().zip(expected.bytes()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0;
-    if ok { Ok(()) } else { Err((StatusCode::UNAUTHORIZED, "admin credential refused").into_response()) }
+    if ok { Ok(()) } else { Err(Denied::BadCredential) }
 }
 
 fn store_error(e: impl std::fmt::Display) -> Response {
@@ -47,7 +63,7 @@ struct ListQuery {
 
 async fn tokens(State(a): State<Admin>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
     if let Err(r) = authorized(&a, &headers) {
-        return r;
+        return r.into_response();
     }
     match a.paywall.store().list(q.limit.unwrap_or(100).min(10_000)).await {
         Ok(list) => axum::Json(
@@ -73,7 +89,7 @@ async fn tokens(State(a): State<Admin>, headers: HeaderMap, Query(q): Query<List
 
 async fn revoke(State(a): State<Admin>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = authorized(&a, &headers) {
-        return r;
+        return r.into_response();
     }
     let Ok(token_id) = TokenId::from_hex(&id) else {
         return (StatusCode::BAD_REQUEST, "token id must be 64 lowercase hex digits").into_response();
@@ -90,7 +106,7 @@ async fn revoke(State(a): State<Admin>, headers: HeaderMap, Path(id): Path<Strin
 
 async fn revenue(State(a): State<Admin>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&a, &headers) {
-        return r;
+        return r.into_response();
     }
     match a.paywall.store().revenue().await {
         Ok(rows) => axum::Json(
