@@ -1,12 +1,19 @@
 //! `l402`: the command-line front of the toolkit.
 //!
 //! Each subcommand lives in its own module; this file only parses arguments and maps errors to exit codes:
-//! 0 success, 1 refused (a credential that does not verify), 2 bad input or usage.
+//! 0 success, 1 refused (a credential that does not verify), 2 bad input or usage. `fetch`, `spend` and `mcp`
+//! add the client's codes (3-6 transport/wallet/challenge/store, 10-16 refused before paying, 20-22 after
+//! paying), listed in `fetch.rs`.
 
 mod decode;
+mod fetch;
 mod keys;
+mod proxy;
 mod regtest;
+mod spend;
 mod token;
+mod token_store;
+mod wallet;
 
 use std::process::ExitCode;
 
@@ -24,12 +31,19 @@ struct Cli {
 enum Command {
     /// Decode a challenge, credential, macaroon or invoice and show what is inside (never its secrets).
     Decode(decode::DecodeArgs),
-    /// Operator tools for tokens: mint offline from a root key, verify a credential.
+    /// Tokens: the client's store (list, show, rm); operator tools (mint offline, verify a credential).
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Send an HTTP request, paying for an L402 token if asked (curl-like; exit codes in `l402 fetch --help`).
+    #[command(after_help = FETCH_EXIT_CODES)]
+    Fetch(Box<fetch::FetchArgs>),
+    /// The client's ledger: payments, what counts against each budget limit, and the limits.
+    Spend(Box<spend::SpendArgs>),
     /// A local regtest Lightning network (bitcoind and LDK nodes) for trying things out.
     #[command(subcommand)]
     Regtest(regtest::RegtestCommand),
+    /// Run the L402 reverse proxy: a Lightning price on any HTTP or gRPC API.
+    Proxy(proxy::ProxyArgs),
 }
 
 /// A failure with the exit code it maps to.
@@ -39,7 +53,15 @@ pub(crate) enum Failure {
     Refused(String),
     /// The input or the invocation is wrong (exit 2).
     Input(anyhow::Error),
+    /// A failure with its own exit code (the client's, see `fetch.rs`).
+    Code(u8, String),
 }
+
+const FETCH_EXIT_CODES: &str = "Exit codes: 0 a response was received; 2 usage; 3 HTTP transport error; 4 wallet \
+unavailable; 5 402 without a usable L402 challenge; 6 local store error; refused before paying: 10 price over \
+--max-cost, 11 amountless invoice, 12 wrong network, 13 invoice expired, 14 invoice payment hash differs from the \
+macaroon's, 15 budget exhausted, 16 body not replayable; 20 payment failed (no money moved), 21 payment outcome \
+unknown (not paid again; looked up on the next run), 22 paid but refused (token kept; see `l402 token list`).";
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
@@ -53,6 +75,9 @@ fn main() -> ExitCode {
         Command::Decode(args) => decode::run(args),
         Command::Token(cmd) => token::run(cmd),
         Command::Regtest(cmd) => regtest::run(cmd),
+        Command::Proxy(args) => proxy::run(args),
+        Command::Fetch(args) => fetch::run(*args),
+        Command::Spend(args) => spend::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,6 +88,10 @@ fn main() -> ExitCode {
         Err(Failure::Input(e)) => {
             eprintln!("l402: error: {e:#}");
             ExitCode::from(2)
+        }
+        Err(Failure::Code(code, why)) => {
+            eprintln!("l402: {why}");
+            ExitCode::from(code)
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `l402 token mint` and `l402 token verify`: what an operator does with a root key, offline.
+//! `l402 token mint` and `l402 token verify`: what an operator does with a root key, offline; and `l402 token
+//! list|show|rm`: the client's token store (no secret is ever printed: a token is named by its id).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,6 +20,12 @@ pub(crate) enum TokenCommand {
     Mint(MintArgs),
     /// Verify a credential (`L402 <macaroon>:<preimage>`) against a root key and a clock.
     Verify(VerifyArgs),
+    /// List the client's stored tokens (valid and refused).
+    List(crate::token_store::ListArgs),
+    /// Show one stored token (by id or unique id prefix); never its macaroon or preimage.
+    Show(crate::token_store::ShowArgs),
+    /// Remove a stored token (by id or unique id prefix). A refused token is the proof of payment: keep a copy.
+    Rm(crate::token_store::RmArgs),
 }
 
 #[derive(Args, Debug)]
@@ -76,6 +83,9 @@ pub(crate) fn run(cmd: TokenCommand) -> Result<(), Failure> {
     match cmd {
         TokenCommand::Mint(args) => mint(args).map_err(Failure::Input),
         TokenCommand::Verify(args) => verify_cmd(args),
+        TokenCommand::List(args) => crate::token_store::list(args),
+        TokenCommand::Show(args) => crate::token_store::show(args),
+        TokenCommand::Rm(args) => crate::token_store::rm(args),
     }
 }
 

@@ -1,0 +1,330 @@
+//! `l402 fetch URL`: a curl-like request that pays for itself (within caps and budgets).
+//!
+//! Output: the response body on stdout (or `-o FILE`), with the status line and headers first under `-i`.
+//! With `--json`, or when stdout is not a terminal (unless `--raw`), one JSON object instead: status,
+//! headers, body (`body`, or `body_base64` if not UTF-8), the token used, and the payment made (hash,
+//! preimage, amount, fee): the one place this tool prints a preimage. While a payment is in flight a progress
+//! line goes to stderr.
+//!
+//! Exit codes (see also `main.rs`): 0 a response was received (whatever its status); 2 usage; 3 HTTP
+//! transport error; 4 wallet unavailable; 5 a 402 without a usable L402 challenge; 6 local store error;
+//! refused before paying: 10 price over the cap, 11 amountless invoice, 12 wrong network, 13 invoice expired
+//! (or expiring within the margin), 14 invoice payment hash differs from the macaroon's, 15 budget exhausted,
+//! 16 request body not replayable; after trying to pay: 20 payment failed (no money moved), 21 payment outcome
+//! unknown (reservation kept; the next run looks it up), 22 paid but refused (token kept as proof of payment).
+//!
+//! Test hook: `L402_TEST_PAUSE_AT=journal_written|payment_in_flight|payment_succeeded` makes the process print
+//! `l402: test pause at <name>` on stderr and stop there (for crash tests, which SIGKILL it).
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use l402_client::reqwest::{Method, header};
+use l402_client::{Client, ClientConfig, Error, Progress, Quote};
+use l402_lightning::PaymentEvent;
+use l402_proto::{InvoiceError, Msat};
+use serde_json::{Value, json};
+
+use crate::Failure;
+use crate::wallet::{StoreArgs, WalletArgs};
+
+#[derive(Args, Debug)]
+pub(crate) struct FetchArgs {
+    /// The URL.
+    url: String,
+    /// The method (default GET, or POST with -d).
+    #[arg(short = 'X', long = "request", value_name = "METHOD")]
+    method: Option<String>,
+    /// A request header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    headers: Vec<String>,
+    /// The request body; `@FILE` reads a file, `@-` standard input.
+    #[arg(short = 'd', long = "data", value_name = "DATA")]
+    data: Option<String>,
+    /// Write the body to FILE instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Show the status line and response headers.
+    #[arg(short = 'i', long = "include")]
+    include: bool,
+    /// The most one token may cost, in sat (the invoice amount); more is refused (exit 10).
+    #[arg(long, value_name = "SAT", default_value_t = 1_000)]
+    max_cost: u64,
+    /// The most one payment may spend on routing fees, in sat (a retry may raise the first limit up to it).
+    #[arg(long, value_name = "SAT", default_value_t = 50)]
+    max_fee: u64,
+    /// The most this command may spend in total (amount + fees), in sat, on top of the stored limits.
+    #[arg(long, value_name = "SAT")]
+    budget: Option<u64>,
+    /// Show the price, fee estimate, expiry, destination and description, and pay nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print JSON (the default when stdout is not a terminal).
+    #[arg(long, conflicts_with = "raw")]
+    json: bool,
+    /// Print the raw body even when stdout is not a terminal.
+    #[arg(long)]
+    raw: bool,
+    /// The payment timeout, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    payment_timeout: u64,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    wallet: WalletArgs,
+}
+
+/// The exit code of a client error (documented in the module doc).
+pub(crate) fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::Request(_) => 2,
+        Error::Http(_) => 3,
+        Error::Wallet(_) => 4,
+        Error::Challenge(_) => 5,
+        Error::Store(_) | Error::LeaseTimeout(_) => 6,
+        Error::Invoice(InvoiceError::OverCap { .. }) => 10,
+        Error::Invoice(InvoiceError::NoAmount) => 11,
+        Error::Invoice(InvoiceError::WrongNetwork { .. }) => 12,
+        Error::Invoice(InvoiceError::Expired { .. }) => 13,
+        Error::Invoice(InvoiceError::HashMismatch { .. }) => 14,
+        Error::Invoice(_) => 5,
+        Error::Budget { .. } => 15,
+        Error::NotReplayable => 16,
+        Error::PaymentFailed { .. } | Error::PaymentRejected { .. } => 20,
+        Error::OutcomeUnknown { .. } => 21,
+        Error::PaidButRefused { .. } => 22,
+        _ => 1,
+    }
+}
+
+/// A client error as a [`Failure`], with a message that says what happened to the money.
+pub(crate) fn failure(e: Error) -> Failure {
+    let note = match &e {
+        Error::Invoice(_) | Error::Budget { .. } | Error::NotReplayable => " (nothing was paid)",
+        Error::PaymentFailed { .. } | Error::PaymentRejected { .. } => " (no money moved; reservation released)",
+        Error::OutcomeUnknown { .. } => {
+            " (the payment may have gone through: it will not be paid again; the next run looks it up)"
+        }
+        Error::PaidButRefused { .. } => " (see `l402 token list`; remove it with `l402 token rm` to pay again)",
+        _ => "",
+    };
+    Failure::Code(exit_code(&e), format!("{} [{}]{note}", e, e.reason()))
+}
+
+fn progress_line(p: &Progress) -> Option<String> {
+    match p {
+        Progress::Paying { payment_hash, amount, fee_limit, .. } => {
+            Some(format!("paying {amount} (fee limit {fee_limit}) for payment {payment_hash}"))
+        }
+        Progress::Payment { payment_hash, event } => match event {
+            PaymentEvent::InFlight => Some(format!("payment {payment_hash} in flight…")),
+            PaymentEvent::Succeeded(s) => Some(format!("paid {} + {} fee", s.amount, s.fee)),
+            PaymentEvent::Failed(f) => Some(format!("payment failed: {f}")),
+            _ => None,
+        },
+        Progress::Recovering { payment_hash } => Some(format!("looking up interrupted payment {payment_hash}")),
+        _ => None,
+    }
+}
+
+/// The checkpoint hook of `L402_TEST_PAUSE_AT`.
+fn pause_hook() -> Option<l402_client::config::CheckpointFn> {
+    let at = std::env::var("L402_TEST_PAUSE_AT").ok().filter(|s| !s.is_empty())?;
+    Some(Arc::new(move |c: l402_client::Checkpoint| {
+        if c.name() == at {
+            eprintln!("l402: test pause at {}", c.name());
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+    }))
+}
+
+/// Builds the client for `fetch` and `mcp`.
+pub(crate) fn client(
+    store: &StoreArgs,
+    wallet: &WalletArgs,
+    max_cost: u64,
+    max_fee: u64,
+    budget: Option<u64>,
+    payment_timeout: Duration,
+) -> anyhow::Result<(Client, Arc<crate::wallet::LazyWallet>)> {
+    let lazy = wallet.wallet()?;
+    let mut config = ClientConfig::new(store.dir()?);
+    config.max_price = Msat::from_sat(max_cost);
+    if max_fee == 0 {
+        return Err(anyhow!("--max-fee must be at least 1 sat (a zero fee limit only finds zero-fee routes)"));
+    }
+    config.max_fee = Msat::from_sat(max_fee);
+    config.session_budget = budget.map(Msat::from_sat);
+    config.payment_timeout = payment_timeout;
+    config.network = wallet.currency()?;
+    config.checkpoint = pause_hook();
+    config.progress = Some(Arc::new(|p: &Progress| {
+        if let Some(line) = progress_line(p) {
+            eprintln!("l402: {line}");
+        }
+    }));
+    let client = Client::new(lazy.clone(), config).context("opening the client")?;
+    Ok((client, lazy))
+}
+
+fn build_request(client: &Client, args: &FetchArgs) -> anyhow::Result<l402_client::reqwest::Request> {
+    let body = match args.data.as_deref() {
+        None => None,
+        Some("@-") => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("reading standard input")?;
+            Some(buf)
+        }
+        Some(d) if d.starts_with('@') => Some(std::fs::read(&d[1..]).with_context(|| format!("reading {}", &d[1..]))?),
+        Some(d) => Some(d.as_bytes().to_vec()),
+    };
+    let method = match &args.method {
+        Some(m) => Method::from_bytes(m.to_ascii_uppercase().as_bytes()).context("-X")?,
+        None if body.is_some() => Method::POST,
+        None => Method::GET,
+    };
+    let mut req = client.request(method, &args.url);
+    let mut has_type = false;
+    for h in &args.headers {
+        let (name, value) = h.split_once(':').ok_or_else(|| anyhow!("-H must be 'Name: value', got {h:?}"))?;
+        has_type |= name.trim().eq_ignore_ascii_case("content-type");
+        req = req.header(name.trim(), value.trim());
+    }
+    if let Some(body) = body {
+        if !has_type {
+            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        }
+        req = req.body(body);
+    }
+    req.build().with_context(|| format!("invalid request to {}", args.url))
+}
+
+pub(crate) fn run(args: FetchArgs) -> Result<(), Failure> {
+    crate::wallet::init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(async {
+        let timeout = Duration::from_secs(args.payment_timeout);
+        let (client, wallet) = client(&args.store, &args.wallet, args.max_cost, args.max_fee, args.budget, timeout)?;
+        let json = args.json || (!args.raw && !std::io::stdout().is_terminal());
+        let out = if args.dry_run { dry_run(&client, &args, json).await } else { fetch(&client, &args, json).await };
+        wallet.shutdown().await;
+        out
+    })
+}
+
+async fn dry_run(client: &Client, args: &FetchArgs, json: bool) -> Result<(), Failure> {
+    let req = build_request(client, args)?;
+    let quote = client.quote(req).await.map_err(failure)?;
+    match quote {
+        Quote::Token(t) => {
+            let v = json!({ "dry_run": true, "payment_required": false, "token_id": t.token_id, "service": t.service });
+            print_quote(json, &v, &format!("a stored token would be sent: {} (service {:?})", t.token_id, t.service));
+            Ok(())
+        }
+        Quote::NotRequired { status } => {
+            let v = json!({ "dry_run": true, "payment_required": false, "status": status });
+            print_quote(json, &v, &format!("no payment required (the server answered {status})"));
+            Ok(())
+        }
+        Quote::Payment(q) => {
+            let mut v = serde_json::to_value(&q).map_err(|e| Failure::Input(e.into()))?;
+            v["dry_run"] = json!(true);
+            v["payment_required"] = json!(true);
+            v["would_pay"] = json!(q.refusal.is_none());
+            if let Some(e) = &q.refusal {
+                v["refusal"] = json!({ "reason": e.reason(), "message": e.to_string() });
+            }
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let price = q.amount_msat.map_or("no amount (never paid)".to_owned(), |a| Msat(a).to_string());
+            let text = format!(
+                "price:       {price}\nfee:         at most {} (a retry after 'no route' may use up to {})\n\
+                 expires:     in {} s (unix {})\ndestination: {}\ndescription: {}\nservice:     {}\nnetwork:     {}\n\
+                 would pay:   {}",
+                Msat(q.fee_limit_msat),
+                Msat(q.max_fee_msat),
+                q.expires_at.saturating_sub(now),
+                q.expires_at,
+                q.destination,
+                q.description,
+                q.service,
+                q.network,
+                q.refusal.as_ref().map_or("yes".to_owned(), |e| format!("no: {e}")),
+            );
+            print_quote(json, &v, &text);
+            match q.refusal {
+                Some(e) => Err(failure(e)),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+fn print_quote(json: bool, v: &Value, text: &str) {
+    if json {
+        println!("{v}");
+    } else {
+        println!("{text}");
+    }
+}
+
+async fn fetch(client: &Client, args: &FetchArgs, json: bool) -> Result<(), Failure> {
+    let req = build_request(client, args)?;
+    let answer = client.execute(req).await.map_err(failure)?;
+    let status = answer.response.status();
+    let version = answer.response.version();
+    let headers = answer.response.headers().clone();
+    let body = answer.response.bytes().await.map_err(|e| failure(Error::Http(e)))?;
+    if let Some(path) = &args.output {
+        std::fs::write(path, &body).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if json {
+        let mut v = json!({
+            "status": status.as_u16(),
+            "token_id": answer.token_id.map(|t| t.to_hex()),
+            "payment": answer.payment.map(|p| json!({
+                "payment_hash": p.payment_hash.to_hex(),
+                "preimage": p.preimage.to_hex(),
+                "amount_msat": p.amount.0,
+                "fee_msat": p.fee.0,
+                "token_id": p.token_id.to_hex(),
+            })),
+        });
+        if args.include {
+            let h: serde_json::Map<String, Value> = headers
+                .iter()
+                .map(|(k, val)| (k.as_str().to_owned(), json!(String::from_utf8_lossy(val.as_bytes()))))
+                .collect();
+            v["headers"] = Value::Object(h);
+        }
+        if args.output.is_none() {
+            match std::str::from_utf8(&body) {
+                Ok(text) => v["body"] = json!(text),
+                Err(_) => {
+                    use base64::Engine as _;
+                    v["body_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(&body));
+                }
+            }
+        }
+        println!("{v}");
+        return Ok(());
+    }
+    let mut stdout = std::io::stdout().lock();
+    if args.include {
+        let _ = writeln!(stdout, "{version:?} {status}");
+        for (k, val) in &headers {
+            let _ = writeln!(stdout, "{k}: {}", String::from_utf8_lossy(val.as_bytes()));
+        }
+        let _ = writeln!(stdout);
+    }
+    if args.output.is_none() {
+        let _ = stdout.write_all(&body);
+    }
+    let _ = stdout.flush();
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! `l402 spend`: the ledger (every payment the client journaled, with its state, amount and fee), what counts
+//! against each budget limit now, and the limits themselves (`--set-limit NAME=SAT`, stored in the data
+//! directory and shared by every process using it). `--recover` asks the wallet what became of interrupted
+//! payments (completing their tokens or releasing their reservations).
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use l402_client::budget::Usage;
+use l402_client::{LimitKind, Limits, journal};
+use l402_proto::Msat;
+use serde_json::json;
+
+use crate::Failure;
+use crate::wallet::{StoreArgs, WalletArgs};
+
+#[derive(Args, Debug)]
+pub(crate) struct SpendArgs {
+    /// Set a limit, in sat: per-request, per-origin, per-hour, per-day or total (repeatable).
+    #[arg(long = "set-limit", value_name = "NAME=SAT")]
+    set: Vec<String>,
+    /// Only payments journaled in the last SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    since: Option<u64>,
+    /// Resolve interrupted payments with the wallet first.
+    #[arg(long)]
+    recover: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    wallet: WalletArgs,
+}
+
+pub(crate) fn run(args: SpendArgs) -> Result<(), Failure> {
+    if args.recover {
+        recover(&args)?;
+    }
+    let store = args.store.open()?;
+    for s in &args.set {
+        let (name, sat) = s.split_once('=').ok_or_else(|| anyhow!("--set-limit must be NAME=SAT, got {s:?}"))?;
+        let kind = LimitKind::from_name(name.trim())
+            .filter(|k| *k != LimitKind::Session)
+            .ok_or_else(|| anyhow!("unknown limit {name:?} (per-request, per-origin, per-hour, per-day, total)"))?;
+        let sat: u64 = sat.trim().parse().with_context(|| format!("--set-limit {name}: not a number of sat"))?;
+        store.blocking(|c| Limits::save(c, kind, sat.saturating_mul(1000))).context("saving the limit")?;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let since = args.since.map(|s| now.saturating_sub(s));
+    let (limits, usage, ledger) = store
+        .blocking(|c| Ok((Limits::load(c)?, Usage::read(c, "", now, "")?, journal::ledger(c, since)?)))
+        .context("reading the ledger")?;
+    let spent: u64 = ledger.iter().filter(|e| e.state == "succeeded").map(|e| e.counted_msat()).sum();
+    let fees: u64 = ledger.iter().filter(|e| e.state == "succeeded").filter_map(|e| e.fee_msat).sum();
+    let reserved: u64 = ledger.iter().filter(|e| e.state != "succeeded").map(|e| e.counted_msat()).sum();
+    if args.json {
+        let limits_json: serde_json::Map<String, serde_json::Value> =
+            LimitKind::STORED.iter().map(|k| (k.name().to_owned(), json!(limits.get(*k)))).collect();
+        let v = json!({
+            "limits_msat": limits_json,
+            "counted_msat": { "hour": usage.hour, "day": usage.day, "total": usage.total },
+            "spent_msat": spent,
+            "fees_msat": fees,
+            "reserved_msat": reserved,
+            "payments": ledger,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!("limits (amount + fee):");
+    for k in LimitKind::STORED {
+        let counted = match k {
+            LimitKind::PerHour => format!("  ({} counted in the last hour)", Msat(usage.hour)),
+            LimitKind::PerDay => format!("  ({} counted in the last day)", Msat(usage.day)),
+            LimitKind::Total => format!("  ({} counted)", Msat(usage.total)),
+            _ => String::new(),
+        };
+        println!("  {:<12} {}{counted}", k.name(), Msat(limits.get(k)));
+    }
+    println!("spent {} (of which fees {}), reserved {}", Msat(spent), Msat(fees), Msat(reserved));
+    if ledger.is_empty() {
+        println!("no payments");
+    }
+    for e in &ledger {
+        let fee = e.fee_msat.map_or("-".to_owned(), |f| Msat(f).to_string());
+        let why = e.failure.as_deref().map(|f| format!(" ({f})")).unwrap_or_default();
+        println!(
+            "{}  {:<9} {:>12} fee {:>9}  {} {}  {}{why}",
+            e.created_at,
+            e.state,
+            Msat(e.amount_msat).to_string(),
+            fee,
+            e.origin,
+            e.service,
+            e.payment_hash,
+        );
+    }
+    Ok(())
+}
+
+fn recover(args: &SpendArgs) -> Result<(), Failure> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(async {
+        let timeout = std::time::Duration::from_secs(60);
+        let (client, wallet) = crate::fetch::client(&args.store, &args.wallet, 1, 1, None, timeout)?;
+        let r = client.recover().await;
+        wallet.shutdown().await;
+        let r = r.map_err(crate::fetch::failure)?;
+        eprintln!(
+            "l402: recovery: {} completed, {} released, {} still unknown",
+            r.completed.len(),
+            r.released.len(),
+            r.unknown.len()
+        );
+        Ok(())
+    })
+}

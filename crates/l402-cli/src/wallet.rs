@@ -1,0 +1,279 @@
+//! The client's options shared by `fetch`, `token`, `spend` and `mcp`: where the store is, and which wallet
+//! pays (an embedded LDK node, or LND over gRPC).
+//!
+//! The wallet is started lazily, on the first call that needs it: a request served with a stored token never
+//! starts a Lightning node. An embedded LDK node's directory is locked (`l402-wallet.lock`, an `flock`) for the
+//! life of the process, because two processes must never run the same node; a second `l402` using the same
+//! `--ldk-dir` waits for the first to finish.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use async_trait::async_trait;
+use clap::Args;
+use l402_client::Store;
+use l402_ldk::{ChainSource, LdkConfig, LdkNode, Network};
+use l402_lightning::{
+    LightningError, LightningErrorKind, Node, NodeInfo, PayError, PayRequest, Payer, PaymentEvent, PaymentStatus,
+    PaymentSuccess,
+};
+use l402_proto::PaymentHash;
+use l402_proto::lightning_invoice::Currency;
+use tokio::sync::OnceCell;
+
+/// How long to wait for another process using the same LDK directory.
+const WALLET_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a freshly started LDK node may take to reconnect to its channel peers.
+const CHANNELS_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the client keeps its tokens, ledger and journal.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct StoreArgs {
+    /// The client's data directory (tokens, ledger, payment journal); default: $L402_DATA_DIR,
+    /// $XDG_DATA_HOME/l402 or ~/.local/share/l402.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    pub(crate) fn dir(&self) -> anyhow::Result<PathBuf> {
+        self.data_dir
+            .clone()
+            .or_else(l402_client::default_data_dir)
+            .ok_or_else(|| anyhow!("no data directory: pass --data-dir or set L402_DATA_DIR"))
+    }
+
+    pub(crate) fn open(&self) -> anyhow::Result<Store> {
+        let dir = self.dir()?;
+        Store::open(&dir).with_context(|| format!("opening the store in {}", dir.display()))
+    }
+}
+
+/// Which wallet pays.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct WalletArgs {
+    /// The embedded LDK node's directory (its seed, channels and payment records).
+    #[arg(long, env = "L402_LDK_DIR", value_name = "DIR")]
+    pub(crate) ldk_dir: Option<PathBuf>,
+    /// The Bitcoin network of the wallet: bitcoin, testnet, signet or regtest.
+    #[arg(long, env = "L402_NETWORK", default_value = "bitcoin")]
+    pub(crate) network: String,
+    /// LDK chain source: bitcoind RPC host.
+    #[arg(long, env = "L402_BITCOIND_RPC_HOST", default_value = "127.0.0.1")]
+    pub(crate) bitcoind_rpc_host: String,
+    /// LDK chain source: bitcoind RPC port.
+    #[arg(long, env = "L402_BITCOIND_RPC_PORT")]
+    pub(crate) bitcoind_rpc_port: Option<u16>,
+    /// LDK chain source: bitcoind RPC user.
+    #[arg(long, env = "L402_BITCOIND_RPC_USER")]
+    pub(crate) bitcoind_rpc_user: Option<String>,
+    /// LDK chain source: bitcoind RPC password (prefer the environment variable: arguments show in `ps`).
+    #[arg(long, env = "L402_BITCOIND_RPC_PASSWORD", hide_env_values = true)]
+    pub(crate) bitcoind_rpc_password: Option<String>,
+    /// LDK chain source: an Esplora server URL (instead of bitcoind RPC).
+    #[arg(long, env = "L402_ESPLORA_URL", conflicts_with = "bitcoind_rpc_port")]
+    pub(crate) esplora_url: Option<String>,
+    /// LND: gRPC address `host:port` (instead of the LDK node).
+    #[arg(long, env = "L402_LND_ADDRESS", conflicts_with_all = ["ldk_dir", "lndconnect"], requires_all = ["lnd_tls_cert", "lnd_macaroon"])]
+    pub(crate) lnd_address: Option<String>,
+    /// LND: the node's tls.cert (path, PEM, or DER as hex/base64); pinned.
+    #[arg(long, env = "L402_LND_TLS_CERT", value_name = "PATH|PEM")]
+    pub(crate) lnd_tls_cert: Option<String>,
+    /// LND: a macaroon with offchain:read/write (path, hex or base64).
+    #[arg(long, env = "L402_LND_MACAROON", value_name = "PATH|HEX", hide_env_values = true)]
+    pub(crate) lnd_macaroon: Option<String>,
+    /// LND: an lndconnect:// URI (address, certificate and macaroon in one).
+    #[arg(long, env = "L402_LNDCONNECT", hide_env_values = true, conflicts_with = "ldk_dir")]
+    pub(crate) lndconnect: Option<String>,
+}
+
+impl WalletArgs {
+    /// The network the wallet pays on, as invoices name it.
+    pub(crate) fn currency(&self) -> anyhow::Result<Option<Currency>> {
+        if self.uses_lnd() {
+            return Ok(None); // asked of the node
+        }
+        Ok(Some(match self.ldk_network()? {
+            Network::Bitcoin => Currency::Bitcoin,
+            Network::Regtest => Currency::Regtest,
+            Network::Signet => Currency::Signet,
+            _ => Currency::BitcoinTestnet,
+        }))
+    }
+
+    fn uses_lnd(&self) -> bool {
+        self.lnd_address.is_some() || self.lndconnect.is_some()
+    }
+
+    fn ldk_network(&self) -> anyhow::Result<Network> {
+        Ok(match self.network.as_str() {
+            "bitcoin" | "mainnet" => Network::Bitcoin,
+            "testnet" => Network::Testnet,
+            "signet" => Network::Signet,
+            "regtest" => Network::Regtest,
+            other => bail!("unknown network {other:?} (bitcoin, testnet, signet or regtest)"),
+        })
+    }
+
+    /// Checks the options now (so usage errors come before any request); the wallet itself starts later.
+    pub(crate) fn wallet(&self) -> anyhow::Result<Arc<LazyWallet>> {
+        let kind = if let Some(uri) = &self.lndconnect {
+            WalletKind::Lnd(l402_lnd::LndConfig::from_lndconnect(uri).context("--lndconnect")?)
+        } else if let Some(address) = &self.lnd_address {
+            let (Some(cert), Some(mac)) = (&self.lnd_tls_cert, &self.lnd_macaroon) else {
+                bail!("--lnd-address needs --lnd-tls-cert and --lnd-macaroon");
+            };
+            WalletKind::Lnd(l402_lnd::LndConfig::new(address, cert, mac).context("LND options")?)
+        } else if let Some(dir) = &self.ldk_dir {
+            let chain = if let Some(url) = &self.esplora_url {
+                ChainSource::Esplora(url.clone())
+            } else {
+                let (Some(port), Some(user), Some(password)) =
+                    (self.bitcoind_rpc_port, &self.bitcoind_rpc_user, &self.bitcoind_rpc_password)
+                else {
+                    bail!(
+                        "the LDK wallet needs a chain source: --bitcoind-rpc-port, --bitcoind-rpc-user and \
+                         --bitcoind-rpc-password (or L402_BITCOIND_RPC_*), or --esplora-url"
+                    );
+                };
+                ChainSource::BitcoindRpc {
+                    host: self.bitcoind_rpc_host.clone(),
+                    port,
+                    user: user.clone(),
+                    password: password.clone(),
+                }
+            };
+            WalletKind::Ldk(LdkConfig {
+                network: self.ldk_network()?,
+                data_dir: dir.clone(),
+                listen: None,
+                chain,
+                alias: None,
+            })
+        } else {
+            WalletKind::None
+        };
+        Ok(Arc::new(LazyWallet { kind, started: OnceCell::new() }))
+    }
+}
+
+enum WalletKind {
+    Ldk(LdkConfig),
+    Lnd(l402_lnd::LndConfig),
+    None,
+}
+
+enum Started {
+    Ldk { node: Arc<LdkNode>, _lock: std::fs::File },
+    Lnd(Arc<l402_lnd::LndNode>),
+}
+
+/// A wallet started on first use.
+pub(crate) struct LazyWallet {
+    kind: WalletKind,
+    started: OnceCell<Started>,
+}
+
+fn unavailable(message: String) -> LightningError {
+    LightningError::new(LightningErrorKind::Unavailable, message)
+}
+
+impl LazyWallet {
+    async fn get(&self) -> Result<Arc<dyn Payer>, LightningError> {
+        let started = self.started.get_or_try_init(|| self.start()).await?;
+        Ok(match started {
+            Started::Ldk { node, .. } => node.clone(),
+            Started::Lnd(node) => node.clone(),
+        })
+    }
+
+    async fn start(&self) -> Result<Started, LightningError> {
+        match &self.kind {
+            WalletKind::None => Err(LightningError::new(
+                LightningErrorKind::Config,
+                "no wallet configured: pass --ldk-dir (with a chain source) or --lnd-address/--lndconnect",
+            )),
+            WalletKind::Lnd(config) => {
+                let node = l402_lnd::LndNode::connect(config.clone()).await?;
+                Ok(Started::Lnd(Arc::new(node)))
+            }
+            WalletKind::Ldk(config) => {
+                std::fs::create_dir_all(&config.data_dir)
+                    .map_err(|e| unavailable(format!("creating {}: {e}", config.data_dir.display())))?;
+                let lock = lock_dir(&config.data_dir).await?;
+                let node = LdkNode::start(config.clone()).await?;
+                wait_channels(&node).await;
+                Ok(Started::Ldk { node, _lock: lock })
+            }
+        }
+    }
+
+    /// Stops an embedded node (persisting its state). Safe to call when nothing was started.
+    pub(crate) async fn shutdown(&self) {
+        if let Some(Started::Ldk { node, .. }) = self.started.get() {
+            node.stop().await;
+        }
+    }
+}
+
+async fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File, LightningError> {
+    l402_client::lock_exclusive(&dir.join("l402-wallet.lock"), WALLET_LOCK_TIMEOUT)
+        .await
+        .map_err(|e| unavailable(format!("the LDK wallet in {} is in use: {e}", dir.display())))
+}
+
+/// Logs (warnings by default; `RUST_LOG` to see more) go to stderr. Never a secret: token ids and hashes only.
+pub(crate) fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Waits (bounded) until every channel of a freshly started node is usable again (its peer reconnected).
+async fn wait_channels(node: &LdkNode) {
+    let deadline = tokio::time::Instant::now() + CHANNELS_READY_TIMEOUT;
+    loop {
+        let channels = node.inner().list_channels();
+        if channels.is_empty() || channels.iter().all(|c| c.is_usable) {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!("not every channel is usable yet; paying anyway");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[async_trait]
+impl Node for LazyWallet {
+    async fn info(&self) -> Result<NodeInfo, LightningError> {
+        self.get().await?.info().await
+    }
+}
+
+#[async_trait]
+impl Payer for LazyWallet {
+    async fn pay(
+        &self,
+        request: &PayRequest,
+        progress: &(dyn Fn(PaymentEvent) + Send + Sync),
+    ) -> Result<PaymentSuccess, PayError> {
+        self.get().await?.pay(request, progress).await
+    }
+
+    async fn payment_status(&self, payment_hash: &PaymentHash) -> Result<PaymentStatus, LightningError> {
+        self.get().await?.payment_status(payment_hash).await
+    }
+
+    async fn track_payment(
+        &self,
+        payment_hash: &PaymentHash,
+        timeout: Duration,
+        progress: &(dyn Fn(PaymentEvent) + Send + Sync),
+    ) -> Result<PaymentSuccess, PayError> {
+        self.get().await?.track_payment(payment_hash, timeout, progress).await
+    }
+}

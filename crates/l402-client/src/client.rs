@@ -1,0 +1,435 @@
+//! The request flow: send with the right token, meet a 402, decide whether the token was refused, get a token
+//! (reusing one another request bought, or paying), and send again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use l402_lightning::Payer;
+use l402_proto::lightning_invoice::Currency;
+use l402_proto::{Challenge, Msat, PaymentHash, Preimage, TokenId};
+use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
+use reqwest::{Request, Response, StatusCode, Url};
+use serde::Serialize;
+use tokio::sync::OnceCell;
+
+use crate::budget::{LimitKind, Limits, Usage};
+use crate::config::{Checkpoint, ClientConfig, Progress};
+use crate::error::Error;
+use crate::journal::{self, LedgerEntry};
+use crate::lease::Leases;
+use crate::retry::{retry_after, retryable_error, retryable_status};
+use crate::store::{Store, now_unix};
+use crate::tokens::{self, StoredToken, TokenScope};
+
+/// A payment made (or recovered) for a request. `Debug` redacts the preimage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Payment {
+    /// The payment hash.
+    pub payment_hash: PaymentHash,
+    /// The proof of payment (a secret).
+    pub preimage: Preimage,
+    /// The amount paid.
+    pub amount: Msat,
+    /// The routing fee paid.
+    pub fee: Msat,
+    /// The token it bought.
+    pub token_id: TokenId,
+}
+
+/// A response, with what was paid to get it.
+#[derive(Debug)]
+pub struct L402Response {
+    /// The server's response.
+    pub response: Response,
+    /// The token sent with the request that produced `response`, if any.
+    pub token_id: Option<TokenId>,
+    /// The payment made for this request, if one was (or one found in the journal was completed).
+    pub payment: Option<Payment>,
+}
+
+/// What a request would cost, without paying (`l402 fetch --dry-run`).
+#[derive(Debug)]
+pub enum Quote {
+    /// A stored token would be sent; nothing was requested.
+    Token(StoredToken),
+    /// The server answered without asking for payment.
+    NotRequired {
+        /// The status it answered.
+        status: u16,
+    },
+    /// The server asks for payment.
+    Payment(PaymentQuote),
+}
+
+/// The facts of a challenge, and whether the client would pay it.
+#[derive(Debug, Serialize)]
+pub struct PaymentQuote {
+    /// The origin.
+    pub origin: String,
+    /// The service the token would grant.
+    pub service: String,
+    /// The invoice's payment hash (hex).
+    pub payment_hash: String,
+    /// The price, msat (`None`: the invoice has no amount).
+    pub amount_msat: Option<u64>,
+    /// The fee limit of the first attempt (the estimate: at most this), msat.
+    pub fee_limit_msat: u64,
+    /// The most a retry could raise the fee limit to, msat.
+    pub max_fee_msat: u64,
+    /// The invoice's expiry (Unix seconds).
+    pub expires_at: u64,
+    /// The payee node id.
+    pub destination: String,
+    /// The invoice description.
+    pub description: String,
+    /// The invoice's network.
+    pub network: String,
+    /// Why the client would refuse to pay, if it would.
+    #[serde(skip)]
+    pub refusal: Option<Error>,
+}
+
+/// The paying HTTP client. Cheap to share (`Arc`); every method takes `&self`.
+pub struct Client {
+    http: reqwest::Client,
+    payer: Arc<dyn Payer>,
+    store: Store,
+    leases: Leases,
+    config: ClientConfig,
+    network: OnceCell<Currency>,
+    session_used: AtomicU64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// `scheme://host:port` of a URL (the port always written, so `:443` and no port are one origin).
+pub fn origin_of(url: &Url) -> Result<String, Error> {
+    let host = url.host_str().ok_or_else(|| Error::Request(format!("URL has no host: {url}")))?;
+    let port = url.port_or_known_default().ok_or_else(|| Error::Request(format!("URL has no port: {url}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Error::Request(format!("not an http(s) URL: {url}")));
+    }
+    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_owned() };
+    Ok(format!("{}://{host}:{port}", url.scheme()))
+}
+
+fn with_token(mut req: Request, token: &StoredToken) -> Result<Request, Error> {
+    let mut value = HeaderValue::from_str(&token.credential()?.header_value())
+        .map_err(|_| Error::Store("stored credential is not a valid header value".into()))?;
+    value.set_sensitive(true);
+    req.headers_mut().insert(AUTHORIZATION, value);
+    Ok(req)
+}
+
+fn challenge_of(resp: &Response) -> Result<Challenge, Error> {
+    Challenge::parse(resp.headers().get_all(WWW_AUTHENTICATE).iter().map(HeaderValue::as_bytes))
+        .map_err(|e| Error::Challenge(e.to_string()))
+}
+
+impl Client {
+    /// A client paying through `payer`, with a default reqwest client (rustls).
+    pub fn new(payer: Arc<dyn Payer>, config: ClientConfig) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Request(format!("building the HTTP client: {e}")))?;
+        Self::with_http(http, payer, config)
+    }
+
+    /// A client using the given reqwest client for HTTP.
+    pub fn with_http(http: reqwest::Client, payer: Arc<dyn Payer>, config: ClientConfig) -> Result<Self, Error> {
+        if config.max_fee.0 == 0 {
+            return Err(Error::Request(
+                "max_fee must be positive (a zero fee limit only finds zero-fee routes)".into(),
+            ));
+        }
+        let store = Store::open(&config.data_dir)?;
+        let leases = Leases::new(&config.data_dir);
+        Ok(Self { http, payer, store, leases, config, network: OnceCell::new(), session_used: AtomicU64::new(0) })
+    }
+
+    /// The store (tokens, ledger).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The underlying reqwest client, to build requests with.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// A request builder for `url` (send it with [`Client::execute`] after `.build()`).
+    pub fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, url)
+    }
+
+    fn report(&self, p: Progress) {
+        if let Some(f) = &self.config.progress {
+            f(&p);
+        }
+    }
+
+    pub(crate) fn checkpoint(&self, c: Checkpoint) {
+        if let Some(f) = &self.config.checkpoint {
+            f(c);
+        }
+    }
+
+    pub(crate) fn payer(&self) -> &dyn Payer {
+        self.payer.as_ref()
+    }
+
+    /// The wallet's network (configured, or asked once).
+    pub(crate) async fn network(&self) -> Result<Currency, Error> {
+        if let Some(n) = &self.config.network {
+            return Ok(n.clone());
+        }
+        let n = self.network.get_or_try_init(|| async { self.payer.info().await.map(|i| i.network) }).await?;
+        Ok(n.clone())
+    }
+
+    /// Sends a request once, and again on the errors and statuses the retry policy allows (if replayable).
+    async fn send(&self, mut req: Request) -> Result<Response, Error> {
+        let policy = self.config.retry;
+        let mut attempt = 0;
+        loop {
+            let again = (attempt < policy.max_retries).then(|| req.try_clone()).flatten();
+            let result = self.http.execute(req).await;
+            let delay = match &result {
+                Err(e) if retryable_error(e) => Some(policy.backoff(attempt)),
+                Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => match retry_after(r.headers()) {
+                    Some(d) if d > policy.max_delay => None,
+                    Some(d) => Some(d),
+                    None => Some(policy.backoff(attempt)),
+                },
+                Ok(r) if retryable_status(r.status()) => Some(policy.backoff(attempt)),
+                _ => None,
+            };
+            match (delay, again) {
+                (Some(d), Some(next)) => {
+                    tracing::debug!(attempt, delay_ms = d.as_millis() as u64, "retrying request");
+                    tokio::time::sleep(d).await;
+                    req = next;
+                    attempt += 1;
+                }
+                _ => return result.map_err(Error::Http),
+            }
+        }
+    }
+
+    /// Sends `request`, paying for a token if the server asks (within the caps and budgets), and returns the
+    /// response. See the crate doc for every rule on the way.
+    pub async fn execute(&self, request: Request) -> Result<L402Response, Error> {
+        let url = request.url().clone();
+        let origin = origin_of(&url)?;
+        let path = url.path().to_owned();
+        let replay = request.try_clone();
+        let now = now_unix();
+        let (o, p) = (origin.clone(), path.clone());
+        let token = self.store.call(move |c| tokens::select(c, &o, &p, now)).await?;
+        let first = match &token {
+            Some(t) => with_token(request, t)?,
+            None => request,
+        };
+        let resp = self.send(first).await?;
+        let status = resp.status();
+        let refused_status = status == StatusCode::PAYMENT_REQUIRED || status == StatusCode::UNAUTHORIZED;
+        if !refused_status || (status == StatusCode::UNAUTHORIZED && token.is_none()) {
+            return self.done(resp, token.as_ref(), None).await;
+        }
+        let challenge = if status == StatusCode::PAYMENT_REQUIRED { Some(challenge_of(&resp)) } else { None };
+        if let Some(t) = &token {
+            let other_service = matches!(&challenge, Some(Ok(c)) if !t.grants(TokenScope::of(&c.macaroon).service()));
+            if other_service {
+                tracing::debug!(token_id = %t.token_id, "token is for another service of this origin");
+            } else if t.valid_until.is_some_and(|v| v <= now_unix()) {
+                let id = t.token_id.clone();
+                tracing::info!(token_id = %id, "token expired; dropped");
+                self.store.call(move |c| tokens::remove(c, &id).map(drop)).await?;
+            } else {
+                return Err(self.refused(t, status.as_u16()).await);
+            }
+        }
+        let challenge = match challenge {
+            Some(c) => c?,
+            None => return Err(Error::Challenge(format!("{status} without an L402 challenge"))),
+        };
+        let service = TokenScope::of(&challenge.macaroon).service().to_owned();
+        let (o, p, s) = (origin.clone(), path.clone(), service.clone());
+        self.store.call(move |c| tokens::learn_route(c, &o, &p, &s, now_unix())).await?;
+        let Some(replay) = replay else { return Err(Error::NotReplayable) };
+        let (token, payment) = self.obtain(&origin, &path, &challenge).await?;
+        let resp = self.send(with_token(replay, &token)?).await?;
+        if matches!(resp.status(), StatusCode::PAYMENT_REQUIRED | StatusCode::UNAUTHORIZED) {
+            return Err(self.refused(&token, resp.status().as_u16()).await);
+        }
+        self.done(resp, Some(&token), payment).await
+    }
+
+    async fn done(
+        &self,
+        response: Response,
+        token: Option<&StoredToken>,
+        payment: Option<Payment>,
+    ) -> Result<L402Response, Error> {
+        let token_id = match token {
+            Some(t) => {
+                let id = t.token_id.clone();
+                self.store.call(move |c| tokens::touch(c, &id, now_unix())).await?;
+                Some(t.id()?)
+            }
+            None => None,
+        };
+        Ok(L402Response { response, token_id, payment })
+    }
+
+    /// Marks a token refused (kept with its preimage) and builds the error that reports it.
+    async fn refused(&self, token: &StoredToken, status: u16) -> Error {
+        let id = token.token_id.clone();
+        tracing::warn!(token_id = %id, status, "paid token refused by the server; kept as proof of payment");
+        if let Err(e) = self.store.call(move |c| tokens::mark_refused(c, &id, status, now_unix())).await {
+            return e;
+        }
+        match token.id() {
+            Ok(token_id) => Error::PaidButRefused { token_id, status, paid: token.paid() },
+            Err(e) => e,
+        }
+    }
+
+    /// Asks for what `request` would cost without paying anything.
+    pub async fn quote(&self, request: Request) -> Result<Quote, Error> {
+        let url = request.url().clone();
+        let origin = origin_of(&url)?;
+        let path = url.path().to_owned();
+        let (o, p) = (origin.clone(), path.clone());
+        if let Some(t) = self.store.call(move |c| tokens::select(c, &o, &p, now_unix())).await? {
+            return Ok(Quote::Token(t));
+        }
+        let resp = self.send(request).await?;
+        if resp.status() != StatusCode::PAYMENT_REQUIRED {
+            return Ok(Quote::NotRequired { status: resp.status().as_u16() });
+        }
+        let challenge = challenge_of(&resp)?;
+        let scope = TokenScope::of(&challenge.macaroon);
+        let (_, info) = l402_proto::invoice::decode_invoice(&challenge.invoice)?;
+        let amount = info.amount.unwrap_or(Msat(0));
+        let mut quote = PaymentQuote {
+            origin: origin.clone(),
+            service: scope.service().to_owned(),
+            payment_hash: info.payment_hash.to_hex(),
+            amount_msat: info.amount.map(|a| a.0),
+            fee_limit_msat: self.config.initial_fee_limit(amount).0,
+            max_fee_msat: self.config.max_fee.0,
+            expires_at: info.expires_at,
+            destination: info.payee.clone(),
+            description: info.description.clone(),
+            network: l402_proto::invoice::network_name(&info.currency).to_owned(),
+            refusal: None,
+        };
+        quote.refusal = self.precheck(&origin, &challenge).await.err();
+        Ok(Quote::Payment(quote))
+    }
+
+    /// The checks made before paying, without paying: the invoice, then whether the budgets would allow it.
+    async fn precheck(&self, origin: &str, challenge: &Challenge) -> Result<(), Error> {
+        let (amount, _, _) = self.check_challenge(challenge).await?;
+        let needed = amount.0.saturating_add(self.config.initial_fee_limit(amount).0);
+        let o = origin.to_owned();
+        self.store
+            .call(move |c| {
+                let tx = c.transaction()?;
+                let limits = Limits::load(&tx)?;
+                crate::budget::check(&tx, &limits, &o, needed, now_unix(), "")
+            })
+            .await?;
+        self.session_check(needed)
+    }
+
+    /// Parses the macaroon's payment hash and checks the invoice against it and the policy. Returns the amount,
+    /// the payment hash and the invoice's expiry.
+    pub(crate) async fn check_challenge(&self, challenge: &Challenge) -> Result<(Msat, PaymentHash, u64), Error> {
+        let id = challenge.macaroon.l402_identifier().map_err(|e| Error::Challenge(format!("macaroon: {e}")))?;
+        let policy = l402_proto::InvoicePolicy {
+            currency: self.network().await?,
+            max_amount: self.config.max_price,
+            expiry_margin: self.config.expiry_margin,
+        };
+        let now = Duration::from_secs(now_unix());
+        let (_, info) = l402_proto::invoice::check_invoice(&challenge.invoice, &id.payment_hash, &policy, now)?;
+        let amount = info.amount.ok_or(l402_proto::InvoiceError::NoAmount)?;
+        Ok((amount, id.payment_hash, info.expires_at))
+    }
+
+    fn session_check(&self, needed: u64) -> Result<(), Error> {
+        let Some(budget) = self.config.session_budget else { return Ok(()) };
+        let used = self.session_used.load(Ordering::SeqCst);
+        match used.checked_add(needed) {
+            Some(after) if after <= budget.0 => Ok(()),
+            _ => Err(Error::Budget {
+                limit: LimitKind::Session,
+                limit_msat: budget.0,
+                spent_msat: used,
+                needed_msat: needed,
+            }),
+        }
+    }
+
+    /// Reserves `needed` msat of the session budget.
+    pub(crate) fn session_reserve(&self, needed: u64) -> Result<(), Error> {
+        let Some(budget) = self.config.session_budget else { return Ok(()) };
+        self.session_used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(needed).filter(|after| *after <= budget.0)
+            })
+            .map(drop)
+            .map_err(|used| Error::Budget {
+                limit: LimitKind::Session,
+                limit_msat: budget.0,
+                spent_msat: used,
+                needed_msat: needed,
+            })
+    }
+
+    /// Gives back `amount` msat of the session budget.
+    pub(crate) fn session_release(&self, amount: u64) {
+        if self.config.session_budget.is_some() {
+            let _ =
+                self.session_used.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| Some(u.saturating_sub(amount)));
+        }
+    }
+
+    /// Reports progress.
+    pub(crate) fn progress(&self, p: Progress) {
+        self.report(p);
+    }
+
+    pub(crate) fn leases(&self) -> &Leases {
+        &self.leases
+    }
+
+    /// The budget limits in force (stored in the data directory; defaults for those never set).
+    pub async fn limits(&self) -> Result<Limits, Error> {
+        self.store.call(|c| Limits::load(c)).await
+    }
+
+    /// Spend and reservations counted against the limits now, for `origin` (or for none: `""`).
+    pub async fn usage(&self, origin: &str) -> Result<Usage, Error> {
+        let o = origin.to_owned();
+        self.store.call(move |c| Usage::read(c, &o, now_unix(), "")).await
+    }
+
+    /// The ledger, newest first.
+    pub async fn ledger(&self, since: Option<u64>) -> Result<Vec<LedgerEntry>, Error> {
+        self.store.call(move |c| journal::ledger(c, since)).await
+    }
+}

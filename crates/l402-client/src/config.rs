@@ -1,0 +1,173 @@
+//! What a [`crate::Client`] may pay and how it behaves, with the defaults as named constants.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use l402_lightning::PaymentEvent;
+use l402_proto::lightning_invoice::Currency;
+use l402_proto::{Msat, PaymentHash};
+
+use crate::retry::RetryPolicy;
+
+/// Default [`ClientConfig::max_price`]: 1,000 sat.
+pub const DEFAULT_MAX_PRICE: Msat = Msat::from_sat(1_000);
+/// Default [`ClientConfig::max_fee`]: 50 sat.
+pub const DEFAULT_MAX_FEE: Msat = Msat::from_sat(50);
+/// The first attempt's fee limit is this share of the amount (parts per million)...
+pub const DEFAULT_FEE_PPM: u64 = 10_000;
+/// ...but at least this much (a tight limit makes every payment fail with "no route").
+pub const DEFAULT_MIN_FEE: Msat = Msat::from_sat(10);
+/// Default [`ClientConfig::expiry_margin`]: an invoice expiring within 30 s is not paid.
+pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(30);
+/// Default [`ClientConfig::payment_timeout`].
+pub const DEFAULT_PAYMENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`ClientConfig::lease_timeout`].
+pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default [`ClientConfig::recovery_timeout`].
+pub const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A named point of the payment procedure, for crash tests (see [`ClientConfig::checkpoint`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Checkpoint {
+    /// The payment is journaled and its budget reserved; the wallet has not been asked yet.
+    JournalWritten,
+    /// The wallet reports the payment in flight.
+    PaymentInFlight,
+    /// The wallet reported success; the outcome and token are not stored yet.
+    PaymentSucceeded,
+}
+
+impl Checkpoint {
+    /// The name used by `L402_TEST_PAUSE_AT`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Checkpoint::JournalWritten => "journal_written",
+            Checkpoint::PaymentInFlight => "payment_in_flight",
+            Checkpoint::PaymentSucceeded => "payment_succeeded",
+        }
+    }
+}
+
+/// What the client reports while it works (for a progress line; never a secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Progress {
+    /// Waiting for another request or process paying the same service.
+    WaitingForLease {
+        /// The origin.
+        origin: String,
+        /// The service.
+        service: String,
+    },
+    /// A payment is about to be sent.
+    Paying {
+        /// The payment hash.
+        payment_hash: PaymentHash,
+        /// The invoice amount.
+        amount: Msat,
+        /// The fee limit of this attempt.
+        fee_limit: Msat,
+        /// The origin paid.
+        origin: String,
+    },
+    /// The wallet's report on the payment.
+    Payment {
+        /// The payment hash.
+        payment_hash: PaymentHash,
+        /// The event.
+        event: PaymentEvent,
+    },
+    /// A journaled payment is being looked up after an interruption.
+    Recovering {
+        /// The payment hash.
+        payment_hash: PaymentHash,
+    },
+}
+
+/// A progress callback.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+/// A checkpoint callback (tests use it to stop the process at a named point).
+pub type CheckpointFn = Arc<dyn Fn(Checkpoint) + Send + Sync>;
+
+/// How a [`crate::Client`] behaves. Start from [`ClientConfig::new`] and change fields.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// The data directory (token store, ledger, journal, locks).
+    pub data_dir: PathBuf,
+    /// The most one token may cost (invoice amount; the fee is capped separately). Over it: refused.
+    pub max_price: Msat,
+    /// The most one payment may spend on routing fees (all attempts' limits are within it). Never zero.
+    pub max_fee: Msat,
+    /// An invoice expiring within this margin is not paid.
+    pub expiry_margin: Duration,
+    /// The network the wallet is on; `None` asks the wallet.
+    pub network: Option<Currency>,
+    /// The payment timeout handed to the wallet.
+    pub payment_timeout: Duration,
+    /// How long to wait for another request or process paying the same service.
+    pub lease_timeout: Duration,
+    /// How long to follow an in-flight payment found in the journal before calling its outcome unknown.
+    pub recovery_timeout: Duration,
+    /// A budget for this client's life (amount + fees), on top of the shared limits.
+    pub session_budget: Option<Msat>,
+    /// The HTTP retry policy.
+    pub retry: RetryPolicy,
+    /// Pay again for a service whose token the server refused (default false: a refusing server gets no
+    /// more money until the refused token is removed).
+    pub repay_after_refusal: bool,
+    /// Called with progress.
+    pub progress: Option<ProgressFn>,
+    /// Called at each [`Checkpoint`].
+    pub checkpoint: Option<CheckpointFn>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("data_dir", &self.data_dir)
+            .field("max_price", &self.max_price)
+            .field("max_fee", &self.max_fee)
+            .field("expiry_margin", &self.expiry_margin)
+            .field("network", &self.network)
+            .field("payment_timeout", &self.payment_timeout)
+            .field("session_budget", &self.session_budget)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConfig {
+    /// The defaults, with the store in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            max_price: DEFAULT_MAX_PRICE,
+            max_fee: DEFAULT_MAX_FEE,
+            expiry_margin: DEFAULT_EXPIRY_MARGIN,
+            network: None,
+            payment_timeout: DEFAULT_PAYMENT_TIMEOUT,
+            lease_timeout: DEFAULT_LEASE_TIMEOUT,
+            recovery_timeout: DEFAULT_RECOVERY_TIMEOUT,
+            session_budget: None,
+            retry: RetryPolicy::default(),
+            repay_after_refusal: false,
+            progress: None,
+            checkpoint: None,
+        }
+    }
+
+    /// The first attempt's fee limit for `amount`: 1% of it, at least 10 sat, at most [`Self::max_fee`], and
+    /// never zero.
+    pub fn initial_fee_limit(&self, amount: Msat) -> Msat {
+        let share = amount.0.saturating_mul(DEFAULT_FEE_PPM) / 1_000_000;
+        Msat(share.max(DEFAULT_MIN_FEE.0).min(self.max_fee.0).max(1))
+    }
+
+    /// The fee limit of the one retry after "no route": twice the first, at most [`Self::max_fee`]. `None` if
+    /// that is no higher.
+    pub fn raised_fee_limit(&self, first: Msat) -> Option<Msat> {
+        let raised = first.0.saturating_mul(2).min(self.max_fee.0);
+        (raised > first.0).then_some(Msat(raised))
+    }
+}

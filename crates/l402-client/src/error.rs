@@ -1,0 +1,125 @@
+//! What can stop a request, typed by what the caller (or a script reading an exit code) can do about it.
+//!
+//! Refusals before paying ([`Error::Invoice`], [`Error::Budget`], [`Error::NotReplayable`]) moved no money.
+//! [`Error::PaymentFailed`] moved none either. [`Error::OutcomeUnknown`] may have: its budget reservation stays
+//! in place and the next run looks the payment up by hash. [`Error::PaidButRefused`] means money moved and the
+//! server did not honour the token: the token is kept with its preimage (the proof of payment).
+
+use l402_lightning::{LightningError, PaymentFailure};
+use l402_proto::{InvoiceError, Msat, PaymentHash, TokenId};
+use thiserror::Error;
+
+use crate::budget::LimitKind;
+
+/// Why a request through the [`crate::Client`] did not produce a response.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request could not be built or the URL is not usable (no host, not http/https).
+    #[error("invalid request: {0}")]
+    Request(String),
+    /// Talking to the server failed (after the retries the rules allow).
+    #[error("HTTP: {0}")]
+    Http(#[source] reqwest::Error),
+    /// The server answered 402 without a usable L402 challenge (or with a macaroon that is not an L402 token).
+    #[error("402 without a usable L402 challenge: {0}")]
+    Challenge(String),
+    /// The invoice was refused before paying (over the price cap, amountless, wrong network, expired, or its
+    /// payment hash is not the macaroon's).
+    #[error("invoice refused before paying: {0}")]
+    Invoice(#[from] InvoiceError),
+    /// Paying would exceed a budget limit; nothing was paid.
+    #[error(
+        "budget exhausted: {limit} limit of {limit_msat} msat, {spent_msat} msat spent or reserved, {needed_msat} msat needed"
+    )]
+    Budget {
+        /// Which limit.
+        limit: LimitKind,
+        /// The limit (msat).
+        limit_msat: u64,
+        /// What is already spent or reserved in that limit's scope (msat).
+        spent_msat: u64,
+        /// What this payment needs (amount + fee limit, msat).
+        needed_msat: u64,
+    },
+    /// The request body is a stream and cannot be sent again after paying; nothing was paid.
+    #[error("the request body cannot be replayed after paying (a streaming body); nothing was paid")]
+    NotReplayable,
+    /// The payment definitely failed; no money moved. Its budget reservation was released.
+    #[error("payment {payment_hash} failed: {failure}")]
+    PaymentFailed {
+        /// The payment hash.
+        payment_hash: PaymentHash,
+        /// Why, as the node reported it.
+        failure: PaymentFailure,
+    },
+    /// The wallet refused to send the payment (nothing was sent).
+    #[error("payment {payment_hash} not sent: {reason}")]
+    PaymentRejected {
+        /// The payment hash.
+        payment_hash: PaymentHash,
+        /// The wallet's reason.
+        reason: String,
+    },
+    /// The payment may or may not have gone through. Its reservation is kept and it is never paid again: the
+    /// next request to the same service (or `Client::recover`) looks it up by hash.
+    #[error("payment {payment_hash} outcome unknown: {detail}")]
+    OutcomeUnknown {
+        /// The payment hash.
+        payment_hash: PaymentHash,
+        /// What is known.
+        detail: String,
+    },
+    /// A paid token was refused by the server. It is kept, with its preimage, in state `refused`; no further
+    /// payment is made to this origin and service until the user removes it.
+    #[error("paid but refused: the server answered {status} to token {token_id} (kept as proof of payment)")]
+    PaidButRefused {
+        /// The token refused.
+        token_id: TokenId,
+        /// The HTTP status the server answered with.
+        status: u16,
+        /// What was paid for it (amount + fee).
+        paid: Msat,
+    },
+    /// The wallet (Lightning node) could not be used.
+    #[error("wallet: {0}")]
+    Wallet(#[from] LightningError),
+    /// The local store (tokens, ledger, journal) failed.
+    #[error("store: {0}")]
+    Store(String),
+    /// Waited too long for another request or process paying for the same service.
+    #[error("timed out waiting for another payment to {0}")]
+    LeaseTimeout(String),
+}
+
+impl Error {
+    /// A short stable name for the error, for logs and JSON output.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Request(_) => "request",
+            Error::Http(_) => "http",
+            Error::Challenge(_) => "challenge",
+            Error::Invoice(InvoiceError::OverCap { .. }) => "price_over_cap",
+            Error::Invoice(InvoiceError::NoAmount) => "amountless_invoice",
+            Error::Invoice(InvoiceError::WrongNetwork { .. }) => "wrong_network",
+            Error::Invoice(InvoiceError::Expired { .. }) => "invoice_expired",
+            Error::Invoice(InvoiceError::HashMismatch { .. }) => "payment_hash_mismatch",
+            Error::Invoice(_) => "invoice_invalid",
+            Error::Budget { .. } => "budget_exhausted",
+            Error::NotReplayable => "not_replayable",
+            Error::PaymentFailed { .. } => "payment_failed",
+            Error::PaymentRejected { .. } => "payment_rejected",
+            Error::OutcomeUnknown { .. } => "outcome_unknown",
+            Error::PaidButRefused { .. } => "paid_but_refused",
+            Error::Wallet(_) => "wallet",
+            Error::Store(_) => "store",
+            Error::LeaseTimeout(_) => "lease_timeout",
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Store(e.to_string())
+    }
+}

@@ -1,0 +1,64 @@
+//! The paying side of L402: an HTTP client (over reqwest) that meets `402 Payment Required` by itself, safely
+//! enough to hand to a script or an AI agent.
+//!
+//! [`Client::execute`] sends a request with the stored token that fits it (or none); on a 402 it reads the
+//! challenge and, before paying, refuses on any doubt: the invoice must parse, be for the wallet's network, not
+//! expire within a margin, carry an amount, cost no more than [`ClientConfig::max_price`], and pay the payment
+//! hash the macaroon commits to ([`l402_proto::invoice::check_invoice`]); the budgets ([`Limits`]) must allow
+//! amount + fee limit; the request body must be replayable. Then it pays through an
+//! [`l402_lightning::Payer`] with a non-zero fee limit and a timeout, stores the token, and sends the request
+//! again with `Authorization: <scheme the server used> <macaroon>:<preimage>`.
+//!
+//! How the pieces relate:
+//! - [`store`]: one SQLite file per data directory, shared by every process using it: [`tokens`] (paid tokens,
+//!   chosen by service and path), [`journal`] (the write-ahead payment journal, which is also the ledger) and
+//!   [`budget`] (limits checked and reserved in one `BEGIN IMMEDIATE` transaction, fail closed);
+//! - the lease (`lease` module): one payment per origin and service at a time, across tasks (a tokio mutex)
+//!   and processes (an `flock` the kernel releases if the holder dies); whoever gets it second finds the
+//!   token the first one bought and pays nothing;
+//! - [`Client::recover`]: after a crash, a timeout or a lost connection, every journaled payment is looked
+//!   up by hash in the wallet: completed ones yield their token, failed or never-sent ones release their
+//!   reservation, the rest stay `unknown` (never reported as failed, never paid again);
+//! - [`retry`]: HTTP retries (connection errors, 502/503/504, 429 with `Retry-After`); payment retries follow
+//!   [`l402_lightning::PaymentFailure::retry`] (no route: once, with a bounded higher fee limit; timeout: once,
+//!   if the invoice is still valid; never after insufficient balance or incorrect payment details).
+//!
+//! A token the server refuses is kept, with its preimage, as `refused` ([`Error::PaidButRefused`]), and that
+//! origin and service get no more money until the user removes it. Logs name token ids and payment hashes,
+//! never a preimage, a macaroon or a credential.
+//!
+//! ```no_run
+//! # async fn f(payer: std::sync::Arc<dyn l402_lightning::Payer>) -> Result<(), l402_client::Error> {
+//! use l402_client::{Client, ClientConfig};
+//! let mut config = ClientConfig::new("/home/me/.local/share/l402");
+//! config.max_price = l402_proto::Msat::from_sat(100);
+//! let client = Client::new(payer, config)?;
+//! let request = client.request(reqwest::Method::GET, "https://api.example/quote").build().map_err(l402_client::Error::Http)?;
+//! let answer = client.execute(request).await?;
+//! if let Some(p) = answer.payment {
+//!     println!("paid {} + {} fee for token {}", p.amount, p.fee, p.token_id);
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod budget;
+mod client;
+pub mod config;
+mod error;
+pub mod journal;
+mod lease;
+mod pay;
+pub mod retry;
+pub mod store;
+pub mod tokens;
+
+pub use budget::{LimitKind, Limits, Usage};
+pub use client::{Client, L402Response, Payment, PaymentQuote, Quote, origin_of};
+pub use config::{Checkpoint, ClientConfig, Progress};
+pub use error::Error;
+pub use journal::LedgerEntry;
+pub use lease::lock_exclusive;
+pub use pay::Recovery;
+pub use reqwest;
+pub use store::{Store, default_data_dir};
+pub use tokens::{StoredToken, TokenScope};

@@ -1,0 +1,218 @@
+//! The client's SQLite database: tokens, the payment journal (which is also the spend ledger), learned routes
+//! and budget limits, in one file shared by every process that uses the same data directory.
+//!
+//! The directory is created `0700` and the database `0600` (SQLite gives its `-wal` and `-shm` files the
+//! database's mode). WAL mode; every write that decides something (reserve a budget, record a payment's
+//! outcome) runs in a `BEGIN IMMEDIATE` transaction, which takes SQLite's write lock up front, so two processes
+//! never both read "enough budget left" and both spend it. A busy database is waited on (up to
+//! [`BUSY_TIMEOUT`]), never reported as an error at once.
+//!
+//! The connection is used from `spawn_blocking` ([`Store::call`]) so a wait for the write lock never stalls the
+//! async runtime.
+//!
+//! # Schema (version 1)
+//! - `payments`: one row per payment hash, written *before* the payment is sent (the write-ahead journal) and
+//!   updated with its outcome; `state` is `pending` (journaled, maybe sent), `succeeded`, `failed` (no money
+//!   moved) or `unknown` (the wallet could not tell). Budgets count `reserved_msat` of `pending`/`unknown`
+//!   rows and `amount_msat + fee_msat` of `succeeded` rows. It keeps the macaroon and invoice of the challenge
+//!   so a payment found to have succeeded after a crash still yields its token.
+//! - `tokens`: paid tokens with their preimage, per origin, the services they grant and the path they were
+//!   bought at; `state` is `valid` or `refused` (the server did not honour it; kept as proof of payment).
+//! - `routes`: which service a path of an origin asked to be paid for (learned from challenges), so the right
+//!   token is sent first time.
+//! - `limits`: budget limits set with `l402 spend --set-limit`, shared by every process.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+use crate::error::Error;
+
+/// How long a write waits for another process's write lock before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The database's file name inside the data directory.
+pub const DB_FILE: &str = "l402-client.sqlite3";
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS payments (
+    payment_hash   TEXT PRIMARY KEY,
+    origin         TEXT NOT NULL,
+    service        TEXT NOT NULL,
+    path           TEXT NOT NULL,
+    scheme         TEXT NOT NULL,
+    macaroon       TEXT NOT NULL,
+    invoice        TEXT NOT NULL,
+    amount_msat    INTEGER NOT NULL,
+    fee_limit_msat INTEGER NOT NULL,
+    reserved_msat  INTEGER NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('pending', 'succeeded', 'failed', 'unknown')),
+    fee_msat       INTEGER,
+    preimage       TEXT,
+    failure        TEXT,
+    token_id       TEXT,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS payments_by_key ON payments (origin, service, state);
+CREATE INDEX IF NOT EXISTS payments_by_time ON payments (created_at);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_id       TEXT PRIMARY KEY,
+    origin         TEXT NOT NULL,
+    service        TEXT NOT NULL,
+    services       TEXT NOT NULL,
+    path_prefix    TEXT NOT NULL,
+    scheme         TEXT NOT NULL,
+    macaroon       TEXT NOT NULL,
+    preimage       TEXT NOT NULL,
+    payment_hash   TEXT NOT NULL,
+    amount_msat    INTEGER NOT NULL,
+    fee_msat       INTEGER NOT NULL,
+    valid_until    INTEGER,
+    state          TEXT NOT NULL CHECK (state IN ('valid', 'refused')),
+    refused_at     INTEGER,
+    refused_status INTEGER,
+    created_at     INTEGER NOT NULL,
+    last_used_at   INTEGER
+);
+CREATE INDEX IF NOT EXISTS tokens_by_origin ON tokens (origin, state);
+CREATE TABLE IF NOT EXISTS routes (
+    origin     TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    service    TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (origin, path)
+);
+CREATE TABLE IF NOT EXISTS limits (
+    name TEXT PRIMARY KEY,
+    msat INTEGER NOT NULL
+);
+";
+
+/// Unix seconds now.
+pub(crate) fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The default data directory: `$L402_DATA_DIR`, else `$XDG_DATA_HOME/l402`, else `~/.local/share/l402`.
+pub fn default_data_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("L402_DATA_DIR").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir).join("l402"));
+    }
+    std::env::var_os("HOME").filter(|d| !d.is_empty()).map(|h| PathBuf::from(h).join(".local/share/l402"))
+}
+
+/// Creates `dir` (and parents) with mode 0700 for the parts it creates.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::Store(format!("creating {}: {e}", dir.display())))
+}
+
+/// Creates (if missing) a file with mode 0600.
+pub(crate) fn create_private_file(path: &Path) -> Result<std::fs::File, Error> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::Store(format!("opening {}: {e}", path.display())))
+}
+
+/// The client's database. Cheap to clone; every clone shares one connection.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        create_private_dir(dir)?;
+        let path = dir.join(DB_FILE);
+        drop(create_private_file(&path)?);
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        {
+            let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)?;
+            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if version > SCHEMA_VERSION {
+                return Err(Error::Store(format!(
+                    "{} has schema version {version}, newer than this program's {SCHEMA_VERSION}",
+                    path.display()
+                )));
+            }
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+        }
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), dir: dir.to_owned() })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs `f` on the connection on a blocking thread.
+    pub(crate) async fn call<R, F>(&self, f: F) -> Result<R, Error>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R, Error> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| Error::Store(format!("store task: {e}")))?
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction on a blocking thread; commits if it returns `Ok`.
+    pub(crate) async fn write<R, F>(&self, f: F) -> Result<R, Error>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<R, Error> + Send + 'static,
+    {
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Runs `f` synchronously (for the command line, outside a runtime).
+    pub fn blocking<R>(&self, f: impl FnOnce(&mut Connection) -> Result<R, Error>) -> Result<R, Error> {
+        let mut guard = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard)
+    }
+}

@@ -1,0 +1,322 @@
+//! A small but faithful L402 server for the client's tests (until the project's own proxy exists), and the
+//! regtest network the tests pay over.
+//!
+//! It answers like Aperture: `402` with `Cache-Control: no-store` and two `WWW-Authenticate` lines (LSAT, then
+//! L402), a macaroon minted with `l402_proto::Macaroon::mint` under a fresh root key whose identifier commits to
+//! the payment hash of a real invoice from its LDK node; it verifies credentials with `l402_proto::verify` and
+//! answers an invalid one with a fresh 402. Tests can make it misbehave ([`Mode`]) or fail transiently
+//! ([`Server::fail_next`]).
+//!
+//! Paths: `/free...` costs nothing; `/other...` is service `other`; anything else is service `svc`.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bitcoin::secp256k1::{Secp256k1, SecretKey};
+use l402_ldk::LdkNode;
+use l402_lightning::{InvoiceIssuer, InvoiceRequest};
+use l402_proto::challenge::{challenge_lines, format_challenge, format_challenge_v0};
+use l402_proto::lightning_invoice::{Currency, InvoiceBuilder, PaymentSecret};
+use l402_proto::*;
+use l402_regtest::Regtest;
+
+/// How the server misbehaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Like Aperture.
+    Normal,
+    /// Only an `LSAT` challenge line (an old server).
+    LsatOnly,
+    /// Only the 2026 specification's `L402 version="0", token=...` line.
+    SpecV0,
+    /// The invoice is for mainnet.
+    WrongNetwork,
+    /// The invoice has no amount.
+    Amountless,
+    /// The invoice expired.
+    Expired,
+    /// The invoice pays a hash other than the macaroon's.
+    HashMismatch,
+    /// Valid credentials are answered with a fresh 402 (takes the money, never serves).
+    RefuseValid,
+}
+
+pub struct ServerState {
+    node: Arc<LdkNode>,
+    root_keys: Mutex<HashMap<[u8; 32], RootKey>>,
+    pub mode: Mutex<Mode>,
+    /// Price in msat.
+    pub price_msat: AtomicU64,
+    /// Seconds a token stays valid (a `svc_valid_until` caveat); 0 for none.
+    pub valid_secs: AtomicU64,
+    /// Statuses (and an optional Retry-After) answered before anything else, one per request.
+    pub fail_next: Mutex<VecDeque<(u16, Option<String>)>>,
+    pub challenges: AtomicU64,
+    pub served_paid: AtomicU64,
+    pub served_free: AtomicU64,
+    pub requests: AtomicU64,
+    /// The scheme of the last credential accepted.
+    pub last_scheme: Mutex<Option<String>>,
+    /// The body of the last request served.
+    pub last_body: Mutex<Vec<u8>>,
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: Arc<ServerState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+}
+
+fn random32() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("randomness");
+    b
+}
+
+impl Server {
+    pub async fn start(node: Arc<LdkNode>) -> Server {
+        let state = Arc::new(ServerState {
+            node,
+            root_keys: Mutex::default(),
+            mode: Mutex::new(Mode::Normal),
+            price_msat: AtomicU64::new(100_000),
+            valid_secs: AtomicU64::new(3_600),
+            fail_next: Mutex::default(),
+            challenges: AtomicU64::new(0),
+            served_paid: AtomicU64::new(0),
+            served_free: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            last_scheme: Mutex::new(None),
+            last_body: Mutex::new(Vec::new()),
+        });
+        let app = axum::Router::new().fallback(handle).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Server { addr, state, task }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.state.mode.lock().expect("lock") = mode;
+    }
+
+    pub fn set_price_sat(&self, sat: u64) {
+        self.state.price_msat.store(sat * 1000, Ordering::SeqCst);
+    }
+
+    pub fn fail_next(&self, status: u16, retry_after: Option<&str>) {
+        self.state.fail_next.lock().expect("lock").push_back((status, retry_after.map(str::to_owned)));
+    }
+
+    pub fn challenges(&self) -> u64 {
+        self.state.challenges.load(Ordering::SeqCst)
+    }
+
+    pub fn served_paid(&self) -> u64 {
+        self.state.served_paid.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Forgets every root key (as if the server lost its store): every token is refused from now on.
+    pub fn forget_keys(&self) {
+        self.state.root_keys.lock().expect("lock").clear();
+    }
+}
+
+fn service_of(path: &str) -> Option<&'static str> {
+    if path.starts_with("/free") {
+        None
+    } else if path.starts_with("/other") {
+        Some("other")
+    } else {
+        Some("svc")
+    }
+}
+
+async fn handle(
+    State(s): State<Arc<ServerState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    let fail = s.fail_next.lock().expect("lock").pop_front();
+    if let Some((status, retry_after)) = fail {
+        let mut r = (StatusCode::from_u16(status).expect("status"), "try again").into_response();
+        if let Some(v) = retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_str(&v).expect("value"));
+        }
+        return r;
+    }
+    let path = uri.path().to_owned();
+    let Some(service) = service_of(&path) else {
+        s.served_free.fetch_add(1, Ordering::SeqCst);
+        return (StatusCode::OK, format!("free {method} {path}")).into_response();
+    };
+    let mode = *s.mode.lock().expect("lock");
+    let scheme = if mode == Mode::RefuseValid { None } else { accepted(&s, &headers, service) };
+    if let Some(scheme) = scheme {
+        *s.last_scheme.lock().expect("lock") = Some(scheme);
+        *s.last_body.lock().expect("lock") = body.to_vec();
+        s.served_paid.fetch_add(1, Ordering::SeqCst);
+        return (StatusCode::OK, format!("paid {method} {path} for {service}; body {} bytes", body.len()))
+            .into_response();
+    }
+    challenge(&s, service, mode).await
+}
+
+/// The scheme of a credential that verifies for `service` under a root key this server minted, if any.
+fn accepted(s: &ServerState, headers: &HeaderMap, service: &str) -> Option<String> {
+    let values = headers.get_all(header::AUTHORIZATION).iter().map(HeaderValue::as_bytes);
+    let cred = Credential::from_authorization(values).ok()?;
+    let root = s.root_keys.lock().expect("lock").get(&cred.macaroon.identifier_hash()).cloned()?;
+    let access = Access { service, capability: None, now_unix: now() };
+    verify(&cred.macaroon, &cred.preimage, &MacaroonKey::derive(&root), &access).ok()?;
+    Some(match cred.form {
+        CredentialForm::Authorization(sch) => sch.as_str().to_owned(),
+        CredentialForm::MacaroonHeader => "macaroon-header".into(),
+    })
+}
+
+/// A signed invoice not from the node (for the misbehaving modes: never payable).
+fn foreign_invoice(
+    currency: Currency,
+    hash: &PaymentHash,
+    amount_msat: Option<u64>,
+    created: u64,
+    expiry: u64,
+) -> String {
+    use bitcoin::hashes::Hash as _;
+    let secp = Secp256k1::new();
+    let key = SecretKey::from_slice(&[0x42; 32]).expect("key");
+    let b = InvoiceBuilder::new(currency)
+        .description("l402 test (foreign)".into())
+        .payment_hash(bitcoin::hashes::sha256::Hash::from_byte_array(hash.0))
+        .payment_secret(PaymentSecret([7; 32]))
+        .duration_since_epoch(Duration::from_secs(created))
+        .min_final_cltv_expiry_delta(18)
+        .expiry_time(Duration::from_secs(expiry));
+    let signed = match amount_msat {
+        Some(a) => b.amount_milli_satoshis(a).build_signed(|m| secp.sign_ecdsa_recoverable(m, &key)),
+        None => b.build_signed(|m| secp.sign_ecdsa_recoverable(m, &key)),
+    };
+    signed.expect("invoice").to_string()
+}
+
+async fn challenge(s: &ServerState, service: &str, mode: Mode) -> Response {
+    s.challenges.fetch_add(1, Ordering::SeqCst);
+    let price = s.price_msat.load(Ordering::SeqCst);
+    let (invoice, hash) = match mode {
+        Mode::WrongNetwork | Mode::Amountless | Mode::Expired => {
+            let hash = Preimage(random32()).payment_hash();
+            let inv = match mode {
+                Mode::WrongNetwork => foreign_invoice(Currency::Bitcoin, &hash, Some(price), now(), 600),
+                Mode::Amountless => foreign_invoice(Currency::Regtest, &hash, None, now(), 600),
+                _ => foreign_invoice(Currency::Regtest, &hash, Some(price), now() - 1_000, 600),
+            };
+            (inv, hash)
+        }
+        _ => {
+            let req = InvoiceRequest {
+                amount: Msat(price),
+                memo: format!("l402 test {service}"),
+                expiry: Duration::from_secs(600),
+            };
+            let issued = match s.node.create_invoice(&req).await {
+                Ok(i) => i,
+                Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+            };
+            (issued.bolt11, issued.payment_hash)
+        }
+    };
+    let mac_hash = if mode == Mode::HashMismatch { Preimage(random32()).payment_hash() } else { hash };
+    let root = RootKey(random32());
+    let id = Identifier::new(mac_hash, TokenId(random32()));
+    let mut caveats = vec![Caveat::services(&[Service::new(service)]), Caveat::capabilities::<&str>(service, &[])];
+    let valid = s.valid_secs.load(Ordering::SeqCst);
+    if valid > 0 {
+        caveats.push(Caveat::valid_until(service, now() + valid));
+    }
+    let mac = Macaroon::mint(&root, &id, &caveats);
+    s.root_keys.lock().expect("lock").insert(mac.identifier_hash(), root);
+    let lines: Vec<String> = match mode {
+        Mode::LsatOnly => vec![format_challenge(Scheme::Lsat, &mac, &invoice)],
+        Mode::SpecV0 => vec![format_challenge_v0(&mac, &invoice)],
+        _ => challenge_lines(&mac, &invoice).to_vec(),
+    };
+    let mut r = (StatusCode::PAYMENT_REQUIRED, "payment required").into_response();
+    for l in lines {
+        r.headers_mut().append(header::WWW_AUTHENTICATE, HeaderValue::from_str(&l).expect("header"));
+    }
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A regtest network with a server node and `payers` payer nodes, each with a 500k-sat channel to the server.
+pub async fn network(payers: &[&str]) -> (Regtest, Arc<LdkNode>, Vec<Arc<LdkNode>>) {
+    let net = Regtest::start().await.expect("regtest starts (is bitcoind installed? scripts/install-bitcoind.sh)");
+    let server = net.ldk_node("server").await.expect("server node");
+    let mut nodes = Vec::new();
+    for name in payers {
+        let n = net.ldk_node(name).await.expect("payer node");
+        net.fund(&n, 1_000_000).await.expect("fund");
+        net.open_channel(&n, &server, 500_000, 0).await.expect("channel");
+        nodes.push(n);
+    }
+    (net, server, nodes)
+}
+
+/// The payer's outbound payments that succeeded, as (hash, amount msat, fee msat), from the node's own store.
+pub fn node_payments(node: &LdkNode) -> Vec<(String, u64, u64)> {
+    use l402_ldk::ldk_node::payment::{PaymentDirection, PaymentKind, PaymentStatus};
+    node.inner()
+        .list_payments_with_filter(|p| {
+            p.direction == PaymentDirection::Outbound && p.status == PaymentStatus::Succeeded
+        })
+        .into_iter()
+        .filter_map(|p| match p.kind {
+            PaymentKind::Bolt11 { hash, .. } => {
+                Some((hex::encode(hash.0), p.amount_msat.unwrap_or(0), p.fee_paid_msat.unwrap_or(0)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every outbound Lightning payment record of the node (any status).
+pub fn node_payment_count(node: &LdkNode) -> usize {
+    use l402_ldk::ldk_node::payment::{PaymentDirection, PaymentKind};
+    node.inner()
+        .list_payments_with_filter(|p| {
+            p.direction == PaymentDirection::Outbound && matches!(p.kind, PaymentKind::Bolt11 { .. })
+        })
+        .len()
+}
