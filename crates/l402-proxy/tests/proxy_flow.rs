@@ -418,3 +418,20 @@ price_sat = 100
     }
     n.net.shutdown().await;
 }
+
+/// The sample configuration in the repository parses and says what it documents.
+#[test]
+fn the_sample_config_parses() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../l402.sample.toml");
+    let c = Config::load(&path).expect("l402.sample.toml parses");
+    assert_eq!(c.services.len(), 2);
+    let weather = &c.services[0];
+    assert_eq!(weather.price().expect("price"), 10_000);
+    assert_eq!(weather.routes.len(), 2);
+    assert_eq!(weather.rate_limit.as_ref().map(|r| r.burst), Some(20));
+    assert!(matches!(c.lightning, l402_proxy::LightningConfig::Lnd { .. }));
+    // A route needing a capability the service does not grant is a configuration error, named.
+    let text = std::fs::read_to_string(&path).expect("read").replace("capability = \"write\"", "capability = \"admin\"");
+    let err = Config::parse(&text).expect_err("refused");
+    assert!(err.to_string().contains("does not grant"), "{err}");
+}

@@ -1,0 +1,108 @@
+//! `l402 proxy --config l402.toml`: runs the reverse proxy until SIGTERM/SIGINT.
+//!
+//! This is where the config's `[lightning]` section becomes a concrete backend: LND over gRPC (an invoice
+//! macaroon is enough: the connection is checked with a lookup, not GetInfo) or an LDK node embedded here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
+use clap::Args;
+use l402_ldk::{ChainSource, LdkConfig, LdkNode, Network};
+use l402_lightning::InvoiceIssuer;
+use l402_proxy::{Config, LightningConfig, Proxy, open_store};
+
+use crate::Failure;
+
+#[derive(Args, Debug)]
+pub(crate) struct ProxyArgs {
+    /// The configuration file (see l402.sample.toml).
+    #[arg(long, short = 'c', default_value = "l402.toml")]
+    config: PathBuf,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+pub(crate) fn run(args: ProxyArgs) -> Result<(), Failure> {
+    let config = Config::load(&args.config).map_err(|e| Failure::Input(anyhow!(e)))?;
+    if args.check {
+        println!("{}: ok, {} service(s)", args.config.display(), config.services.len());
+        return Ok(());
+    }
+    init_logging(args.log_json);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(serve(config)).map_err(Failure::Input)
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ldk_node=warn,lightning=warn,h2=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Builds the configured invoice issuer.
+pub(crate) async fn issuer(config: &LightningConfig) -> anyhow::Result<(Arc<dyn InvoiceIssuer>, Option<Arc<LdkNode>>)> {
+    match config {
+        LightningConfig::Lnd { address, tls_cert, macaroon } => {
+            let cfg = l402_lnd::LndConfig::new(address, tls_cert, macaroon).context("LND configuration")?;
+            let node = l402_lnd::LndNode::connect_lazy(cfg).context("LND")?;
+            Ok((Arc::new(node), None))
+        }
+        LightningConfig::Ldk { data_dir, network, listen, bitcoind_rpc, bitcoind_user, bitcoind_password, bitcoind_password_env } => {
+            let network = match network.as_str() {
+                "bitcoin" | "mainnet" => Network::Bitcoin,
+                "testnet" => Network::Testnet,
+                "signet" => Network::Signet,
+                "regtest" => Network::Regtest,
+                other => bail!("lightning.network {other:?}: bitcoin, testnet, signet or regtest"),
+            };
+            let (host, port) = bitcoind_rpc.rsplit_once(':').ok_or_else(|| anyhow!("lightning.bitcoind_rpc must be host:port"))?;
+            let password = match (bitcoind_password, bitcoind_password_env) {
+                (Some(p), None) => p.clone(),
+                (None, Some(var)) => std::env::var(var).with_context(|| format!("{var} is not set"))?,
+                _ => bail!("lightning: give bitcoind_password or bitcoind_password_env"),
+            };
+            let node = LdkNode::start(LdkConfig {
+                network,
+                data_dir: data_dir.clone(),
+                listen: *listen,
+                chain: ChainSource::BitcoindRpc {
+                    host: host.to_owned(),
+                    port: port.parse().context("lightning.bitcoind_rpc port")?,
+                    user: bitcoind_user.clone(),
+                    password,
+                },
+                alias: None,
+            })
+            .await
+            .context("starting the embedded LDK node")?;
+            Ok((node.clone(), Some(node)))
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let (issuer, ldk) = issuer(&config.lightning).await?;
+    let store = open_store(&config.store).await?;
+    let mut proxy = Proxy::start(&config, store, issuer).await?;
+    eprintln!("l402 proxy: listening on {}", proxy.addr());
+    if let Some(a) = proxy.admin_addr() {
+        eprintln!("l402 proxy: metrics and admin on {a}");
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    eprintln!("l402 proxy: shutting down");
+    proxy.stop();
+    if let Some(node) = ldk {
+        node.stop().await;
+    }
+    Ok(())
+}
