@@ -6,6 +6,7 @@
 //! paying), listed in `fetch.rs`.
 
 mod decode;
+mod demo;
 mod fetch;
 mod keys;
 mod proxy;
@@ -44,6 +45,8 @@ enum Command {
     Regtest(regtest::RegtestCommand),
     /// Run the L402 reverse proxy: a Lightning price on any HTTP or gRPC API.
     Proxy(proxy::ProxyArgs),
+    /// The whole system on a local regtest network, step by step: 402, payment, 200, reuse, expiry, refusal.
+    Demo(demo::DemoArgs),
 }
 
 /// A failure with the exit code it maps to.
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Token(cmd) => token::run(cmd),
         Command::Regtest(cmd) => regtest::run(cmd),
         Command::Proxy(args) => proxy::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Fetch(args) => fetch::run(*args),
         Command::Spend(args) => spend::run(*args),
     };
