@@ -27,6 +27,9 @@ type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 pub(crate) struct Upstream {
     client: UpstreamClient,
     scheme: http::uri::Scheme,
+    /// The HTTP version of the upstream hop, whatever the client spoke: 1.1 for `http://` and `https://`
+    /// (ALPN may still pick HTTP/2 for the latter), 2 for `h2c://`.
+    version: http::Version,
     authority: http::uri::Authority,
     base_path: String,
     timeout: Duration,
@@ -71,6 +74,7 @@ impl Upstream {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(false);
+        let version = if uri.scheme_str() == Some("h2c") { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
         let (client, scheme) = match uri.scheme_str() {
             Some("http") => {
                 (UpstreamClient::Plain(Client::builder(TokioExecutor::new()).build(http)), http::uri::Scheme::HTTP)
@@ -110,7 +114,7 @@ impl Upstream {
             }
             _ => return Err(ConfigError(format!("upstream {url}: scheme must be http, https or h2c"))),
         };
-        Ok(Self { client, scheme, authority, base_path, timeout, extra })
+        Ok(Self { client, scheme, version, authority, base_path, timeout, extra })
     }
 
     /// Sends the request upstream and returns its response, headers cleaned.
@@ -134,6 +138,7 @@ impl Upstream {
             .cloned()
             .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         *req.uri_mut() = uri;
+        *req.version_mut() = self.version;
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
         strip_credentials(headers);
