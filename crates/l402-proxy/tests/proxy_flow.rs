@@ -11,8 +11,7 @@ use axum::extract::Request;
 use axum::routing::{any, get, post};
 use futures_util::StreamExt as _;
 use l402_ldk::LdkNode;
-use l402_lightning::{PayRequest, Payer};
-use l402_proto::{Challenge, Credential, Msat};
+use l402_proto::Credential;
 use l402_proxy::{Config, Proxy, open_store};
 use l402_regtest::{Postgres, Regtest};
 
@@ -69,10 +68,7 @@ struct Net {
 
 async fn network() -> Net {
     let net = Regtest::start().await.expect("regtest (is bitcoind installed? scripts/install-bitcoind.sh)");
-    let alice = net.ldk_node("alice").await.expect("alice");
-    let server = net.ldk_node("server").await.expect("server node");
-    net.fund(&alice, 1_000_000).await.expect("fund");
-    net.open_channel(&alice, &server, 800_000, 0).await.expect("channel");
+    let (alice, server) = net.channel_pair("alice", "server", 1_000_000, 800_000).await.expect("alice -> server");
     Net { net, alice, server }
 }
 
@@ -87,18 +83,7 @@ async fn proxy(config: &str, server: &Arc<LdkNode>) -> Proxy {
 /// Pays a 402's challenge from alice and returns the Authorization value.
 async fn pay(alice: &LdkNode, headers: &reqwest::header::HeaderMap) -> String {
     let lines: Vec<&[u8]> = headers.get_all("www-authenticate").iter().map(|v| v.as_bytes()).collect();
-    let c = Challenge::parse(lines).expect("challenge");
-    let hash = c.macaroon.l402_identifier().expect("id").payment_hash;
-    let (_, info) = l402_proto::invoice::decode_invoice(&c.invoice).expect("invoice");
-    let req = PayRequest {
-        bolt11: c.invoice.clone(),
-        payment_hash: hash,
-        amount: info.amount.expect("amount"),
-        max_fee: Msat(10_000),
-        timeout: Duration::from_secs(30),
-    };
-    let paid = alice.pay(&req, &|_| {}).await.expect("paid");
-    Credential::new(c.scheme, c.macaroon, paid.preimage).header_value()
+    l402_regtest::pay_challenge(alice, lines).await.expect("paid").0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -431,7 +416,8 @@ fn the_sample_config_parses() {
     assert_eq!(weather.rate_limit.as_ref().map(|r| r.burst), Some(20));
     assert!(matches!(c.lightning, l402_proxy::LightningConfig::Lnd { .. }));
     // A route needing a capability the service does not grant is a configuration error, named.
-    let text = std::fs::read_to_string(&path).expect("read").replace("capability = \"write\"", "capability = \"admin\"");
+    let text =
+        std::fs::read_to_string(&path).expect("read").replace("capability = \"write\"", "capability = \"admin\"");
     let err = Config::parse(&text).expect_err("refused");
     assert!(err.to_string().contains("does not grant"), "{err}");
 }

@@ -11,12 +11,10 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use l402_lightning::{PayRequest, Payer};
-use l402_proto::{Challenge, Credential, Msat};
+use l402_proto::Challenge;
 use l402_proxy::{Config, Proxy, open_store};
 use l402_regtest::Regtest;
 
@@ -44,10 +42,7 @@ async fn tls_both_ways_and_no_secret_in_the_logs() {
         .init();
 
     let net = Regtest::start().await.expect("regtest (scripts/install-bitcoind.sh)");
-    let alice = net.ldk_node("alice").await.expect("alice");
-    let server = net.ldk_node("server").await.expect("server");
-    net.fund(&alice, 1_000_000).await.expect("fund");
-    net.open_channel(&alice, &server, 800_000, 0).await.expect("channel");
+    let (alice, server) = net.channel_pair("alice", "server", 1_000_000, 800_000).await.expect("alice -> server");
 
     let app = Router::new().fallback(get(|| async { "secret weather" }));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -110,18 +105,9 @@ price_sat = 100
     let first = http.get(&url).send().await.expect("https to the proxy");
     assert_eq!(first.status(), 402);
     let lines: Vec<&[u8]> = first.headers().get_all("www-authenticate").iter().map(|v| v.as_bytes()).collect();
-    let c = Challenge::parse(lines).expect("challenge");
-    let hash = c.macaroon.l402_identifier().expect("id").payment_hash;
-    let (_, info) = l402_proto::invoice::decode_invoice(&c.invoice).expect("invoice");
-    let req = PayRequest {
-        bolt11: c.invoice.clone(),
-        payment_hash: hash,
-        amount: info.amount.expect("amount"),
-        max_fee: Msat(10_000),
-        timeout: Duration::from_secs(30),
-    };
-    let preimage = alice.pay(&req, &|_| {}).await.expect("paid").preimage;
-    let auth = Credential::new(c.scheme, c.macaroon.clone(), preimage).header_value();
+    let c = Challenge::parse(lines.clone()).expect("challenge");
+    let (auth, paid) = l402_regtest::pay_challenge(alice.as_ref(), lines).await.expect("paid");
+    let preimage = paid.preimage;
     let ok = http.get(&url).header("authorization", &auth).send().await.expect("paid request");
     if ok.status() != 200 {
         let text = String::from_utf8_lossy(&logs.0.lock().expect("lock")).into_owned();

@@ -30,6 +30,32 @@ pub use error::RegtestError;
 pub use network::Regtest;
 pub use postgres::Postgres;
 
+/// Pays the L402 challenge found in a 402's `WWW-Authenticate` values with `payer`, after checking that the
+/// invoice pays the hash the macaroon commits to, and returns the `Authorization` value to retry with (in the
+/// scheme the server preferred) and the payment.
+pub async fn pay_challenge<'a>(
+    payer: &dyn l402_lightning::Payer,
+    www_authenticate: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<(String, l402_lightning::PaymentSuccess), RegtestError> {
+    let bad = |what: String| RegtestError::Rpc { method: "pay_challenge".into(), message: what };
+    let challenge = l402_proto::Challenge::parse(www_authenticate).map_err(|e| bad(e.to_string()))?;
+    let hash = challenge.macaroon.l402_identifier().map_err(|e| bad(e.to_string()))?.payment_hash;
+    let (_, info) = l402_proto::invoice::decode_invoice(&challenge.invoice).map_err(|e| bad(e.to_string()))?;
+    if info.payment_hash != hash {
+        return Err(bad("the invoice does not pay the macaroon's payment hash".into()));
+    }
+    let request = l402_lightning::PayRequest {
+        bolt11: challenge.invoice.clone(),
+        payment_hash: hash,
+        amount: info.amount.ok_or_else(|| bad("amountless invoice".into()))?,
+        max_fee: l402_proto::Msat(10_000),
+        timeout: std::time::Duration::from_secs(30),
+    };
+    let paid = payer.pay(&request, &|_| {}).await.map_err(|e| bad(e.to_string()))?;
+    let credential = l402_proto::Credential::new(challenge.scheme, challenge.macaroon, paid.preimage);
+    Ok((credential.header_value(), paid))
+}
+
 /// A free TCP port on 127.0.0.1 (bound, read and released; another process could take it in between, which on
 /// a test machine is rare enough).
 pub fn free_port() -> Result<u16, RegtestError> {

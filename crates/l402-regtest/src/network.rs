@@ -181,6 +181,22 @@ impl Regtest {
         }
     }
 
+    /// Starts nodes `from` and `to`, funds `from` with `fund_sats` on-chain and opens a channel of
+    /// `channel_sats` from it to `to`, usable on both sides.
+    pub async fn channel_pair(
+        &self,
+        from: &str,
+        to: &str,
+        fund_sats: u64,
+        channel_sats: u64,
+    ) -> Result<(Arc<LdkNode>, Arc<LdkNode>), RegtestError> {
+        let a = self.ldk_node(from).await?;
+        let b = self.ldk_node(to).await?;
+        self.fund(&a, fund_sats).await?;
+        self.open_channel(&a, &b, channel_sats, 0).await?;
+        Ok((a, b))
+    }
+
     /// Stops every node, then bitcoind. The temporary directory (if any) is removed when `self` drops.
     pub async fn shutdown(mut self) {
         for node in self.nodes() {

@@ -16,10 +16,7 @@ use l402_regtest::Regtest;
 /// A network with alice -> bob, 500k sats.
 async fn alice_bob() -> (Regtest, Arc<LdkNode>, Arc<LdkNode>) {
     let net = Regtest::start().await.expect("regtest starts (is bitcoind installed? scripts/install-bitcoind.sh)");
-    let alice = net.ldk_node("alice").await.expect("alice");
-    let bob = net.ldk_node("bob").await.expect("bob");
-    net.fund(&alice, 1_000_000).await.expect("fund alice");
-    net.open_channel(&alice, &bob, 500_000, 0).await.expect("channel");
+    let (alice, bob) = net.channel_pair("alice", "bob", 1_000_000, 500_000).await.expect("alice -> bob");
     (net, alice, bob)
 }
 

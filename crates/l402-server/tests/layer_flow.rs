@@ -9,8 +9,7 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::routing::get;
 use l402_ldk::LdkNode;
-use l402_lightning::{PayRequest, Payer};
-use l402_proto::{Challenge, Credential, Msat, PaymentHash, Scheme, TokenId};
+use l402_proto::{Credential, Msat, PaymentHash, Scheme, TokenId};
 use l402_regtest::Regtest;
 use l402_server::store::{KeyLookup, NewToken, Revenue, SqliteStore, StoreError, TokenInfo, TokenStore};
 use l402_server::{Charge, L402Layer, L402Token, Paywall, RequestInfo, ServiceSpec};
@@ -70,10 +69,7 @@ struct Fixture {
 /// /free costs nothing; /weather/admin requires `admin`, which weather tokens never grant.
 async fn fixture() -> Fixture {
     let net = Regtest::start().await.expect("regtest (is bitcoind installed? scripts/install-bitcoind.sh)");
-    let alice = net.ldk_node("alice").await.expect("alice");
-    let server = net.ldk_node("server").await.expect("server node");
-    net.fund(&alice, 1_000_000).await.expect("fund");
-    net.open_channel(&alice, &server, 800_000, 0).await.expect("channel");
+    let (alice, server) = net.channel_pair("alice", "server", 1_000_000, 800_000).await.expect("alice -> server");
 
     let store = Arc::new(Switchable { inner: SqliteStore::in_memory().expect("sqlite"), down: AtomicBool::new(false) });
     let clock = Arc::new(AtomicU64::new(1_800_000_000));
@@ -124,21 +120,8 @@ impl Fixture {
     /// Pays the challenge of a 402 and returns the Authorization value.
     async fn pay(&self, resp: reqwest::Response) -> String {
         assert_eq!(resp.status(), 402);
-        let lines: Vec<Vec<u8>> =
-            resp.headers().get_all("www-authenticate").iter().map(|v| v.as_bytes().to_vec()).collect();
-        let challenge = Challenge::parse(lines.iter().map(Vec::as_slice)).expect("challenge");
-        let hash = challenge.macaroon.l402_identifier().expect("id").payment_hash;
-        let (_, info) = l402_proto::invoice::decode_invoice(&challenge.invoice).expect("invoice");
-        assert_eq!(info.payment_hash, hash, "the invoice pays the macaroon's hash");
-        let req = PayRequest {
-            bolt11: challenge.invoice.clone(),
-            payment_hash: hash,
-            amount: info.amount.expect("amount"),
-            max_fee: Msat(10_000),
-            timeout: Duration::from_secs(30),
-        };
-        let paid = self.alice.pay(&req, &|_| {}).await.expect("paid over lightning");
-        Credential::new(challenge.scheme, challenge.macaroon, paid.preimage).header_value()
+        let lines: Vec<&[u8]> = resp.headers().get_all("www-authenticate").iter().map(|v| v.as_bytes()).collect();
+        l402_regtest::pay_challenge(self.alice.as_ref(), lines).await.expect("paid over lightning").0
     }
 }
 
