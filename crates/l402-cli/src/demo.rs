@@ -48,7 +48,10 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
 
 async fn weather_api() -> anyhow::Result<String> {
     let app = Router::new()
-        .route("/weather/today", get(|| async { axum::Json(serde_json::json!({ "city": "Lisbon", "sky": "sunny", "high_c": 24 })) }))
+        .route(
+            "/weather/today",
+            get(|| async { axum::Json(serde_json::json!({ "city": "Lisbon", "sky": "sunny", "high_c": 24 })) }),
+        )
         .route("/weather/premium", get(|| async { "a very expensive forecast" }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -60,7 +63,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = tempfile::Builder::new().prefix("l402-demo-").tempdir()?;
     step(0, "Setting up: a regtest Lightning network, the proxy, the paying client");
-    let net = Regtest::start_in(&dir.path().join("net")).await.context("starting bitcoind (scripts/install-bitcoind.sh)")?;
+    let net =
+        Regtest::start_in(&dir.path().join("net")).await.context("starting bitcoind (scripts/install-bitcoind.sh)")?;
     let result = run_steps(&net, dir.path(), args.lifetime).await;
     net.shutdown().await;
     if result.is_ok() {
@@ -109,7 +113,10 @@ price_sat = {PREMIUM_SAT}
     cfg.max_price = Msat::from_sat(CAP_SAT);
     cfg.progress = Some(Arc::new(|p: &Progress| match p {
         Progress::Paying { amount, fee_limit, payment_hash, .. } => {
-            println!("   ⚡ paying {amount} (fee limit {fee_limit}) for payment hash {}", short(&payment_hash.to_hex(), 16));
+            println!(
+                "   ⚡ paying {amount} (fee limit {fee_limit}) for payment hash {}",
+                short(&payment_hash.to_hex(), 16)
+            );
         }
         Progress::Payment { event: PaymentEvent::InFlight, .. } => println!("   ⚡ payment in flight…"),
         Progress::Payment { event: PaymentEvent::Succeeded(s), .. } => {
@@ -150,18 +157,31 @@ price_sat = {PREMIUM_SAT}
     step(2, "The client meets the 402, checks the invoice, pays it over Lightning, retries");
     let answer = client.execute(client.request(reqwest::Method::GET, &url).build()?).await?;
     let paid = answer.payment.context("the client should have paid")?;
-    println!("   preimage   {} (32 bytes; sha256(preimage) = payment hash: {})", short(&paid.preimage.to_hex(), 16), paid.preimage.payment_hash() == paid.payment_hash);
+    println!(
+        "   preimage   {} (32 bytes; sha256(preimage) = payment hash: {})",
+        short(&paid.preimage.to_hex(), 16),
+        paid.preimage.payment_hash() == paid.payment_hash
+    );
     let stored = client.store().blocking(|c| l402_client::tokens::list(c, None))?;
     let token = stored.iter().find(|t| t.id().ok() == Some(paid.token_id)).context("token stored")?;
     let header = token.credential()?.header_value();
     let (scheme_mac, pre) = header.rsplit_once(':').unwrap_or((&header, ""));
-    println!("   Authorization: {}:{}   (shortened; token id {})", short(scheme_mac, 30), short(pre, 12), short(&paid.token_id.to_hex(), 16));
+    println!(
+        "   Authorization: {}:{}   (shortened; token id {})",
+        short(scheme_mac, 30),
+        short(pre, 12),
+        short(&paid.token_id.to_hex(), 16)
+    );
     let status = answer.response.status();
     println!("   ← {} {}  {}", status.as_u16(), status.canonical_reason().unwrap_or(""), answer.response.text().await?);
 
     step(3, "The same token again: no payment");
     let again = client.execute(client.request(reqwest::Method::GET, &url).build()?).await?;
-    println!("   ← {} (paid this time: {})", again.response.status().as_u16(), again.payment.map_or("nothing".into(), |p| p.amount.to_string()));
+    println!(
+        "   ← {} (paid this time: {})",
+        again.response.status().as_u16(),
+        again.payment.map_or("nothing".into(), |p| p.amount.to_string())
+    );
     if again.payment.is_some() {
         bail!("a reused token should not pay");
     }
@@ -170,12 +190,21 @@ price_sat = {PREMIUM_SAT}
     tokio::time::sleep(Duration::from_secs(lifetime + 1)).await;
     let fresh = client.execute(client.request(reqwest::Method::GET, &url).build()?).await?;
     match fresh.payment {
-        Some(p) => println!("   the server answered 402 again; the client paid {} for a fresh token {}", p.amount, short(&p.token_id.to_hex(), 16)),
+        Some(p) => println!(
+            "   the server answered 402 again; the client paid {} for a fresh token {}",
+            p.amount,
+            short(&p.token_id.to_hex(), 16)
+        ),
         None => bail!("an expired token should have needed a fresh payment"),
     }
     println!("   ← {}", fresh.response.status().as_u16());
 
-    step(5, &format!("A payment the client refuses: the premium forecast costs {PREMIUM_SAT} sat, over its {CAP_SAT} sat cap"));
+    step(
+        5,
+        &format!(
+            "A payment the client refuses: the premium forecast costs {PREMIUM_SAT} sat, over its {CAP_SAT} sat cap"
+        ),
+    );
     let premium = format!("{base}/weather/premium");
     match client.execute(client.request(reqwest::Method::GET, &premium).build()?).await {
         Err(e @ ClientError::Invoice(_)) => {
@@ -210,7 +239,10 @@ price_sat = {PREMIUM_SAT}
         .iter()
         .map(|p| p.amount_msat.unwrap_or(0) + p.fee_paid_msat.unwrap_or(0))
         .sum();
-    println!("   total spent {total} msat; the wallet node's own record of Lightning payments: {node_sent} msat (match: {})", total == node_sent);
+    println!(
+        "   total spent {total} msat; the wallet node's own record of Lightning payments: {node_sent} msat (match: {})",
+        total == node_sent
+    );
     let m = proxy.metrics().paywall.clone();
     println!(
         "   proxy: {} challenges, {} paid requests, revenue {} msat",

@@ -53,7 +53,15 @@ pub(crate) async fn issuer(config: &LightningConfig) -> anyhow::Result<(Arc<dyn 
             let node = l402_lnd::LndNode::connect_lazy(cfg).context("LND")?;
             Ok((Arc::new(node), None))
         }
-        LightningConfig::Ldk { data_dir, network, listen, bitcoind_rpc, bitcoind_user, bitcoind_password, bitcoind_password_env } => {
+        LightningConfig::Ldk {
+            data_dir,
+            network,
+            listen,
+            bitcoind_rpc,
+            bitcoind_user,
+            bitcoind_password,
+            bitcoind_password_env,
+        } => {
             let network = match network.as_str() {
                 "bitcoin" | "mainnet" => Network::Bitcoin,
                 "testnet" => Network::Testnet,
@@ -61,7 +69,8 @@ pub(crate) async fn issuer(config: &LightningConfig) -> anyhow::Result<(Arc<dyn 
                 "regtest" => Network::Regtest,
                 other => bail!("lightning.network {other:?}: bitcoin, testnet, signet or regtest"),
             };
-            let (host, port) = bitcoind_rpc.rsplit_once(':').ok_or_else(|| anyhow!("lightning.bitcoind_rpc must be host:port"))?;
+            let (host, port) =
+                bitcoind_rpc.rsplit_once(':').ok_or_else(|| anyhow!("lightning.bitcoind_rpc must be host:port"))?;
             let password = match (bitcoind_password, bitcoind_password_env) {
                 (Some(p), None) => p.clone(),
                 (None, Some(var)) => std::env::var(var).with_context(|| format!("{var} is not set"))?,

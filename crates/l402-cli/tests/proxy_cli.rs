@@ -75,7 +75,8 @@ price_msat = 21000
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
     let (status, lines) = rt.block_on(async {
         let r = reqwest::get(format!("http://127.0.0.1:{port}/anything")).await.expect("request");
-        let lines: Vec<Vec<u8>> = r.headers().get_all("www-authenticate").iter().map(|v| v.as_bytes().to_vec()).collect();
+        let lines: Vec<Vec<u8>> =
+            r.headers().get_all("www-authenticate").iter().map(|v| v.as_bytes().to_vec()).collect();
         (r.status().as_u16(), lines)
     });
     assert_eq!(status, 402);
