@@ -66,12 +66,15 @@ pub(crate) struct FetchArgs {
     /// Print JSON (the default when stdout is not a terminal).
     #[arg(long, conflicts_with = "raw")]
     json: bool,
-    /// Print the raw body even when stdout is not a terminal.
+    /// Print the raw body (or the dry run's text) even when stdout is not a terminal.
     #[arg(long)]
     raw: bool,
     /// The payment timeout, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     payment_timeout: u64,
+    /// How long to follow an interrupted payment found in flight before reporting its outcome as unknown.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    recovery_timeout: u64,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -144,24 +147,31 @@ fn pause_hook() -> Option<l402_client::config::CheckpointFn> {
     }))
 }
 
-/// Builds the client for `fetch` and `mcp`.
+/// The per-command settings of a client (sat and seconds, as the options take them).
+pub(crate) struct Knobs {
+    pub(crate) max_cost: u64,
+    pub(crate) max_fee: u64,
+    pub(crate) budget: Option<u64>,
+    pub(crate) payment_timeout: u64,
+    pub(crate) recovery_timeout: u64,
+}
+
+/// Builds the client for `fetch`, `spend --recover` and `mcp`.
 pub(crate) fn client(
     store: &StoreArgs,
     wallet: &WalletArgs,
-    max_cost: u64,
-    max_fee: u64,
-    budget: Option<u64>,
-    payment_timeout: Duration,
+    knobs: &Knobs,
 ) -> anyhow::Result<(Client, Arc<crate::wallet::LazyWallet>)> {
     let lazy = wallet.wallet()?;
     let mut config = ClientConfig::new(store.dir()?);
-    config.max_price = Msat::from_sat(max_cost);
-    if max_fee == 0 {
+    config.max_price = Msat::from_sat(knobs.max_cost);
+    if knobs.max_fee == 0 {
         return Err(anyhow!("--max-fee must be at least 1 sat (a zero fee limit only finds zero-fee routes)"));
     }
-    config.max_fee = Msat::from_sat(max_fee);
-    config.session_budget = budget.map(Msat::from_sat);
-    config.payment_timeout = payment_timeout;
+    config.max_fee = Msat::from_sat(knobs.max_fee);
+    config.session_budget = knobs.budget.map(Msat::from_sat);
+    config.payment_timeout = Duration::from_secs(knobs.payment_timeout);
+    config.recovery_timeout = Duration::from_secs(knobs.recovery_timeout);
     config.network = wallet.currency()?;
     config.checkpoint = pause_hook();
     config.progress = Some(Arc::new(|p: &Progress| {
@@ -209,8 +219,14 @@ pub(crate) fn run(args: FetchArgs) -> Result<(), Failure> {
     crate::wallet::init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async {
-        let timeout = Duration::from_secs(args.payment_timeout);
-        let (client, wallet) = client(&args.store, &args.wallet, args.max_cost, args.max_fee, args.budget, timeout)?;
+        let knobs = Knobs {
+            max_cost: args.max_cost,
+            max_fee: args.max_fee,
+            budget: args.budget,
+            payment_timeout: args.payment_timeout,
+            recovery_timeout: args.recovery_timeout,
+        };
+        let (client, wallet) = client(&args.store, &args.wallet, &knobs)?;
         let json = args.json || (!args.raw && !std::io::stdout().is_terminal());
         let out = if args.dry_run { dry_run(&client, &args, json).await } else { fetch(&client, &args, json).await };
         wallet.shutdown().await;

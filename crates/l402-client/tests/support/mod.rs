@@ -22,7 +22,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use l402_ldk::LdkNode;
-use l402_lightning::{InvoiceIssuer, InvoiceRequest};
+use l402_lightning::{
+    InvoiceIssuer, InvoiceRequest, InvoiceState, IssuedInvoice, LightningError, LightningErrorKind, Node, NodeInfo,
+    PayError, PayRequest, Payer, PaymentEvent, PaymentStatus, PaymentSuccess, SettlementStream,
+};
 use l402_proto::challenge::{challenge_lines, format_challenge, format_challenge_v0};
 use l402_proto::lightning_invoice::{Currency, InvoiceBuilder, PaymentSecret};
 use l402_proto::*;
@@ -50,7 +53,7 @@ pub enum Mode {
 }
 
 pub struct ServerState {
-    node: Arc<LdkNode>,
+    node: Arc<dyn InvoiceIssuer>,
     root_keys: Mutex<HashMap<[u8; 32], RootKey>>,
     pub mode: Mutex<Mode>,
     /// Price in msat.
@@ -92,7 +95,7 @@ fn random32() -> [u8; 32] {
 }
 
 impl Server {
-    pub async fn start(node: Arc<LdkNode>) -> Server {
+    pub async fn start(node: Arc<dyn InvoiceIssuer>) -> Server {
         let state = Arc::new(ServerState {
             node,
             root_keys: Mutex::default(),
@@ -207,7 +210,7 @@ fn accepted(s: &ServerState, headers: &HeaderMap, service: &str) -> Option<Strin
 }
 
 /// A signed invoice not from the node (for the misbehaving modes: never payable).
-fn foreign_invoice(
+pub fn foreign_invoice(
     currency: Currency,
     hash: &PaymentHash,
     amount_msat: Option<u64>,
@@ -278,6 +281,125 @@ async fn challenge(s: &ServerState, service: &str, mode: Mode) -> Response {
     }
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// Lightning without a network, for the rules that need a scripted wallet: it issues self-signed regtest
+/// invoices and knows their preimages, and "pays" them by a script (each call takes the next scripted outcome;
+/// success when the script is empty). What it reports is what a real wallet reports; nothing moves.
+#[derive(Default)]
+pub struct FakeLightning {
+    pub preimages: Mutex<HashMap<PaymentHash, Preimage>>,
+    pub script: Mutex<VecDeque<Result<(), PayError>>>,
+    pub calls: Mutex<Vec<PayRequest>>,
+    pub statuses: Mutex<HashMap<PaymentHash, PaymentStatus>>,
+}
+
+pub const FAKE_FEE_MSAT: u64 = 1_000;
+
+impl FakeLightning {
+    pub fn script(&self, outcomes: impl IntoIterator<Item = Result<(), PayError>>) {
+        let mut s = self.script.lock().expect("lock");
+        s.clear();
+        s.extend(outcomes);
+    }
+
+    pub fn calls(&self) -> Vec<PayRequest> {
+        self.calls.lock().expect("lock").clone()
+    }
+
+    /// A payment whose outcome was unknown completes (as a node would report once it learns it).
+    pub fn settle(&self, hash: &PaymentHash) {
+        let preimage = self.preimages.lock().expect("lock")[hash];
+        let ok = PaymentSuccess { preimage, amount: Msat(0), fee: Msat(FAKE_FEE_MSAT) };
+        let amount = self.calls().iter().find(|c| c.payment_hash == *hash).map_or(0, |c| c.amount.0);
+        let ok = PaymentSuccess { amount: Msat(amount), ..ok };
+        self.statuses.lock().expect("lock").insert(*hash, PaymentStatus::Succeeded(ok));
+    }
+}
+
+#[async_trait::async_trait]
+impl Node for FakeLightning {
+    async fn info(&self) -> Result<NodeInfo, LightningError> {
+        Ok(NodeInfo { pubkey: "02".repeat(33), network: Currency::Regtest, block_height: 1, alias: "fake".into() })
+    }
+}
+
+#[async_trait::async_trait]
+impl InvoiceIssuer for FakeLightning {
+    async fn create_invoice(&self, request: &InvoiceRequest) -> Result<IssuedInvoice, LightningError> {
+        let preimage = Preimage(random32());
+        let hash = preimage.payment_hash();
+        self.preimages.lock().expect("lock").insert(hash, preimage);
+        let bolt11 = foreign_invoice(Currency::Regtest, &hash, Some(request.amount.0), now(), request.expiry.as_secs());
+        Ok(IssuedInvoice { bolt11, payment_hash: hash })
+    }
+    async fn lookup_invoice(&self, _: &PaymentHash) -> Result<InvoiceState, LightningError> {
+        Ok(InvoiceState::NotFound)
+    }
+    async fn wait_invoice(&self, _: &PaymentHash, _: Duration) -> Result<InvoiceState, LightningError> {
+        Ok(InvoiceState::NotFound)
+    }
+    async fn subscribe_settlements(&self) -> Result<SettlementStream, LightningError> {
+        Err(LightningError::new(LightningErrorKind::Internal, "not supported"))
+    }
+}
+
+#[async_trait::async_trait]
+impl Payer for FakeLightning {
+    async fn pay(
+        &self,
+        request: &PayRequest,
+        progress: &(dyn Fn(PaymentEvent) + Send + Sync),
+    ) -> Result<PaymentSuccess, PayError> {
+        self.calls.lock().expect("lock").push(request.clone());
+        let next = self.script.lock().expect("lock").pop_front().unwrap_or(Ok(()));
+        progress(PaymentEvent::Initiated);
+        let hash = request.payment_hash;
+        match next {
+            Ok(()) => {
+                let preimage = *self
+                    .preimages
+                    .lock()
+                    .expect("lock")
+                    .get(&hash)
+                    .ok_or_else(|| PayError::Failed(l402_lightning::PaymentFailure::IncorrectPaymentDetails))?;
+                progress(PaymentEvent::InFlight);
+                let ok = PaymentSuccess { preimage, amount: request.amount, fee: Msat(FAKE_FEE_MSAT) };
+                self.statuses.lock().expect("lock").insert(hash, PaymentStatus::Succeeded(ok));
+                progress(PaymentEvent::Succeeded(ok));
+                Ok(ok)
+            }
+            Err(e) => {
+                let status = match &e {
+                    PayError::Failed(f) => Some(PaymentStatus::Failed(f.clone())),
+                    PayError::OutcomeUnknown(_) => Some(PaymentStatus::InFlight),
+                    _ => None,
+                };
+                if let Some(st) = status {
+                    self.statuses.lock().expect("lock").insert(hash, st);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn payment_status(&self, hash: &PaymentHash) -> Result<PaymentStatus, LightningError> {
+        Ok(self.statuses.lock().expect("lock").get(hash).cloned().unwrap_or(PaymentStatus::Unknown))
+    }
+
+    async fn track_payment(
+        &self,
+        hash: &PaymentHash,
+        _timeout: Duration,
+        _progress: &(dyn Fn(PaymentEvent) + Send + Sync),
+    ) -> Result<PaymentSuccess, PayError> {
+        match self.payment_status(hash).await? {
+            PaymentStatus::Succeeded(s) => Ok(s),
+            PaymentStatus::Failed(f) => Err(PayError::Failed(f)),
+            PaymentStatus::InFlight => Err(PayError::OutcomeUnknown("still in flight".into())),
+            PaymentStatus::Unknown => Err(PayError::Node(LightningError::new(LightningErrorKind::NotFound, "unknown"))),
+        }
+    }
 }
 
 /// A regtest network with a server node and `payers` payer nodes, each with a 500k-sat channel to the server.

@@ -1,0 +1,152 @@
+//! The payment retry rules and the handling of an unknown outcome, with a scripted wallet (each failure a real
+//! wallet reports, injected) against the test server over real HTTP.
+#![allow(missing_docs)]
+
+mod support;
+
+use std::sync::Arc;
+
+use l402_client::{Client, ClientConfig, Error};
+use l402_lightning::{PayError, PaymentFailure};
+use l402_proto::Msat;
+use reqwest::Method;
+use support::{FAKE_FEE_MSAT, FakeLightning, Server};
+
+struct Case {
+    fake: Arc<FakeLightning>,
+    server: Server,
+    dir: tempfile::TempDir,
+}
+
+async fn case() -> Case {
+    let fake = Arc::new(FakeLightning::default());
+    let server = Server::start(fake.clone()).await;
+    Case { fake, server, dir: tempfile::tempdir().expect("tmp") }
+}
+
+impl Case {
+    fn client(&self, max_fee_sat: u64) -> Client {
+        let mut cfg = ClientConfig::new(self.dir.path());
+        cfg.max_fee = Msat::from_sat(max_fee_sat);
+        Client::new(self.fake.clone(), cfg).expect("client")
+    }
+
+    async fn get(&self, c: &Client) -> Result<l402_client::L402Response, Error> {
+        c.execute(c.request(Method::GET, &self.server.url("/svc/x")).build().expect("req")).await
+    }
+}
+
+fn failed(f: PaymentFailure) -> Result<(), PayError> {
+    Err(PayError::Failed(f))
+}
+
+#[tokio::test]
+async fn no_route_is_retried_once_with_a_higher_bounded_fee_limit() {
+    let k = case().await;
+    k.fake.script([failed(PaymentFailure::NoRoute)]);
+    let c = k.client(50);
+    let r = k.get(&c).await.expect("second attempt succeeds");
+    assert_eq!(r.response.status(), 200);
+    let calls = k.fake.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].max_fee, Msat::from_sat(10), "first: 1% of 100 sat, at least 10 sat");
+    assert_eq!(calls[1].max_fee, Msat::from_sat(20), "then twice that, within --max-fee");
+    let ledger = c.ledger(None).await.expect("ledger");
+    assert_eq!(ledger[0].state, "succeeded");
+    assert_eq!(ledger[0].fee_limit_msat, 20_000);
+    assert_eq!(ledger[0].fee_msat, Some(FAKE_FEE_MSAT));
+
+    // No route twice: one retry only, then failed and released.
+    let k = case().await;
+    k.fake.script([failed(PaymentFailure::NoRoute), failed(PaymentFailure::NoRoute)]);
+    let c = k.client(50);
+    let e = k.get(&c).await.expect_err("fails");
+    assert!(matches!(e, Error::PaymentFailed { failure: PaymentFailure::NoRoute, .. }), "{e}");
+    assert_eq!(k.fake.calls().len(), 2);
+    assert_eq!(c.usage("").await.expect("usage").total, 0, "the reservation is released");
+
+    // A fee limit that cannot be raised (--max-fee already at the first limit): no retry.
+    let k = case().await;
+    k.fake.script([failed(PaymentFailure::NoRoute)]);
+    let e = k.get(&k.client(10)).await.expect_err("fails");
+    assert!(matches!(e, Error::PaymentFailed { .. }), "{e}");
+    assert_eq!(k.fake.calls().len(), 1);
+}
+
+#[tokio::test]
+async fn timeout_is_retried_once_while_the_invoice_is_valid_and_nothing_else_is_retried() {
+    let k = case().await;
+    k.fake.script([failed(PaymentFailure::Timeout)]);
+    let c = k.client(50);
+    assert_eq!(k.get(&c).await.expect("retried").response.status(), 200);
+    let calls = k.fake.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].max_fee, calls[1].max_fee, "same fee limit");
+
+    for f in [
+        PaymentFailure::InsufficientBalance,
+        PaymentFailure::IncorrectPaymentDetails,
+        PaymentFailure::Canceled,
+        PaymentFailure::InvoiceExpired,
+    ] {
+        let k = case().await;
+        k.fake.script([failed(f.clone())]);
+        let c = k.client(50);
+        let e = k.get(&c).await.expect_err("not retried");
+        assert!(matches!(&e, Error::PaymentFailed { failure, .. } if *failure == f), "{e}");
+        assert_eq!(k.fake.calls().len(), 1, "{f:?} is never retried");
+        assert_eq!(c.ledger(None).await.expect("ledger")[0].state, "failed");
+        assert_eq!(c.usage("").await.expect("usage").total, 0);
+    }
+
+    // Refused by the wallet before sending: nothing sent, released.
+    let k = case().await;
+    k.fake.script([Err(PayError::Rejected("zero fee limit".into()))]);
+    let c = k.client(50);
+    let e = k.get(&c).await.expect_err("rejected");
+    assert!(matches!(e, Error::PaymentRejected { .. }), "{e}");
+    assert_eq!(c.usage("").await.expect("usage").total, 0);
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_keeps_its_reservation_is_never_paid_again_and_is_recovered_later() {
+    let k = case().await;
+    k.fake.script([Err(PayError::OutcomeUnknown("stream dropped".into()))]);
+    let c = k.client(50);
+    let e = k.get(&c).await.expect_err("unknown");
+    let Error::OutcomeUnknown { payment_hash, .. } = e else { panic!("{e}") };
+    assert_eq!(e_reason(&c).await, "unknown");
+    assert_eq!(c.usage("").await.expect("usage").total, 110_000, "amount + fee limit stay reserved");
+
+    // The next request does not pay again while the wallet cannot say.
+    let e = k.get(&c).await.expect_err("still unknown");
+    assert!(matches!(e, Error::OutcomeUnknown { .. }), "{e}");
+    assert_eq!(k.fake.calls().len(), 1, "never paid twice");
+
+    // The wallet learns it succeeded: the next request recovers the token, pays nothing.
+    k.fake.settle(&payment_hash);
+    let r = k.get(&c).await.expect("recovered");
+    assert_eq!(r.response.status(), 200);
+    assert_eq!(r.payment.map(|p| p.payment_hash), Some(payment_hash), "the recovered payment");
+    assert_eq!(k.fake.calls().len(), 1);
+    assert_eq!(e_reason(&c).await, "succeeded");
+    assert_eq!(c.usage("").await.expect("usage").total, 100_000 + FAKE_FEE_MSAT, "amount + actual fee");
+
+    // Recovery without a request: an unknown payment found failed releases its reservation.
+    let k = case().await;
+    k.fake.script([Err(PayError::OutcomeUnknown("lost".into()))]);
+    let c = k.client(50);
+    let Err(Error::OutcomeUnknown { payment_hash, .. }) = k.get(&c).await else { panic!("unknown expected") };
+    k.fake
+        .statuses
+        .lock()
+        .expect("lock")
+        .insert(payment_hash, l402_lightning::PaymentStatus::Failed(PaymentFailure::Timeout));
+    let rec = c.recover().await.expect("recover");
+    assert_eq!(rec.released, vec![payment_hash]);
+    assert_eq!(c.usage("").await.expect("usage").total, 0);
+}
+
+async fn e_reason(c: &Client) -> String {
+    c.ledger(None).await.expect("ledger")[0].state.clone()
+}
