@@ -9,6 +9,7 @@ mod decode;
 mod demo;
 mod fetch;
 mod keys;
+mod mcp;
 mod proxy;
 mod regtest;
 mod spend;
@@ -40,6 +41,8 @@ enum Command {
     Fetch(Box<fetch::FetchArgs>),
     /// The client's ledger: payments, what counts against each budget limit, and the limits.
     Spend(Box<spend::SpendArgs>),
+    /// An MCP server over stdio: a fetch tool for AI agents (per-call price cap, budgets) and budget/ledger tools.
+    Mcp(Box<mcp::McpArgs>),
     /// A local regtest Lightning network (bitcoind and LDK nodes) for trying things out.
     #[command(subcommand)]
     Regtest(regtest::RegtestCommand),
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Fetch(args) => fetch::run(*args),
         Command::Spend(args) => spend::run(*args),
+        Command::Mcp(args) => mcp::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

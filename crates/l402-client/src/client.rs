@@ -230,6 +230,13 @@ impl Client {
     /// Sends `request`, paying for a token if the server asks (within the caps and budgets), and returns the
     /// response. See the crate doc for every rule on the way.
     pub async fn execute(&self, request: Request) -> Result<L402Response, Error> {
+        self.execute_capped(request, self.config.max_price).await
+    }
+
+    /// [`Client::execute`] with a lower price cap for this request (the configured cap still applies: the lower
+    /// of the two is used). An agent's per-call maximum.
+    pub async fn execute_capped(&self, request: Request, max_price: Msat) -> Result<L402Response, Error> {
+        let max_price = max_price.min(self.config.max_price);
         let url = request.url().clone();
         let origin = origin_of(&url)?;
         let path = url.path().to_owned();
@@ -268,7 +275,7 @@ impl Client {
         let (o, p, s) = (origin.clone(), path.clone(), service.clone());
         self.store.call(move |c| tokens::learn_route(c, &o, &p, &s, now_unix())).await?;
         let Some(replay) = replay else { return Err(Error::NotReplayable) };
-        let (token, payment) = self.obtain(&origin, &path, &challenge).await?;
+        let (token, payment) = self.obtain(&origin, &path, &challenge, max_price).await?;
         let resp = self.send(with_token(replay, &token)?).await?;
         if matches!(resp.status(), StatusCode::PAYMENT_REQUIRED | StatusCode::UNAUTHORIZED) {
             return Err(self.refused(&token, resp.status().as_u16()).await);
@@ -342,7 +349,7 @@ impl Client {
 
     /// The checks made before paying, without paying: the invoice, then whether the budgets would allow it.
     async fn precheck(&self, origin: &str, challenge: &Challenge) -> Result<(), Error> {
-        let (amount, _, _) = self.check_challenge(challenge).await?;
+        let (amount, _, _) = self.check_challenge(challenge, self.config.max_price).await?;
         let needed = amount.0.saturating_add(self.config.initial_fee_limit(amount).0);
         let o = origin.to_owned();
         self.store
@@ -355,13 +362,17 @@ impl Client {
         self.session_check(needed)
     }
 
-    /// Parses the macaroon's payment hash and checks the invoice against it and the policy. Returns the amount,
-    /// the payment hash and the invoice's expiry.
-    pub(crate) async fn check_challenge(&self, challenge: &Challenge) -> Result<(Msat, PaymentHash, u64), Error> {
+    /// Parses the macaroon's payment hash and checks the invoice against it and the policy (with `max_price` as
+    /// the cap). Returns the amount, the payment hash and the invoice's expiry.
+    pub(crate) async fn check_challenge(
+        &self,
+        challenge: &Challenge,
+        max_price: Msat,
+    ) -> Result<(Msat, PaymentHash, u64), Error> {
         let id = challenge.macaroon.l402_identifier().map_err(|e| Error::Challenge(format!("macaroon: {e}")))?;
         let policy = l402_proto::InvoicePolicy {
             currency: self.network().await?,
-            max_amount: self.config.max_price,
+            max_amount: max_price,
             expiry_margin: self.config.expiry_margin,
         };
         let now = Duration::from_secs(now_unix());

@@ -39,6 +39,7 @@ impl Client {
         origin: &str,
         path: &str,
         challenge: &Challenge,
+        max_price: Msat,
     ) -> Result<(StoredToken, Option<Payment>), Error> {
         let service = TokenScope::of(&challenge.macaroon).service().to_owned();
         self.progress(Progress::WaitingForLease { origin: origin.to_owned(), service: service.clone() });
@@ -67,7 +68,7 @@ impl Client {
             }
         }
 
-        let (amount, hash, expires_at) = self.check_challenge(challenge).await?;
+        let (amount, hash, expires_at) = self.check_challenge(challenge, max_price).await?;
         let fee_limit = self.config().initial_fee_limit(amount);
         let needed = amount.0.saturating_add(fee_limit.0);
         self.session_reserve(needed)?;

@@ -1,0 +1,232 @@
+//! `l402 mcp`: an MCP server over stdio that lets an AI agent fetch L402-paid URLs within limits it cannot
+//! raise.
+//!
+//! Tools:
+//! - `fetch` (url, method, headers, body, `max_cost_sat`): the request, paid for if needed. `max_cost_sat` is
+//!   the agent's per-call maximum; it can only lower the cap set on the command line (`--max-cost`), never
+//!   raise it (a higher value is refused before any request). The stored budget limits and `--budget` (this
+//!   server's whole life) apply as always. The result names the payment (hash, amount, fee, token id) but never
+//!   the preimage or the macaroon: the token stays in the store.
+//! - `budget`: the limits, what counts against them, and what is left of `--budget`.
+//! - `ledger`: the most recent payments.
+//!
+//! Refusals come back as tool errors whose text starts with the reason (`price_over_cap`, `budget_exhausted`,
+//! `paid_but_refused`, ...), the same names as `l402 fetch` prints.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use l402_client::budget::Usage;
+use l402_client::reqwest::Method;
+use l402_client::{Client, LimitKind, Limits};
+use l402_proto::Msat;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ContentBlock, ServerCapabilities, ServerConfig};
+use rmcp::{ErrorData, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::Failure;
+use crate::fetch::Knobs;
+use crate::wallet::{StoreArgs, WalletArgs};
+
+/// The most of a response body returned to the agent.
+const MAX_BODY: usize = 256 * 1024;
+
+#[derive(Args, Debug)]
+pub(crate) struct McpArgs {
+    /// The most one token may cost, in sat; the agent's `max_cost_sat` can only lower it.
+    #[arg(long, value_name = "SAT", default_value_t = 100)]
+    max_cost: u64,
+    /// The most one payment may spend on routing fees, in sat.
+    #[arg(long, value_name = "SAT", default_value_t = 20)]
+    max_fee: u64,
+    /// The most this server may spend while it runs (amount + fees), in sat, on top of the stored limits.
+    #[arg(long, value_name = "SAT")]
+    budget: Option<u64>,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    wallet: WalletArgs,
+}
+
+/// The `fetch` tool's arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(crate) struct FetchParams {
+    /// The URL (http or https).
+    url: String,
+    /// The HTTP method (default GET).
+    #[serde(default)]
+    method: Option<String>,
+    /// Request headers.
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    /// The request body (text).
+    #[serde(default)]
+    body: Option<String>,
+    /// The most to pay for a token for this call, in sat. At most the server's configured cap.
+    max_cost_sat: u64,
+}
+
+/// The `ledger` tool's arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(crate) struct LedgerParams {
+    /// How many of the most recent payments (default 20).
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+#[derive(Clone)]
+pub(crate) struct L402Mcp {
+    client: Arc<Client>,
+    cap_sat: u64,
+    tool_router: ToolRouter<Self>,
+}
+
+fn text(s: String) -> CallToolResult {
+    CallToolResult::success(vec![ContentBlock::text(s)])
+}
+
+fn tool_error(s: String) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(s)])
+}
+
+#[tool_router(router = tool_router)]
+impl L402Mcp {
+    /// Fetch a URL, paying for an L402 token if the server asks, within `max_cost_sat` and the budgets.
+    #[tool(description = "Fetch an HTTP(S) URL. If the server asks for a Lightning payment (HTTP 402, L402), pay it \
+                          only if the price is at most max_cost_sat (itself capped by the operator) and within the \
+                          budgets, then return the response. Tokens are reused automatically.")]
+    async fn fetch(&self, Parameters(p): Parameters<FetchParams>) -> Result<CallToolResult, ErrorData> {
+        if p.max_cost_sat > self.cap_sat {
+            return Ok(tool_error(format!(
+                "price_over_cap: max_cost_sat {} is above the configured cap of {} sat; nothing was requested",
+                p.max_cost_sat, self.cap_sat
+            )));
+        }
+        let method = match p.method.as_deref().map(str::to_ascii_uppercase) {
+            None => Method::GET,
+            Some(m) => match Method::from_bytes(m.as_bytes()) {
+                Ok(m) => m,
+                Err(_) => return Ok(tool_error(format!("request: invalid method {m:?}"))),
+            },
+        };
+        let mut req = self.client.request(method, &p.url);
+        for (k, v) in &p.headers {
+            req = req.header(k, v);
+        }
+        if let Some(b) = p.body {
+            req = req.body(b);
+        }
+        let req = match req.build() {
+            Ok(r) => r,
+            Err(e) => return Ok(tool_error(format!("request: {e}"))),
+        };
+        let answer = match self.client.execute_capped(req, Msat::from_sat(p.max_cost_sat)).await {
+            Ok(a) => a,
+            Err(e) => return Ok(tool_error(format!("{}: {e}", e.reason()))),
+        };
+        let status = answer.response.status().as_u16();
+        let body = match answer.response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Ok(tool_error(format!("http: reading the body: {e}"))),
+        };
+        let truncated = body.len() > MAX_BODY;
+        let shown = String::from_utf8_lossy(&body[..body.len().min(MAX_BODY)]).into_owned();
+        let v = json!({
+            "status": status,
+            "body": shown,
+            "body_truncated": truncated,
+            "token_id": answer.token_id.map(|t| t.to_hex()),
+            "payment": answer.payment.map(|p| json!({
+                "payment_hash": p.payment_hash.to_hex(),
+                "amount_msat": p.amount.0,
+                "fee_msat": p.fee.0,
+                "token_id": p.token_id.to_hex(),
+            })),
+        });
+        Ok(text(v.to_string()))
+    }
+
+    /// The budget limits, what counts against them, and what is left.
+    #[tool(description = "Show the spending limits (per request, per origin, per hour, per day, total, and this \
+                          session), what has been spent or reserved against each, and the per-call price cap.")]
+    async fn budget(&self) -> Result<CallToolResult, ErrorData> {
+        let (limits, usage): (Limits, Usage) = match self.client.limits().await {
+            Ok(l) => match self.client.usage("").await {
+                Ok(u) => (l, u),
+                Err(e) => return Ok(tool_error(format!("{}: {e}", e.reason()))),
+            },
+            Err(e) => return Ok(tool_error(format!("{}: {e}", e.reason()))),
+        };
+        let limits_json: serde_json::Map<String, serde_json::Value> =
+            LimitKind::STORED.iter().map(|k| (k.name().to_owned(), json!(limits.get(*k)))).collect();
+        let left = |limit: u64, used: u64| limit.saturating_sub(used);
+        let v = json!({
+            "max_cost_sat_cap": self.cap_sat,
+            "limits_msat": limits_json,
+            "counted_msat": { "hour": usage.hour, "day": usage.day, "total": usage.total },
+            "remaining_msat": {
+                "hour": left(limits.per_hour, usage.hour),
+                "day": left(limits.per_day, usage.day),
+                "total": left(limits.total, usage.total),
+            },
+            "session_budget_msat": self.client.config().session_budget.map(|b| b.0),
+        });
+        Ok(text(v.to_string()))
+    }
+
+    /// The most recent payments.
+    #[tool(description = "List the most recent payments made by this client (state, amount, fee, origin, service, \
+                          payment hash).")]
+    async fn ledger(&self, Parameters(p): Parameters<LedgerParams>) -> Result<CallToolResult, ErrorData> {
+        let n = p.limit.unwrap_or(20);
+        match self.client.ledger(None).await {
+            Ok(mut rows) => {
+                rows.truncate(n);
+                Ok(text(json!({ "payments": rows }).to_string()))
+            }
+            Err(e) => Ok(tool_error(format!("{}: {e}", e.reason()))),
+        }
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for L402Mcp {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build());
+        info.instructions = Some(
+            "Fetch URLs that may ask for a Lightning payment (L402). Payments are capped per call \
+             (max_cost_sat) and by budgets the operator set; refusals name their reason."
+                .into(),
+        );
+        info
+    }
+}
+
+pub(crate) fn run(args: McpArgs) -> Result<(), Failure> {
+    crate::wallet::init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(async {
+        let knobs = Knobs {
+            max_cost: args.max_cost,
+            max_fee: args.max_fee,
+            budget: args.budget,
+            payment_timeout: 60,
+            recovery_timeout: 60,
+        };
+        let (client, wallet) = crate::fetch::client(&args.store, &args.wallet, &knobs)?;
+        let server = L402Mcp { client: Arc::new(client), cap_sat: args.max_cost, tool_router: L402Mcp::tool_router() };
+        let served = server.serve(rmcp::transport::stdio()).await.context("MCP handshake");
+        let result = match served {
+            Ok(running) => running.waiting().await.map(drop).context("MCP session"),
+            Err(e) => Err(e),
+        };
+        wallet.shutdown().await;
+        result.map_err(Failure::Input)
+    })
+}

@@ -1,0 +1,109 @@
+//! `l402 mcp` driven by a real MCP client (rmcp) over stdio: the handshake, the tool list, and a fetch that pays
+//! a real L402 server over a regtest Lightning network, within a per-call maximum the agent cannot raise.
+#![allow(missing_docs)]
+
+#[path = "../../l402-client/tests/support/mod.rs"]
+mod support;
+
+use rmcp::ServiceExt as _;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::transport::TokioChildProcess;
+use serde_json::{Value, json};
+use support::{Server, network, node_payments};
+
+fn text(r: &CallToolResult) -> String {
+    r.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("")
+}
+
+fn args(v: Value) -> serde_json::Map<String, Value> {
+    v.as_object().expect("object").clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_mcp_client_fetches_and_pays_within_the_per_call_cap() {
+    let (net, server_node, payers) = network(&["agent"]).await;
+    payers[0].stop().await; // `l402 mcp` runs this wallet
+    let wallet = net.root().join("ldk").join("agent");
+    let server = Server::start(server_node).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+
+    let (user, password) = net.bitcoind().rpc_auth();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_l402"));
+    cmd.args(["mcp", "--max-cost", "150", "--network", "regtest", "--bitcoind-rpc-user", user])
+        .arg("--bitcoind-rpc-port")
+        .arg(net.bitcoind().rpc_port().to_string())
+        .arg("--ldk-dir")
+        .arg(&wallet)
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .env("L402_BITCOIND_RPC_PASSWORD", password);
+    let client = ().serve(TokioChildProcess::new(cmd).expect("spawn")).await.expect("MCP handshake");
+
+    let tools: Vec<String> =
+        client.list_all_tools().await.expect("tools/list").into_iter().map(|t| t.name.to_string()).collect();
+    for name in ["fetch", "budget", "ledger"] {
+        assert!(tools.contains(&name.to_owned()), "{tools:?}");
+    }
+
+    let url = server.url("/svc/agent");
+    let call = |name: &'static str, a: Value| {
+        let client = &client;
+        async move { client.call_tool(CallToolRequestParams::new(name).with_arguments(args(a))).await.expect("tools/call") }
+    };
+
+    // Above the operator's cap: refused before any request.
+    let before = server.requests();
+    let r = call("fetch", json!({ "url": url, "max_cost_sat": 1_000 })).await;
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).starts_with("price_over_cap"), "{}", text(&r));
+    assert_eq!(server.requests(), before, "nothing was requested");
+
+    // Below the price (100 sat): refused before paying.
+    let r = call("fetch", json!({ "url": url, "max_cost_sat": 50 })).await;
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).starts_with("price_over_cap"), "{}", text(&r));
+
+    // Within both: paid, served; the result names the payment but no secret.
+    let r = call("fetch", json!({ "url": url, "max_cost_sat": 150 })).await;
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    let v: Value = serde_json::from_str(&text(&r)).expect("json");
+    assert_eq!(v["status"], 200);
+    assert!(v["body"].as_str().expect("body").starts_with("paid GET /svc/agent"));
+    assert_eq!(v["payment"]["amount_msat"], 100_000);
+    assert!(!text(&r).contains("preimage") && !text(&r).contains("AgEEbHNhdA"), "{}", text(&r));
+    let fee = v["payment"]["fee_msat"].as_u64().expect("fee");
+
+    // Again: the stored token, nothing paid.
+    let r = call("fetch", json!({ "url": url, "max_cost_sat": 150 })).await;
+    let v: Value = serde_json::from_str(&text(&r)).expect("json");
+    assert!(v["payment"].is_null());
+
+    let r = call("ledger", json!({})).await;
+    let v: Value = serde_json::from_str(&text(&r)).expect("json");
+    let payments = v["payments"].as_array().expect("payments");
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0]["state"], "succeeded");
+    let r = call("budget", json!({})).await;
+    let v: Value = serde_json::from_str(&text(&r)).expect("json");
+    assert_eq!(v["counted_msat"]["total"], 100_000 + fee);
+    assert_eq!(v["max_cost_sat_cap"], 150);
+
+    client.cancel().await.expect("close");
+    // Wait until the server process has stopped its wallet (it holds the wallet's lock until it exits).
+    let lock = wallet.join("l402-wallet.lock");
+    let _held = l402_client::lock_exclusive(&lock, std::time::Duration::from_secs(60)).await.expect("server exited");
+    let node = l402_ldk::LdkNode::start(l402_ldk::LdkConfig {
+        network: l402_ldk::Network::Regtest,
+        data_dir: wallet,
+        listen: None,
+        chain: net.bitcoind().chain_source(),
+        alias: None,
+    })
+    .await
+    .expect("wallet");
+    let paid = node_payments(&node);
+    assert_eq!(paid.len(), 1, "one payment on the wallet");
+    assert_eq!((paid[0].1, paid[0].2), (100_000, fee), "ledger == node");
+    node.stop().await;
+    net.shutdown().await;
+}
