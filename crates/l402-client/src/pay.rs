@@ -98,7 +98,7 @@ impl Client {
         self.checkpoint(Checkpoint::JournalWritten);
 
         let invoice = challenge.invoice.trim().to_owned();
-        let (paid, reserved) = match self.pay_journaled(&hash, &invoice, amount, fee_limit, expires_at).await {
+        let (paid, reserved) = match self.pay_journaled(origin, &hash, &invoice, amount, fee_limit, expires_at).await {
             Ok(v) => v,
             Err((e, reserved)) => {
                 if !matches!(e, Error::OutcomeUnknown { .. }) {
@@ -149,6 +149,7 @@ impl Client {
     /// reserved (msat) for the caller's session accounting.
     async fn pay_journaled(
         &self,
+        origin: &str,
         hash: &PaymentHash,
         invoice: &str,
         amount: Msat,
@@ -159,7 +160,7 @@ impl Client {
         let mut retried_timeout = false;
         let reserved = |fee: Msat| amount.0.saturating_add(fee.0);
         loop {
-            self.progress(Progress::Paying { payment_hash: *hash, amount, fee_limit, origin: String::new() });
+            self.progress(Progress::Paying { payment_hash: *hash, amount, fee_limit, origin: origin.to_owned() });
             let request = PayRequest {
                 bolt11: invoice.to_owned(),
                 payment_hash: *hash,

@@ -150,3 +150,24 @@ async fn an_unknown_outcome_keeps_its_reservation_is_never_paid_again_and_is_rec
 async fn e_reason(c: &Client) -> String {
     c.ledger(None).await.expect("ledger")[0].state.clone()
 }
+
+#[tokio::test]
+async fn budgets_are_shared_by_every_client_of_a_data_directory() {
+    // Two clients, each with its own connection to the store (as two processes would have), pay two services
+    // at once (two leases: nothing serializes them but the budget transaction). The total allows one payment.
+    let k = case().await;
+    let a = k.client(50);
+    a.store().blocking(|c| l402_client::Limits::save(c, l402_client::LimitKind::Total, 150_000)).expect("limit");
+    let b = k.client(50);
+    let (ra, rb) = tokio::join!(
+        a.execute(a.request(Method::GET, &k.server.url("/svc/a")).build().expect("req")),
+        b.execute(b.request(Method::GET, &k.server.url("/other/b")).build().expect("req")),
+    );
+    let results = [ra, rb];
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let refused =
+        results.iter().filter(|r| matches!(r, Err(Error::Budget { limit: l402_client::LimitKind::Total, .. }))).count();
+    assert_eq!((ok, refused), (1, 1), "{results:?}");
+    assert_eq!(k.fake.calls().len(), 1, "one payment");
+    assert_eq!(a.usage("").await.expect("usage").total, 100_000 + FAKE_FEE_MSAT);
+}
