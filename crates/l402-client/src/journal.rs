@@ -97,7 +97,7 @@ pub(crate) struct NewPayment {
 }
 
 /// Checks the budgets and journals the payment with its reservation, in the caller's `BEGIN IMMEDIATE`
-/// transaction. A hash already journaled is refused (it must be recovered, never paid twice).
+/// transaction. A hash already journaled and not failed is refused (it must be recovered, never paid twice).
 pub(crate) fn reserve(tx: &Transaction<'_>, limits: &Limits, p: &NewPayment, now: u64) -> Result<(), Error> {
     let needed = p.amount.checked_add(p.fee_limit).ok_or(Error::Budget {
         limit: budget::LimitKind::PerRequest,
@@ -106,8 +106,19 @@ pub(crate) fn reserve(tx: &Transaction<'_>, limits: &Limits, p: &NewPayment, now
         needed_msat: u64::MAX,
     })?;
     let hash = p.payment_hash.to_hex();
-    if get(tx, &hash)?.is_some() {
-        return Err(Error::Store(format!("payment {hash} is already in the journal")));
+    match get(tx, &hash)?.map(|e| e.state) {
+        None => {}
+        // A payment that definitely failed may be sent again (as LND allows): the row is reused.
+        Some(state) if state == "failed" => {
+            budget::check(tx, limits, &p.origin, needed.0, now, &hash)?;
+            tx.execute(
+                "UPDATE payments SET state = 'pending', fee_limit_msat = ?2, reserved_msat = ?3, failure = NULL, \
+                 created_at = ?4, updated_at = ?4 WHERE payment_hash = ?1",
+                params![hash, p.fee_limit.0 as i64, needed.0 as i64, now as i64],
+            )?;
+            return Ok(());
+        }
+        Some(state) => return Err(Error::Store(format!("payment {hash} is already in the journal ({state})"))),
     }
     budget::check(tx, limits, &p.origin, needed.0, now, &hash)?;
     tx.execute(

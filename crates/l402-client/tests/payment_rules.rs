@@ -171,3 +171,59 @@ async fn budgets_are_shared_by_every_client_of_a_data_directory() {
     assert_eq!(k.fake.calls().len(), 1, "one payment");
     assert_eq!(a.usage("").await.expect("usage").total, 100_000 + FAKE_FEE_MSAT);
 }
+
+#[tokio::test]
+async fn a_payment_that_failed_may_be_paid_again_when_the_server_repeats_its_challenge() {
+    use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+    use l402_lightning::{InvoiceIssuer, InvoiceRequest};
+    use l402_proto::*;
+
+    let fake = Arc::new(FakeLightning::default());
+    let req = InvoiceRequest {
+        amount: Msat::from_sat(100),
+        memo: "same".into(),
+        expiry: std::time::Duration::from_secs(600),
+    };
+    let issued = fake.create_invoice(&req).await.expect("invoice");
+    let root = RootKey([9; 32]);
+    let mac = Macaroon::mint(
+        &root,
+        &Identifier::new(issued.payment_hash, TokenId([1; 32])),
+        &[Caveat::services(&[Service::new("svc")])],
+    );
+    let line = challenge::format_challenge(Scheme::L402, &mac, &issued.bolt11);
+    let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let (line, root) = (line.clone(), root.clone());
+        async move {
+            let values = headers.get_all(header::AUTHORIZATION).iter().map(|v| v.as_bytes());
+            if let Ok(c) = Credential::from_authorization(values) {
+                let access = Access { service: "svc", capability: None, now_unix: support::now() };
+                if verify(&c.macaroon, &c.preimage, &MacaroonKey::derive(&root), &access).is_ok() {
+                    return (StatusCode::OK, "served").into_response();
+                }
+            }
+            let mut r = StatusCode::PAYMENT_REQUIRED.into_response();
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_str(&line).expect("header"));
+            r
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/svc", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let c = Client::new(fake.clone(), ClientConfig::new(dir.path())).expect("client");
+    fake.script([failed(PaymentFailure::InsufficientBalance)]);
+    let e = c.execute(c.request(Method::GET, &url).build().expect("req")).await.expect_err("fails");
+    assert!(matches!(e, Error::PaymentFailed { .. }), "{e}");
+    // The same challenge again (same hash): the failed journal entry is reused and paid.
+    let r = c.execute(c.request(Method::GET, &url).build().expect("req")).await.expect("paid");
+    assert_eq!(r.response.status(), 200);
+    assert_eq!(fake.calls().len(), 2);
+    let ledger = c.ledger(None).await.expect("ledger");
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].state, "succeeded");
+}
