@@ -21,6 +21,7 @@ use support::{Mode, Server, network, node_payments};
 struct Env {
     net: Regtest,
     server: Server,
+    server_node: Arc<LdkNode>,
     wallets: Vec<PathBuf>,
     tmp: tempfile::TempDir,
 }
@@ -30,9 +31,9 @@ async fn env(wallets: &[&str]) -> Env {
     for p in &payers {
         p.stop().await; // the CLI runs this wallet from now on
     }
-    let server = Server::start(server_node).await;
+    let server = Server::start(server_node.clone()).await;
     let wallets = wallets.iter().map(|w| net.root().join("ldk").join(w)).collect();
-    Env { net, server, wallets, tmp: tempfile::tempdir().expect("tmp") }
+    Env { net, server, server_node, wallets, tmp: tempfile::tempdir().expect("tmp") }
 }
 
 impl Env {
@@ -235,9 +236,10 @@ async fn fetch_pays_reuses_refuses_with_exit_codes_and_the_ledger_matches_the_no
     env.net.shutdown().await;
 }
 
-/// Runs `fetch` with `L402_TEST_PAUSE_AT=point`, waits until it reports the pause, waits `grace` more, and
-/// SIGKILLs it.
-fn kill_at(env: &Env, data: &Path, url: &str, point: &str, grace: Duration) -> String {
+/// Runs `fetch` with `L402_TEST_PAUSE_AT=point`, waits until it reports the pause and (with `settled`) until
+/// the server's node has settled the journaled payment and the payer's node has had time to persist its
+/// channel state, and SIGKILLs it.
+async fn kill_at(env: &Env, data: &Path, url: &str, point: &str, settled: bool) -> String {
     let mut cmd = env.cmd(0, data, &["fetch", url]);
     cmd.env("L402_TEST_PAUSE_AT", point);
     let mut child = cmd.spawn().expect("spawn");
@@ -268,28 +270,37 @@ fn kill_at(env: &Env, data: &Path, url: &str, point: &str, grace: Duration) -> S
             Err(_) => panic!("never reached {point}: {seen}"),
         }
     }
-    std::thread::sleep(grace);
+    if settled {
+        let journal = json(&env.run(0, data, &["spend", "--json"]));
+        let hash = journal["payments"][0]["payment_hash"].as_str().expect("journaled").to_owned();
+        let hash = l402_proto::PaymentHash::from_hex(&hash).expect("hash");
+        use l402_lightning::{InvoiceIssuer as _, InvoiceState};
+        let state = env.server_node.wait_invoice(&hash, Duration::from_secs(60)).await.expect("lookup");
+        assert!(matches!(state, InvoiceState::Settled(_)), "{point}: the payee settled: {state:?}");
+        tokio::time::sleep(SETTLE_GRACE).await;
+    }
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     seen
 }
 
-/// How long the paused client is left before the kill, so that its embedded LDK node finishes the HTLC exchange
-/// and persists its channel state: ldk-node writes its ChannelManager asynchronously, and an LDK node killed in
-/// the middle of an HTLC exchange finds it stale on restart and force-closes the channel (see the last test).
-const GRACE: Duration = Duration::from_secs(3);
+/// How long after the payee settled the paused client is left before the kill, so that its embedded LDK node
+/// finishes the HTLC exchange and persists its channel state: ldk-node writes its ChannelManager
+/// asynchronously, and an LDK node killed in the middle of an HTLC exchange finds it stale on restart and
+/// force-closes the channel (the last case of the test below).
+const SETTLE_GRACE: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_process_killed_at_any_point_never_pays_twice_and_the_token_is_recovered() {
     let env = env(&["cli"]).await;
     let mut dirs = Vec::new();
-    let points = [("journal_written", Duration::ZERO), ("payment_in_flight", GRACE), ("payment_succeeded", GRACE)];
-    for (i, (point, grace)) in points.into_iter().enumerate() {
+    let points = [("journal_written", false), ("payment_in_flight", true), ("payment_succeeded", true)];
+    for (i, (point, settled)) in points.into_iter().enumerate() {
         let data = env.data(point);
         dirs.push(data.clone());
         let url = env.server.url(&format!("/svc/crash/{i}"));
         let served = env.server.served_paid();
-        kill_at(&env, &data, &url, point, grace);
+        kill_at(&env, &data, &url, point, settled).await;
 
         // The journal has the payment, unresolved (the token was never stored).
         let ledger = json(&env.run(0, &data, &["spend", "--json"]));
@@ -333,7 +344,7 @@ async fn a_process_killed_at_any_point_never_pays_twice_and_the_token_is_recover
     let data = env.data("instant");
     dirs.push(data.clone());
     let url = env.server.url("/svc/crash/instant");
-    kill_at(&env, &data, &url, "payment_in_flight", Duration::ZERO);
+    kill_at(&env, &data, &url, "payment_in_flight", false).await;
     let journaled = json(&env.run(0, &data, &["spend", "--json"]))["payments"][0]["payment_hash"].clone();
     let o = env.run(0, &data, &["fetch", &url, "--recovery-timeout", "10"]);
     let entries = json(&env.run(0, &data, &["spend", "--json"]))["payments"].as_array().expect("payments").clone();
