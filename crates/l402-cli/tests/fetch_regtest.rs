@@ -219,6 +219,10 @@ async fn fetch_pays_reuses_refuses_with_exit_codes_and_the_ledger_matches_the_no
     assert_eq!(tokens[0]["state"], "refused");
     let rm = env.run(0, &refused, &["token", "rm", tokens[0]["token_id"].as_str().expect("id")]);
     assert_eq!(rm.status.code(), Some(2), "a refused token is not removed without --force");
+    let rm = env.run(0, &refused, &["token", "rm", "--force", tokens[0]["token_id"].as_str().expect("id")]);
+    assert!(rm.status.success(), "{}", describe(&rm));
+    let left = json(&env.run(0, &refused, &["token", "list", "--json"]))["tokens"].clone();
+    assert_eq!(left.as_array().map(Vec::len), Some(0));
     env.server.set_mode(Mode::Normal);
 
     // The ledgers match the wallet's own records of payments, to the msat.

@@ -227,3 +227,20 @@ async fn a_payment_that_failed_may_be_paid_again_when_the_server_repeats_its_cha
     assert_eq!(ledger.len(), 1);
     assert_eq!(ledger[0].state, "succeeded");
 }
+
+#[tokio::test]
+async fn an_expired_token_is_dropped_and_paid_for_again_within_the_budget() {
+    let k = case().await;
+    k.server.state.valid_secs.store(2, std::sync::atomic::Ordering::SeqCst);
+    let c = k.client(50);
+    let first = k.get(&c).await.expect("paid");
+    let first_token = first.token_id.expect("token");
+    assert!(k.get(&c).await.expect("reused").payment.is_none());
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let again = k.get(&c).await.expect("paid again");
+    assert!(again.payment.is_some(), "the expired token was not sent; a new one was bought");
+    assert_ne!(again.token_id, Some(first_token));
+    let tokens = c.store().blocking(|conn| l402_client::tokens::list(conn, None)).expect("tokens");
+    assert_eq!(tokens.len(), 1, "the expired token was dropped");
+    assert_eq!(c.ledger(None).await.expect("ledger").len(), 2, "both payments stay in the ledger");
+}
