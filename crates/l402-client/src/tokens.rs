@@ -16,7 +16,7 @@ use crate::error::Error;
 
 /// A token in the store. `Debug` and `Serialize` show no secret: the macaroon and preimage are only reachable
 /// through [`StoredToken::credential`].
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct StoredToken {
     /// The token id (hex).
     pub token_id: String,
@@ -52,6 +52,19 @@ pub struct StoredToken {
     macaroon: String,
     #[serde(skip)]
     preimage: String,
+}
+
+impl std::fmt::Debug for StoredToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredToken")
+            .field("token_id", &self.token_id)
+            .field("origin", &self.origin)
+            .field("services", &self.services)
+            .field("path_prefix", &self.path_prefix)
+            .field("state", &self.state)
+            .field("valid_until", &self.valid_until)
+            .finish_non_exhaustive()
+    }
 }
 
 impl StoredToken {
@@ -285,4 +298,43 @@ pub fn find(conn: &Connection, prefix: &str) -> Result<Vec<StoredToken>, Error> 
 /// Deletes one token by its full id. Returns whether it existed.
 pub fn remove(conn: &Connection, token_id: &str) -> Result<bool, Error> {
     Ok(conn.execute("DELETE FROM tokens WHERE token_id = ?1", [token_id])? > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_json_show_no_secret() {
+        let t = StoredToken {
+            token_id: "ab".repeat(32),
+            origin: "http://127.0.0.1:1".into(),
+            service: "svc".into(),
+            services: "svc".into(),
+            path_prefix: "/".into(),
+            scheme: "L402".into(),
+            payment_hash: "00".repeat(32),
+            amount_msat: 1,
+            fee_msat: 0,
+            valid_until: None,
+            state: "valid".into(),
+            refused_at: None,
+            refused_status: None,
+            created_at: 0,
+            last_used_at: None,
+            macaroon: "AgEEbHNhdAJCAAsecret".into(),
+            preimage: "5ec4e7".repeat(10),
+        };
+        for shown in [format!("{t:?}"), serde_json::to_string(&t).expect("json")] {
+            assert!(!shown.contains("AgEEbHNhdA") && !shown.contains("5ec4e7"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn path_prefix_is_the_directory() {
+        assert_eq!(path_prefix("/a/b"), "/a/");
+        assert_eq!(path_prefix("/a/"), "/a/");
+        assert_eq!(path_prefix("/paid"), "/");
+        assert_eq!(path_prefix(""), "/");
+    }
 }
