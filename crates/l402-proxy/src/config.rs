@@ -35,6 +35,11 @@ pub struct Config {
     /// instance sharing the store. 0 disables the cache.
     #[serde(default = "default_key_cache_ttl")]
     pub key_cache_ttl_ms: u64,
+    /// How many root keys the cache holds (default `l402_server::DEFAULT_KEY_CACHE_SIZE`, 100,000). When it
+    /// is full, entries past their TTL are dropped, then the whole cache is cleared; a smaller cache means
+    /// more store lookups, never a longer revocation bound.
+    #[serde(default = "default_key_cache_size")]
+    pub key_cache_size: usize,
     /// The priced services, matched in order: the first whose host and path match takes the request.
     #[serde(rename = "service")]
     pub services: Vec<ServiceConfig>,
@@ -45,6 +50,9 @@ fn default_invoice_expiry() -> u64 {
 }
 fn default_key_cache_ttl() -> u64 {
     1000
+}
+fn default_key_cache_size() -> usize {
+    l402_server::DEFAULT_KEY_CACHE_SIZE
 }
 fn default_timeout() -> u64 {
     30

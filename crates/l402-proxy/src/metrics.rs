@@ -1,9 +1,8 @@
 //! The proxy's counters and the upstream latency histogram, beside the paywall's, for `/metrics`.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use l402_server::Metrics;
@@ -56,14 +55,25 @@ pub struct ProxyMetrics {
     pub paywall: Arc<Metrics>,
     /// Upstream latency.
     pub upstream_latency: Histogram,
-    outcomes: Mutex<BTreeMap<&'static str, u64>>,
+    outcomes: [AtomicU64; OUTCOMES.len()],
 }
 
+/// What happened to a request (one counter each; no lock on the request path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Forwarded,
+    Challenged,
+    Refused,
+    RateLimited,
+    UpstreamError,
+    NoRoute,
+}
+
+const OUTCOMES: [&str; 6] = ["forwarded", "challenged", "refused", "rate_limited", "upstream_error", "no_route"];
+
 impl ProxyMetrics {
-    pub(crate) fn count(&self, outcome: &'static str) {
-        if let Ok(mut o) = self.outcomes.lock() {
-            *o.entry(outcome).or_default() += 1;
-        }
+    pub(crate) fn count(&self, outcome: Outcome) {
+        self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition.
@@ -74,10 +84,8 @@ impl ProxyMetrics {
             out,
             "# HELP l402_proxy_requests_total Requests by outcome.\n# TYPE l402_proxy_requests_total counter"
         );
-        if let Ok(o) = self.outcomes.lock() {
-            for (k, v) in o.iter() {
-                let _ = writeln!(out, "l402_proxy_requests_total{{outcome=\"{k}\"}} {v}");
-            }
+        for (name, n) in OUTCOMES.iter().zip(&self.outcomes) {
+            let _ = writeln!(out, "l402_proxy_requests_total{{outcome=\"{name}\"}} {}", n.load(Ordering::Relaxed));
         }
         self.upstream_latency.render("l402_proxy_upstream_latency_seconds", &mut out);
         out

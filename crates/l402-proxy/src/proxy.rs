@@ -19,7 +19,7 @@ use l402_server::{Charge, Paywall, ServiceSpec};
 use crate::config::{Config, ConfigError, RateKey, ServiceConfig, StoreConfig};
 use crate::forward::{Upstream, failure_response};
 use crate::limits::{Freebies, RateLimiter};
-use crate::metrics::ProxyMetrics;
+use crate::metrics::{Outcome, ProxyMetrics};
 use crate::routing::{glob, host_only};
 
 /// One configured service, ready to serve.
@@ -61,6 +61,7 @@ impl State {
         let metrics = Arc::new(ProxyMetrics::default());
         let paywall = Paywall::builder(store, issuer)
             .key_cache_ttl(Duration::from_millis(config.key_cache_ttl_ms))
+            .key_cache_size(config.key_cache_size)
             .invoice_expiry(Duration::from_secs(config.invoice_expiry_secs))
             .metrics(metrics.paywall.clone())
             .build();
@@ -139,7 +140,7 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let Some(service) = state.route(&req) else {
-        state.metrics.count("no_route");
+        state.metrics.count(Outcome::NoRoute);
         return status_response(StatusCode::NOT_FOUND, "no service for this host and path", grpc, None);
     };
     let client: IpAddr = peer.ip();
@@ -165,15 +166,15 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
             Err(refusal) => {
                 if let Some((RateKey::Address, limiter)) = &service.limiter {
                     if let Err(wait) = limiter.check(&format!("a:{client}")) {
-                        state.metrics.count("rate_limited");
+                        state.metrics.count(Outcome::RateLimited);
                         return status_response(StatusCode::TOO_MANY_REQUESTS, "rate limited", grpc, Some(wait));
                     }
                 }
                 let resp = answer(&state.paywall, &charge, refusal, grpc).await;
                 state.metrics.count(if resp.status() == StatusCode::PAYMENT_REQUIRED || grpc {
-                    "challenged"
+                    Outcome::Challenged
                 } else {
-                    "refused"
+                    Outcome::Refused
                 });
                 tracing::info!(%method, path, service = name, status = resp.status().as_u16(), "not forwarded");
                 return resp.map(Body::new);
@@ -186,7 +187,7 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
             _ => format!("a:{client}"),
         };
         if let Err(wait) = limiter.check(&k) {
-            state.metrics.count("rate_limited");
+            state.metrics.count(Outcome::RateLimited);
             return status_response(StatusCode::TOO_MANY_REQUESTS, "rate limited", grpc, Some(wait));
         }
     }
@@ -196,12 +197,12 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
     state.metrics.upstream_latency.observe(elapsed);
     match result {
         Ok(resp) => {
-            state.metrics.count("forwarded");
+            state.metrics.count(Outcome::Forwarded);
             tracing::info!(%method, path, service = name, token_id = token_id.as_deref().unwrap_or("-"), status = resp.status().as_u16(), ms = elapsed.as_millis() as u64, "forwarded");
             resp
         }
         Err(e) => {
-            state.metrics.count("upstream_error");
+            state.metrics.count(Outcome::UpstreamError);
             tracing::warn!(%method, path, service = name, error = %e, "upstream failed");
             failure_response(&e, grpc)
         }

@@ -20,7 +20,7 @@ use l402_proto::{
 };
 use thiserror::Error;
 
-use crate::cache::{DEFAULT_KEY_CACHE_SIZE, DEFAULT_KEY_CACHE_TTL, KeyCache};
+use crate::cache::{DEFAULT_KEY_CACHE_SIZE, DEFAULT_KEY_CACHE_TTL, KeyCache, VerifiedCache};
 use crate::metrics::Metrics;
 use crate::pricing::{Charge, ServiceSpec};
 use crate::store::{KeyLookup, NewToken, StoreError, TokenStore};
@@ -148,6 +148,7 @@ pub struct Paywall {
     store: Arc<dyn TokenStore>,
     issuer: Arc<dyn InvoiceIssuer>,
     cache: KeyCache,
+    verified: VerifiedCache,
     metrics: Arc<Metrics>,
     clock: Clock,
     invoice_expiry: Duration,
@@ -207,6 +208,7 @@ impl PaywallBuilder {
             store: self.store,
             issuer: self.issuer,
             cache: KeyCache::new(self.key_cache_ttl, self.key_cache_size),
+            verified: VerifiedCache::new(self.key_cache_ttl, self.key_cache_size),
             metrics: self.metrics,
             clock: self.clock,
             invoice_expiry: self.invoice_expiry,
@@ -304,9 +306,39 @@ impl Paywall {
     }
 
     /// Authenticates a request for `charge`.
+    ///
+    /// A request with exactly one `Authorization` value that was verified within the key-cache TTL skips the
+    /// decode and the HMAC chain (the same bound on revocation); its expiry, service and capability are still
+    /// checked against this request.
     pub async fn authenticate(&self, headers: &HeaderMap, charge: &Charge) -> Result<L402Token, Refusal> {
+        let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+        let single = match (values.next(), values.next()) {
+            (Some(v), None) => Some(v.as_bytes()),
+            _ => None,
+        };
+        if let Some(hit) = single.and_then(|v| self.verified.get(v)) {
+            if self.still_grants(&hit, charge) {
+                self.metrics.tokens_verified.fetch_add(1, Ordering::Relaxed);
+                return Ok(hit);
+            }
+        }
         let cred = Self::credential(headers).map_err(Refusal::Malformed)?.ok_or(Refusal::PaymentRequired)?;
-        self.check(&cred, charge).await
+        let token = self.check(&cred, charge).await?;
+        if let Some(v) = single {
+            self.verified.put(v, &token);
+        }
+        Ok(token)
+    }
+
+    /// Whether a token verified earlier grants this request now: same service, not expired, the capability
+    /// (if one is required) among those it grants. Anything else takes the full path, which says why not.
+    fn still_grants(&self, token: &L402Token, charge: &Charge) -> bool {
+        token.service == charge.service.name
+            && token.valid_until.is_none_or(|t| self.now() < t)
+            && match (&charge.capability, &token.capabilities) {
+                (None, _) | (Some(_), None) => true,
+                (Some(c), Some(granted)) => granted.iter().any(|g| g == c),
+            }
     }
 
     /// Verifies a parsed credential for `charge`.
@@ -369,6 +401,7 @@ impl Paywall {
     pub async fn revoke(&self, token_id: &TokenId) -> Result<bool, StoreError> {
         let revoked = self.store.revoke(token_id).await?;
         self.cache.clear();
+        self.verified.clear();
         Ok(revoked)
     }
 
