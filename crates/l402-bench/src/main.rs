@@ -1,0 +1,69 @@
+//! `l402-bench`: the whole-system benchmarks of l402, on a real regtest network (bitcoind, LDK nodes, real
+//! channels and payments; LND is the project's simulator over a real LDK node). Not published.
+//!
+//! Subcommands: `proxy` (wrk against `l402 proxy` run as a process: throughput, latency, paywall cost,
+//! 10,000 tokens in rotation, memory), `challenges` (challenges per second with the embedded LDK node and with
+//! LND-sim), `client` (cached-token overhead of `l402_client::Client`, time from 402 to 200), and `report`
+//! (BENCHMARKS.md from a results directory). Each figure is printed as a `RESULT {json}` line and a human
+//! line. `scripts/bench.sh` runs the whole suite. A benchmark, not a test: nothing asserts a speed.
+//!
+//! Modules: `net` (network, LND simulator, upstream, paying a challenge), `proxyproc` (the proxy process and
+//! its memory), `wrk` (load runs), `tokens` (tokens minted into the store), `output` (result lines, medians),
+//! one module per subcommand, `report` and `report_sections` (the Markdown).
+
+mod challenges;
+mod client_bench;
+mod net;
+mod output;
+mod proxy_bench;
+mod proxyproc;
+mod report;
+mod report_sections;
+mod tokens;
+mod wrk;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "l402-bench", about = "Whole-system benchmarks of l402 on a real regtest network")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// wrk against `l402 proxy` (a separate process): upstream direct, payment off, valid token, 10k tokens.
+    Proxy(proxy_bench::ProxyArgs),
+    /// Challenges per second (mint + invoice) with the embedded LDK node and with LND-sim.
+    Challenges(challenges::ChallengeArgs),
+    /// The paying client: cached-token overhead, time from 402 to 200 with real payments.
+    Client(client_bench::ClientArgs),
+    /// Writes BENCHMARKS.md from the outputs collected by scripts/bench.sh.
+    Report(report::ReportArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Report(args) => report::run(args),
+        command => {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
+                |rt| {
+                    rt.block_on(async {
+                        match command {
+                            Command::Proxy(args) => proxy_bench::run(args).await,
+                            Command::Challenges(args) => challenges::run(args).await,
+                            Command::Client(args) => client_bench::run(args).await,
+                            Command::Report(_) => Ok(()),
+                        }
+                    })
+                },
+            )
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("l402-bench: error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Runs the whole benchmark suite of issue 6 on this machine and writes BENCHMARKS.md at the repository root.
+#
+# Installs what it needs (the project's dependencies and a regtest bitcoind via scripts/install-deps.sh; wrk
+# from Debian if missing), builds the release binaries (`l402` and `l402-bench`), then runs, each on a real
+# regtest network where it needs one:
+#   - the criterion benches: l402-proto `verify`; l402-regtest `payments`; l402-testkit `lnd_sim_payments`;
+#   - `l402-bench proxy`, `l402-bench challenges`, `l402-bench client`;
+# and writes BENCHMARKS.md with `l402-bench report` from what they printed: the machine, then per command the
+# figures (medians and ratios of this run) and a reading against the issues' targets. A benchmark, not a test.
+#
+# Outputs of every step stay in $L402_BENCH_RESULTS (default target/bench-results/<UTC time>).
+# L402_BENCH_QUICK=1: short runs to check the pipeline; the report then goes to the results directory, and
+# BENCHMARKS.md is left alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+source scripts/install-deps.sh
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "== installing wrk (Debian)"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null 2>&1 || {
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
+  }
+fi
+
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+RESULTS=${L402_BENCH_RESULTS:-$TARGET/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$RESULTS/criterion"
+OUT=$ROOT/BENCHMARKS.md
+
+if [ "${L402_BENCH_QUICK:-0}" = 1 ]; then
+  PROXY_ARGS=(--rounds 1 --duration 3 --warmup 1 --tokens 2000 --rotation-cache 200)
+  CHALLENGE_ARGS=(--count 50)
+  CLIENT_ARGS=(--requests 200 --payments 5)
+  export L402_BENCH_PAYMENTS=5
+  OUT=$RESULTS/BENCHMARKS.md
+  CRITERION_ARGS=(--warm-up-time 1 --measurement-time 2)
+else
+  PROXY_ARGS=()
+  CHALLENGE_ARGS=()
+  CLIENT_ARGS=()
+  CRITERION_ARGS=()
+fi
+
+echo "== building release binaries (l402, l402-bench)"
+cargo build --release -p l402-cli -p l402-bench 2>&1 | tail -n 1
+L402=$TARGET/release/l402
+BENCH=$TARGET/release/l402-bench
+show() { local p=$1; printf '%s' "${p#"$ROOT"/}"; }
+
+date -u +"%Y-%m-%d %H:%M:%S" >"$RESULTS/started"
+{
+  echo "Rust: $(rustc -V)"
+  echo "wrk: $(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2)"
+  echo "bitcoind: $("$L402_BITCOIND" -version 2>&1 | head -n 1)"
+  echo "Commit: $(git describe --always --dirty 2>/dev/null || echo unknown) (\"-dirty\": built from a working tree with uncommitted changes)"
+} >"$RESULTS/versions"
+
+# Waits (up to $L402_BENCH_QUIET_WAIT seconds, default 90) for the 1-minute load average to fall below the
+# number of cores, so that a step does not start while other work (or the previous step) still loads the machine.
+quiet() {
+  local waited=0 cores
+  cores=$(nproc)
+  while [ "$waited" -lt "${L402_BENCH_QUIET_WAIT:-90}" ]; do
+    awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v n="$cores" 'BEGIN { exit !(l < n) }' && return 0
+    sleep 5
+    waited=$((waited + 5))
+  done
+}
+
+STEP=0
+# run NAME DISPLAYED-COMMAND -- COMMAND...: runs it, keeping its command line, output and the load before it.
+run() {
+  local name=$1 shown=${2%% }
+  shift 3
+  STEP=$((STEP + 1))
+  local base
+  base=$RESULTS/$(printf '%02d' "$STEP")-$name
+  echo "$shown" >"$base.cmd"
+  quiet
+  cat /proc/loadavg >"$base.load"
+  echo "== $shown"
+  set +e
+  "$@" 2>&1 | tee "$base.out"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  if [ "$rc" != 0 ]; then
+    echo "bench: '$shown' failed (exit $rc); outputs in $RESULTS" >&2
+    exit "$rc"
+  fi
+}
+
+MARK=$RESULTS/criterion/.start
+touch "$MARK"
+run proto-verify "cargo bench -p l402-proto --bench verify" -- \
+  cargo bench -p l402-proto --bench verify -- "${CRITERION_ARGS[@]}"
+for d in "$TARGET"/criterion/*/new; do
+  if [ "$d/estimates.json" -nt "$MARK" ]; then
+    cp "$d/estimates.json" "$RESULTS/criterion/$(basename "$(dirname "$d")").json"
+  fi
+done
+
+run regtest-payments "cargo bench -p l402-regtest --bench payments" -- \
+  cargo bench -p l402-regtest --bench payments
+run lnd-sim-payments "cargo bench -p l402-testkit --bench lnd_sim_payments" -- \
+  cargo bench -p l402-testkit --bench lnd_sim_payments
+
+run proxy "$(show "$BENCH") proxy --l402-bin $(show "$L402") ${PROXY_ARGS[*]}" -- \
+  "$BENCH" proxy --l402-bin "$L402" "${PROXY_ARGS[@]}"
+run challenges "$(show "$BENCH") challenges ${CHALLENGE_ARGS[*]}" -- \
+  "$BENCH" challenges "${CHALLENGE_ARGS[@]}"
+run client "$(show "$BENCH") client --l402-bin $(show "$L402") ${CLIENT_ARGS[*]}" -- \
+  "$BENCH" client --l402-bin "$L402" "${CLIENT_ARGS[@]}"
+
+date -u +"%Y-%m-%d %H:%M:%S" >"$RESULTS/finished"
+"$BENCH" report --dir "$RESULTS" --out "$OUT"
+echo "== done: $OUT (outputs of every step in $RESULTS)"
