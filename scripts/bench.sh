@@ -60,12 +60,12 @@ date -u +"%Y-%m-%d %H:%M:%S" >"$RESULTS/started"
   echo "Commit: $(git describe --always --dirty 2>/dev/null || echo unknown) (\"-dirty\": built from a working tree with uncommitted changes)"
 } >"$RESULTS/versions"
 
-# Waits (up to $L402_BENCH_QUIET_WAIT seconds, default 90) for the 1-minute load average to fall below the
+# Waits (up to $L402_BENCH_QUIET_WAIT seconds, default 600) for the 1-minute load average to fall below the
 # number of cores, so that a step does not start while other work (or the previous step) still loads the machine.
 quiet() {
   local waited=0 cores
   cores=$(nproc)
-  while [ "$waited" -lt "${L402_BENCH_QUIET_WAIT:-90}" ]; do
+  while [ "$waited" -lt "${L402_BENCH_QUIET_WAIT:-600}" ]; do
     awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v n="$cores" 'BEGIN { exit !(l < n) }' && return 0
     sleep 5
     waited=$((waited + 5))

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::net::Net;
 use crate::output::{emit, median, micros, note, percentile, round};
+use crate::sys::{self, Snapshot};
 
 /// Options of `l402-bench challenges`.
 #[derive(Args, Debug)]
@@ -38,6 +39,7 @@ pub(crate) async fn run(args: ChallengeArgs) -> Result<()> {
 
 async fn measure(args: &ChallengeArgs, net: &Net) -> Result<()> {
     let dir = tempfile::Builder::new().prefix("l402-bench-challenges-").tempdir()?;
+    let tick = sys::clock_tick_us().await;
     let (sim, lnd_files) = crate::net::lnd_simulator(&net.server, dir.path()).await?;
     let lnd_config = l402_lnd::LndConfig::new(
         &lnd_files.address,
@@ -61,6 +63,7 @@ async fn measure(args: &ChallengeArgs, net: &Net) -> Result<()> {
         let mut invoice_only = Vec::with_capacity(args.count);
         let request =
             InvoiceRequest { amount: Msat::from_sat(10), memo: "bench".into(), expiry: Duration::from_secs(600) };
+        let machine = Snapshot::take(tick);
         let t = Instant::now();
         for _ in 0..args.count {
             let s = Instant::now();
@@ -73,9 +76,12 @@ async fn measure(args: &ChallengeArgs, net: &Net) -> Result<()> {
             &invoice_only,
             t.elapsed(),
             1,
+            &machine,
+            tick,
         );
 
         let mut sequential = Vec::with_capacity(args.count);
+        let machine = Snapshot::take(tick);
         let t = Instant::now();
         for _ in 0..args.count {
             let s = Instant::now();
@@ -88,9 +94,12 @@ async fn measure(args: &ChallengeArgs, net: &Net) -> Result<()> {
             &sequential,
             t.elapsed(),
             1,
+            &machine,
+            tick,
         );
 
         let per_task = args.count.div_ceil(args.concurrency);
+        let machine = Snapshot::take(tick);
         let t = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..args.concurrency {
@@ -116,6 +125,8 @@ async fn measure(args: &ChallengeArgs, net: &Net) -> Result<()> {
             &concurrent,
             wall,
             args.concurrency,
+            &machine,
+            tick,
         );
     }
     drop(sim);
@@ -129,14 +140,25 @@ async fn challenge(paywall: &Paywall, charge: &Charge) -> Result<()> {
     Ok(())
 }
 
-fn report(figure: &str, what: &str, latencies: &[Duration], wall: Duration, concurrency: usize) {
+fn report(
+    figure: &str,
+    what: &str,
+    latencies: &[Duration],
+    wall: Duration,
+    concurrency: usize,
+    machine: &Snapshot,
+    tick: f64,
+) {
+    let now = Snapshot::take(tick);
+    let (foreign, iowait) = (now.foreign_since(machine), now.iowait_since(machine));
     let us = micros(latencies);
     let per_sec = latencies.len() as f64 / wall.as_secs_f64();
     let (p50, p99) = (median(&us), percentile(&us, 99.0));
     emit(
         figure,
         json!({ "per_sec": round(per_sec, 1), "median_us": round(p50, 1), "p99_us": round(p99, 1),
-                "count": latencies.len(), "concurrency": concurrency }),
+                "count": latencies.len(), "concurrency": concurrency,
+                "foreign_cpu": foreign.map(|f| round(f, 3)), "iowait": iowait.map(|f| round(f, 3)) }),
         &format!(
             "{what}: {per_sec:.0}/s, median {:.2} ms, p99 {:.2} ms over {}",
             p50 / 1e3,

@@ -21,6 +21,7 @@ use serde_json::json;
 use crate::net::{self, Net};
 use crate::output::{emit, median, micros, millis, note, percentile, round};
 use crate::proxyproc::{self, ProxyProcess};
+use crate::sys::{self, Snapshot};
 
 /// Options of `l402-bench client`.
 #[derive(Args, Debug)]
@@ -47,6 +48,7 @@ pub(crate) async fn run(args: ClientArgs) -> Result<()> {
 
 async fn measure(args: &ClientArgs, bin: &std::path::Path, net: &Net) -> Result<()> {
     let dir = tempfile::Builder::new().prefix("l402-bench-client-").tempdir()?;
+    let tick = sys::clock_tick_us().await;
     let (sim, lnd) = net::lnd_simulator(&net.server, dir.path()).await?;
     let upstream = net::upstream().await?;
     let port = proxyproc::free_port()?;
@@ -89,6 +91,7 @@ async fn measure(args: &ClientArgs, bin: &std::path::Path, net: &Net) -> Result<
         execute(&client, &url).await?;
         plain_get(&http, &url, &credential).await?;
     }
+    let machine = Snapshot::take(tick);
     let block = 100;
     while through_client.len() < args.requests {
         for _ in 0..block.min(args.requests - through_client.len()) {
@@ -103,13 +106,16 @@ async fn measure(args: &ClientArgs, bin: &std::path::Path, net: &Net) -> Result<
             plain.push(t.elapsed());
         }
     }
+    let now = Snapshot::take(tick);
+    let foreign = now.foreign_since(&machine).map(|f| round(f, 3));
     let (c_us, p_us) = (median(&micros(&through_client)), median(&micros(&plain)));
     emit(
         "client.cached_token",
         json!({ "client_median_us": round(c_us, 1), "plain_median_us": round(p_us, 1),
                 "client_p99_us": round(percentile(&micros(&through_client), 99.0), 1),
                 "plain_p99_us": round(percentile(&micros(&plain), 99.0), 1),
-                "overhead_us": round(c_us - p_us, 1), "ratio": round(c_us / p_us, 3), "requests": args.requests }),
+                "overhead_us": round(c_us - p_us, 1), "ratio": round(c_us / p_us, 3), "requests": args.requests,
+                "foreign_cpu": foreign }),
         &format!(
             "cached token: Client {c_us:.0} µs vs plain reqwest {p_us:.0} µs (median of {} each): +{:.0} µs, x{:.2}",
             args.requests,
@@ -120,6 +126,7 @@ async fn measure(args: &ClientArgs, bin: &std::path::Path, net: &Net) -> Result<
 
     note(&format!("{} requests each paying for a fresh token over Lightning", args.payments));
     let (mut total, mut from_402) = (Vec::new(), Vec::new());
+    let machine = Snapshot::take(tick);
     for i in 0..args.payments {
         if let Ok(mut at) = paying_at.lock() {
             *at = None;
@@ -132,6 +139,8 @@ async fn measure(args: &ClientArgs, bin: &std::path::Path, net: &Net) -> Result<
         let paying = paying_at.lock().ok().and_then(|at| *at).context("no Paying report")?;
         from_402.push(end - paying);
     }
+    let now = Snapshot::take(tick);
+    let (foreign, iowait) = (now.foreign_since(&machine), now.iowait_since(&machine));
     let (t_ms, f_ms) = (median(&millis(&total)), median(&millis(&from_402)));
     emit(
         "client.paid_request",
@@ -140,7 +149,8 @@ async fn measure(args: &ClientArgs, bin: &std::path::Path, net: &Net) -> Result<
                 "from_402_p90_ms": round(percentile(&millis(&from_402), 90.0), 1),
                 "min_from_402_ms": round(millis(&from_402).iter().copied().fold(f64::INFINITY, f64::min), 1),
                 "max_from_402_ms": round(millis(&from_402).iter().copied().fold(0.0, f64::max), 1),
-                "payments": args.payments }),
+                "payments": args.payments, "foreign_cpu": foreign.map(|f| round(f, 3)),
+                "iowait": iowait.map(|f| round(f, 3)) }),
         &format!(
             "fresh token: 402 -> 200 {f_ms:.1} ms, whole request {t_ms:.1} ms (median of {}, real regtest payments)",
             args.payments

@@ -8,8 +8,8 @@
 //! line. `scripts/bench.sh` runs the whole suite. A benchmark, not a test: nothing asserts a speed.
 //!
 //! Modules: `net` (network, LND simulator, upstream, paying a challenge), `proxyproc` (the proxy process and
-//! its memory), `wrk` (load runs), `tokens` (tokens minted into the store), `output` (result lines, medians),
-//! one module per subcommand, `report` and `report_sections` (the Markdown).
+//! its memory), `sys` (CPU accounting from /proc), `wrk` (load runs), `tokens` (tokens minted into the store),
+//! `output` (result lines, medians), one module per subcommand, `report` and `report_sections` (the Markdown).
 
 mod challenges;
 mod client_bench;
@@ -19,6 +19,7 @@ mod proxy_bench;
 mod proxyproc;
 mod report;
 mod report_sections;
+mod sys;
 mod tokens;
 mod wrk;
 

@@ -22,6 +22,7 @@ use serde_json::json;
 use crate::net::{self, Net};
 use crate::output::{emit, median, note, round};
 use crate::proxyproc::{self, ProxyProcess, RssSampler, rss_kib};
+use crate::sys::{self, Snapshot};
 use crate::tokens;
 use crate::wrk::{self, Load, Run};
 
@@ -79,37 +80,17 @@ fn summarize(runs: &[Run]) -> Summary {
     }
 }
 
-/// CPU counters around a run.
-struct Cpu {
-    proxy: Option<f64>,
-    own: Option<f64>,
-    machine: Option<(f64, f64)>,
-}
-
-fn cpu_now(pid: Option<u32>, tick: f64) -> Cpu {
-    Cpu {
-        proxy: pid.and_then(|p| proxyproc::cpu_us(p, tick)),
-        own: proxyproc::own_cpu_us(tick),
-        machine: proxyproc::machine_cpu_us(tick),
-    }
-}
-
 /// A warm-up, then a measured wrk run, with (for a proxy pid) the proxy's CPU time per request, and the share
 /// of the machine other processes used meanwhile.
 async fn load_run(load: &Load, url: &str, script: &Path, pid: Option<u32>, tick: f64) -> Result<Run> {
     wrk::warm_up(load, url, script).await?;
-    let before = cpu_now(pid, tick);
+    let proxy_before = pid.and_then(|p| sys::process_cpu_us(p, tick));
+    let before = Snapshot::take(tick);
     let mut run = wrk::measured(load, url, script).await?;
-    let after = cpu_now(pid, tick);
-    let proxy = before.proxy.zip(after.proxy).map(|(b, a)| a - b);
-    run.proxy_cpu_us = proxy.map(|p| p / run.requests.max(1) as f64);
-    run.foreign_cpu = match (before.machine, after.machine, before.own.zip(after.own)) {
-        (Some((b_busy, b_total)), Some((a_busy, a_total)), Some((b_own, a_own))) if a_total > b_total => {
-            let foreign = (a_busy - b_busy) - (a_own - b_own) - proxy.unwrap_or(0.0);
-            Some((foreign / (a_total - b_total)).max(0.0))
-        }
-        _ => None,
-    };
+    let after = Snapshot::take(tick);
+    let proxy_after = pid.and_then(|p| sys::process_cpu_us(p, tick));
+    run.proxy_cpu_us = proxy_before.zip(proxy_after).map(|(b, a)| (a - b) / run.requests.max(1) as f64);
+    run.foreign_cpu = after.foreign_since(&before);
     Ok(run)
 }
 
@@ -165,7 +146,7 @@ async fn measure(args: &ProxyArgs, bin: &Path, net: &Net) -> Result<()> {
     let (sim, lnd) = net::lnd_simulator(&net.server, dir.path()).await?;
     let upstream = net::upstream().await?;
     let db = dir.path().join("l402.db");
-    let tick = proxyproc::clock_tick_us().await;
+    let tick = sys::clock_tick_us().await;
 
     note(&format!("minting {} tokens into the proxy's store (not paid over Lightning)", args.tokens));
     let tokens_file = dir.path().join("tokens.txt");
@@ -238,16 +219,21 @@ async fn measure(args: &ProxyArgs, bin: &Path, net: &Net) -> Result<()> {
         json!({ "value": round(paywall, 4), "rounds": per, "target": 0.10 }),
         &format!("paywall cost = 1 - token/off = {:.1}% (target < 10%)", paywall * 100.0),
     );
-    if let (Some(off_cpu), Some(token_cpu)) = (summarize(&off).cpu_us, summarize(&paid).cpu_us) {
-        let share = token_cpu / off_cpu - 1.0;
+    // Paired per round, like the throughput cost: the proxy's CPU per request drifts over a run.
+    let pairs: Vec<(f64, f64)> =
+        off.iter().zip(&paid).filter_map(|(o, t)| o.proxy_cpu_us.zip(t.proxy_cpu_us)).collect();
+    if !pairs.is_empty() {
+        let extra: Vec<f64> = pairs.iter().map(|(o, t)| t - o).collect();
+        let shares: Vec<f64> = pairs.iter().map(|(o, t)| t / o - 1.0).collect();
+        let (extra_us, share) = (median(&extra), median(&shares));
+        let (off_cpu, token_cpu) = (summarize(&off).cpu_us.unwrap_or(0.0), summarize(&paid).cpu_us.unwrap_or(0.0));
         emit(
             "proxy.paywall_cpu",
-            json!({ "off_us": round(off_cpu, 2), "token_us": round(token_cpu, 2), "extra_us": round(token_cpu - off_cpu, 2),
-                    "share": round(share, 4) }),
+            json!({ "off_us": round(off_cpu, 2), "token_us": round(token_cpu, 2), "extra_us": round(extra_us, 2),
+                    "share": round(share, 4), "rounds": shares.iter().map(|s| round(*s, 4)).collect::<Vec<_>>() }),
             &format!(
-                "proxy CPU per request (user + system, /proc/PID/stat): payment off {off_cpu:.1} µs, valid token \
-                 {token_cpu:.1} µs: the paywall adds {:.1} µs ({:.1}%)",
-                token_cpu - off_cpu,
+                "proxy CPU per request (user + system, /proc/PID/stat; medians {off_cpu:.1} µs off, {token_cpu:.1} µs \
+                 token): the paywall adds {extra_us:.1} µs, {:.1}% (medians of per-round differences and ratios)",
                 share * 100.0
             ),
         );

@@ -123,49 +123,6 @@ pub(crate) fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()
 }
 
-/// CPU time a process has used (user + system), µs, from `/proc/<pid>/stat`; `tick_us` is the length of a
-/// clock tick ([`clock_tick_us`]).
-pub(crate) fn cpu_us(pid: u32, tick_us: f64) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
-    // After the command name: state is field 3, utime 14, stime 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 * tick_us)
-}
-
-/// This process's CPU time with that of its reaped children (wrk runs), µs.
-pub(crate) fn own_cpu_us(tick_us: f64) -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
-    // utime, stime, cutime, cstime: fields 14 to 17.
-    let sum: u64 = fields.get(11..15)?.iter().map(|f| f.parse::<u64>().unwrap_or(0)).sum();
-    Some(sum as f64 * tick_us)
-}
-
-/// The whole machine's CPU time, µs: (busy, total) over all cores, from `/proc/stat`.
-pub(crate) fn machine_cpu_us(tick_us: f64) -> Option<(f64, f64)> {
-    let text = std::fs::read_to_string("/proc/stat").ok()?;
-    let v: Vec<u64> = text.lines().next()?.split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect();
-    // user nice system idle iowait irq softirq steal (guest time is already in user).
-    let busy = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7)?;
-    let total = busy + v.get(3)? + v.get(4)?;
-    Some((busy as f64 * tick_us, total as f64 * tick_us))
-}
-
-/// The length of a clock tick, µs (`getconf CLK_TCK`; 100 Hz if that cannot be asked).
-pub(crate) async fn clock_tick_us() -> f64 {
-    let hz = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .await
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
-        .filter(|hz| *hz > 0.0)
-        .unwrap_or(100.0);
-    1e6 / hz
-}
-
 /// The resident set size of a process, KiB.
 pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     proc_status_kib(pid, "VmRSS")

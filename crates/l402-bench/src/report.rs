@@ -168,8 +168,9 @@ fn machine(md: &mut String, dir: &Path) {
     }
     let _ = writeln!(
         md,
-        "- Everything (wrk, the proxy, the upstream, the nodes) shares these cores; other work on the machine shows \
-         in the load average noted under each command."
+        "- Everything (wrk, the proxy, the upstream, the nodes) shares these cores. The machine is shared with other \
+         work: the load average before each command and the \"other processes\" columns (CPU time used during a \
+         measurement by processes this benchmark did not start) show how much it interfered."
     );
 }
 
@@ -200,7 +201,7 @@ fn verify_section(md: &mut String, dir: &Path) {
             }
             None => "no floor measured".to_owned(),
         };
-        let _ = writeln!(md, "| {what} | {:.2} µs | {:.0} | {note} |", ns / 1e3, 1e9 / ns);
+        let _ = writeln!(md, "| {what} | {:.2} µs | {} | {note} |", ns / 1e3, thousands(1e9 / ns));
     }
 }
 
@@ -214,15 +215,28 @@ fn payments_section(md: &mut String, step: &Step) {
         }
         let note = match name {
             n if n.starts_with("payments/ldk") => {
-                "one real payment over one channel, embedded nodes: the floor under \
-                                                   the client's 402 -> 200 below (no target in issue 6)"
+                "one real payment over one channel, embedded nodes: the floor under the client's 402 -> 200 below \
+                 (no target in issue 6)"
             }
             n if n.starts_with("payments/lnd") => {
-                "the same over LND's gRPC on both ends (simulator over LDK): the \
-                                                   cost of the LND adapter and its TLS/gRPC hops"
+                "the same payment through LND's gRPC on both ends (the adapter, TLS and the simulator over LDK); \
+                 compare with LDK -> LDK"
             }
             _ => "setup time of the network every benchmark and test starts",
         };
         let _ = writeln!(md, "| {name} | {value} | {note} |");
     }
+}
+
+/// An integer with thousands separators: 623,470.
+pub(crate) fn thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if x < 0.0 { format!("-{out}") } else { out }
 }

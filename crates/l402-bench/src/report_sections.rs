@@ -37,6 +37,15 @@ fn range(r: &Results, figure: &str) -> String {
     }
 }
 
+/// What else the machine did during a figure's measurement.
+fn machine(r: &Results, figure: &str) -> String {
+    match (num(r, figure, "foreign_cpu"), num(r, figure, "iowait")) {
+        (Some(f), Some(io)) => format!("{:.0}% / {:.0}%", f * 100.0, io * 100.0),
+        (Some(f), None) => format!("{:.0}%", f * 100.0),
+        _ => "-".to_owned(),
+    }
+}
+
 fn within(value: f64, target: f64) -> &'static str {
     if value < target { "within" } else { "NOT within" }
 }
@@ -93,7 +102,9 @@ pub(crate) fn proxy(md: &mut String, r: &Results) {
             continue;
         };
         let note = match base {
-            Some(b) => format!("{:.1}% {note}", rps / b * 100.0),
+            Some(b) => {
+                format!("{:.1}% {note} (ratio of the medians; the paired per-round costs are below)", rps / b * 100.0)
+            }
             None => note.to_owned(),
         };
         let cpu = num(r, figure, "proxy_cpu_us").map_or_else(|| "-".to_owned(), |c| format!("{c:.1} µs"));
@@ -101,7 +112,8 @@ pub(crate) fn proxy(md: &mut String, r: &Results) {
             num(r, figure, "foreign_cpu").map_or_else(|| "-".to_owned(), |c| format!("{:.0}% of the CPU", c * 100.0));
         let _ = writeln!(
             md,
-            "| {what} | {rps:.0} | {:.2} ms | {:.2} ms | {cpu} | {foreign} | {note} |",
+            "| {what} | {} | {:.2} ms | {:.2} ms | {cpu} | {foreign} | {note} |",
+            crate::report::thousands(rps),
             p50 / 1e3,
             p99 / 1e3
         );
@@ -121,18 +133,20 @@ pub(crate) fn proxy(md: &mut String, r: &Results) {
         }
         None => missing(md, "proxy.paywall_cost"),
     }
-    if let (Some(off), Some(token), Some(share)) = (
+    if let (Some(off), Some(token), Some(extra), Some(share)) = (
         num(r, "proxy.paywall_cpu", "off_us"),
         num(r, "proxy.paywall_cpu", "token_us"),
+        num(r, "proxy.paywall_cpu", "extra_us"),
         num(r, "proxy.paywall_cpu", "share"),
     ) {
         let _ = writeln!(
             md,
             "| paywall CPU in the proxy process: CPU time per request with a token over payment off (user + system \
-             from /proc/PID/stat, median over rounds) | {off:.1} µs -> {token:.1} µs: +{:.1} µs, +{:.1}% | the same \
-             target measured without wrk and the upstream sharing the cores: {} 10% |",
-            token - off,
+             from /proc/PID/stat; medians of per-round differences and ratios) | +{extra:.1} µs, +{:.1}% ({}; medians \
+             {off:.1} µs off, {token:.1} µs token) | the same target measured on the proxy's own CPU time, apart from \
+             wrk and the upstream sharing the cores: {} 10% |",
             share * 100.0,
+            range(r, "proxy.paywall_cpu"),
             within(share, 0.10)
         );
     }
@@ -213,10 +227,12 @@ pub(crate) fn challenges(md: &mut String, r: &Results) {
         md,
         "Through `Paywall::mint` in process (invoice from the backend, random token id and root key, caveats, SQLite \
          insert) plus the two `WWW-Authenticate` lines, as a 402 needs. LND-sim: `l402_lnd::LndNode` with an invoice \
-         macaroon over gRPC/TLS to the simulator, which asks the same LDK node.\n"
+         macaroon over gRPC/TLS to the simulator, which asks the same LDK node. Other processes' CPU: the share of the \
+         machine's CPU time used during the measurement by processes other than this benchmark and those it started; \
+         iowait: the share spent waiting on the disk (the node persists each invoice).\n"
     );
-    let _ = writeln!(md, "| Figure | Per second | Median | p99 | Interpretation |");
-    let _ = writeln!(md, "|---|---|---|---|---|");
+    let _ = writeln!(md, "| Figure | Per second | Median | p99 | other processes' CPU / iowait | Interpretation |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
     for (key, label) in [("ldk", "embedded LDK"), ("lnd_sim", "LND-sim")] {
         let invoice = num(r, &format!("challenges.{key}.invoice_only"), "median_us");
         for (kind, what) in [
@@ -236,16 +252,17 @@ pub(crate) fn challenges(md: &mut String, r: &Results) {
             let note = match (kind, invoice) {
                 ("invoice_only", _) => "the backend's share: the floor under a challenge".to_owned(),
                 ("sequential", Some(inv)) => format!(
-                    "{:.0}% of a challenge's time is the invoice; issue 6 sets no number",
+                    "the invoice alone is about {:.0}% of a challenge's median; issue 6 sets no number",
                     (inv / med * 100.0).min(100.0)
                 ),
                 _ => format!("{conc:.0} tasks at once: throughput when several clients ask together"),
             };
             let _ = writeln!(
                 md,
-                "| {label}: {what} ({count:.0}) | {per_sec:.0} | {:.2} ms | {:.2} ms | {note} |",
+                "| {label}: {what} ({count:.0}) | {per_sec:.0} | {:.2} ms | {:.2} ms | {} | {note} |",
                 med / 1e3,
-                p99 / 1e3
+                p99 / 1e3,
+                machine(r, &figure)
             );
         }
     }
@@ -258,8 +275,8 @@ pub(crate) fn client(md: &mut String, r: &Results) {
         "`l402_client::Client` paying from alice's LDK node, against `l402 proxy` (process, LND-sim backend) over a \
          `hello` upstream; the plain requests use the same `reqwest::Client` and credential.\n"
     );
-    let _ = writeln!(md, "| Figure | Result | Interpretation |");
-    let _ = writeln!(md, "|---|---|---|");
+    let _ = writeln!(md, "| Figure | Result | other processes' CPU / iowait | Interpretation |");
+    let _ = writeln!(md, "|---|---|---|---|");
     let c = "client.cached_token";
     match (num(r, c, "client_median_us"), num(r, c, "plain_median_us"), num(r, c, "overhead_us"), num(r, c, "ratio")) {
         (Some(cu), Some(pu), Some(over), Some(ratio)) => {
@@ -267,8 +284,9 @@ pub(crate) fn client(md: &mut String, r: &Results) {
             let _ = writeln!(
                 md,
                 "| request with a cached token: Client vs plain reqwest (median of {n:.0} each, interleaved) | \
-                 {cu:.0} µs vs {pu:.0} µs: +{over:.0} µs, x{ratio:.2} | the client's own cost per request (token \
-                 lookup in its SQLite store, header, last-use write); issue 6 asks for it, sets no number |"
+                 {cu:.0} µs vs {pu:.0} µs: +{over:.0} µs, x{ratio:.2} | {} | the client's own cost per request (token \
+                 lookup in its SQLite store, header, last-use write); issue 6 asks for it, sets no number |",
+                machine(r, c)
             );
         }
         _ => missing(md, c),
@@ -281,13 +299,15 @@ pub(crate) fn client(md: &mut String, r: &Results) {
             let _ = writeln!(
                 md,
                 "| time from 402 to 200 with a real regtest payment, each a fresh token (median of {n:.0}) | {from:.1} ms \
-                 (min {lo:.1}, max {hi:.1}) | from the client's `Paying` report (402 received and checked, payment \
-                 journaled) to the 200; issue 6 asks for the median of 50 |"
+                 (min {lo:.1}, max {hi:.1}) | {} | from the client's `Paying` report (402 received and checked, payment \
+                 journaled) to the 200; issue 6 asks for the median of 50 |",
+                machine(r, p)
             );
             let _ = writeln!(
                 md,
                 "| the whole paid request: GET, 402 (invoice via LND-sim), pay, retry, 200 (median of {n:.0}) | {total:.1} \
-                 ms | adds the first round trip and the challenge's invoice creation |"
+                 ms | {} | adds the first round trip and the challenge's invoice creation |",
+                machine(r, p)
             );
         }
         _ => missing(md, p),
