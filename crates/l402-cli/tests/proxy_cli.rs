@@ -30,7 +30,7 @@ fn proxy_process_with_an_embedded_ldk_node_answers_a_real_challenge() {
     assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(net.join("state.json")).expect("state")).expect("json");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = l402_regtest::free_port().expect("a free port");
     let config = dir.path().join("l402.toml");
     std::fs::write(
         &config,

@@ -207,3 +207,64 @@ async fn refuses_before_paying_and_keeps_refused_tokens() {
     assert_ledger_matches_node(&d, &alice);
     net.shutdown().await;
 }
+
+/// payer -> bob -> server, bob charging 15 sat + 0.1% to forward. For a 100-sat price the client's first fee
+/// limit is 10 sat: no route. Its one retry, at twice that (20 sat, within `max_fee`), pays bob's fee, and the
+/// ledger, the budget and the node agree on it to the msat. With `max_fee` under bob's fee, both attempts find
+/// no route: the payment fails and nothing moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn routing_fees_are_capped_retried_once_and_recorded() {
+    let net = l402_regtest::Regtest::start().await.expect("regtest starts");
+    let server_node = net.ldk_node("server").await.expect("server node");
+    let bob = net.ldk_node("bob").await.expect("bob");
+    let alice = net.ldk_node("alice").await.expect("alice");
+    net.fund(&alice, 1_000_000).await.expect("fund alice");
+    net.open_channel(&alice, &bob, 500_000, 0).await.expect("alice -> bob");
+    net.fund(&bob, 1_000_000).await.expect("fund bob");
+    let fee = l402_regtest::ForwardingFee { base_msat: 15_000, ppm: 1_000 };
+    net.open_announced_channel(&bob, &server_node, 500_000, fee, &[&alice]).await.expect("bob -> server");
+    let server = Server::start(server_node.clone()).await;
+    let price = Msat::from_sat(100);
+    let hop_fee = fee.for_amount(price.0);
+    let dir = tempfile::tempdir().expect("tmp");
+
+    let limits_tried = |cfg: &mut ClientConfig| {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        cfg.progress = Some(Arc::new(move |p: &l402_client::Progress| {
+            if let l402_client::Progress::Paying { fee_limit, .. } = p {
+                sink.lock().expect("lock").push(fee_limit.0);
+            }
+        }));
+        seen
+    };
+
+    // Capped: first limit 10 sat, the retry 12 sat (max_fee), both under bob's 15.1 sat.
+    let mut cfg = ClientConfig::new(dir.path().join("capped"));
+    cfg.max_fee = Msat::from_sat(12);
+    let tried = limits_tried(&mut cfg);
+    let capped = Client::new(alice.clone(), cfg).expect("client");
+    match get(&capped, &server.url("/svc/data")).await {
+        Err(Error::PaymentFailed { failure: l402_lightning::PaymentFailure::NoRoute, .. }) => {}
+        other => panic!("expected no route, got {:?}", other.map(|r| r.response.status())),
+    }
+    assert_eq!(*tried.lock().expect("lock"), vec![10_000, 12_000], "one retry, capped at max_fee");
+    assert!(node_payments(&alice).is_empty(), "nothing paid");
+    assert_eq!(capped.usage("").await.expect("usage").total, 0, "the reservation was released");
+    let ledger = capped.ledger(None).await.expect("ledger");
+    assert_eq!(ledger.iter().map(|e| e.state.as_str()).collect::<Vec<_>>(), vec!["failed"]);
+
+    // Defaults (max_fee 50 sat): 10 sat finds no route, the retry at 20 sat pays bob's fee.
+    let mut cfg = ClientConfig::new(dir.path().join("paid"));
+    let tried = limits_tried(&mut cfg);
+    let c = Client::new(alice.clone(), cfg).expect("client");
+    let r = get(&c, &server.url("/svc/data")).await.expect("paid through bob");
+    assert_eq!(r.response.status(), 200);
+    let paid = r.payment.expect("a payment");
+    assert_eq!(*tried.lock().expect("lock"), vec![10_000, 20_000]);
+    assert_eq!(paid.amount, price);
+    assert_eq!(paid.fee, Msat(hop_fee), "bob's fee, to the msat");
+    assert_ledger_matches_node(&c, &alice);
+    assert_eq!(c.usage("").await.expect("usage").total, price.0 + hop_fee, "the budget counts price + fee");
+    net.shutdown().await;
+}

@@ -27,7 +27,7 @@ pub mod postgres;
 
 pub use bitcoind::{Bitcoind, find_bitcoind};
 pub use error::RegtestError;
-pub use network::Regtest;
+pub use network::{ForwardingFee, Regtest};
 pub use postgres::Postgres;
 
 /// Pays the L402 challenge found in a 402's `WWW-Authenticate` values with `payer`, after checking that the
@@ -56,10 +56,34 @@ pub async fn pay_challenge<'a>(
     Ok((credential.header_value(), paid))
 }
 
-/// A free TCP port on 127.0.0.1 (bound, read and released; another process could take it in between, which on
-/// a test machine is rare enough).
+/// A free TCP port on 127.0.0.1, for a process to listen on.
+///
+/// Ports are taken from 20000-31999, below the kernel's ephemeral range (32768 and up on Linux): a port the
+/// kernel handed out by `bind(0)` and released could be taken by any outbound connection (RPC polls, HTTP
+/// clients) before the node binds it, which made node starts fail now and then. Within a process, ports are
+/// handed out in turn from a random start, so parallel tests never get the same one; each is checked free by
+/// binding it.
 pub fn free_port() -> Result<u16, RegtestError> {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| RegtestError::Io("binding a port".into(), e))?;
-    listener.local_addr().map(|a| a.port()).map_err(|e| RegtestError::Io("reading a port".into(), e))
+    use std::hash::{BuildHasher as _, Hasher as _};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let _ = NEXT.compare_exchange(
+            u32::MAX,
+            (h.finish() % u64::from(COUNT)) as u32,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+    for _ in 0..COUNT {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(RegtestError::Io("finding a free port".into(), std::io::Error::from(std::io::ErrorKind::AddrInUse)))
 }

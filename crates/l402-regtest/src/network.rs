@@ -6,12 +6,30 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use l402_ldk::events::ChannelEvent;
+use l402_ldk::ldk_node::config::ChannelConfig;
 use l402_ldk::ldk_node::lightning::ln::msgs::SocketAddress;
+use l402_ldk::ldk_node::lightning::routing::gossip::NodeId;
 use l402_ldk::{LdkConfig, LdkNode, Network};
 
 use crate::bitcoind::Bitcoind;
 use crate::error::RegtestError;
 use crate::free_port;
+
+/// What a node charges to forward a payment over a channel: `base_msat` plus `ppm` millionths of the amount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForwardingFee {
+    /// The fixed part, msat.
+    pub base_msat: u32,
+    /// The proportional part, millionths of the amount forwarded.
+    pub ppm: u32,
+}
+
+impl ForwardingFee {
+    /// The fee for forwarding `amount_msat`, rounded down as BOLT 7 says.
+    pub fn for_amount(self, amount_msat: u64) -> u64 {
+        u64::from(self.base_msat) + amount_msat * u64::from(self.ppm) / 1_000_000
+    }
+}
 
 const CHANNEL_CONFIRMATIONS: u32 = 6;
 const WAIT: Duration = Duration::from_secs(90);
@@ -74,7 +92,8 @@ impl Regtest {
             data_dir: self.root.join("ldk").join(name),
             listen: Some(listen),
             chain: self.bitcoind.chain_source(),
-            alias: None,
+            // An alias lets the node open and accept announced channels (ldk-node forwards only over those).
+            alias: Some(name.to_owned()),
         })
         .await?;
         self.wait_synced(&node).await?;
@@ -140,17 +159,83 @@ impl Regtest {
         sats: u64,
         push_msat: u64,
     ) -> Result<u128, RegtestError> {
+        self.open(from, to, sats, push_msat, None).await
+    }
+
+    /// Opens an announced channel of `sats` from `from` to `to`, over which `from` charges `fee` to forward,
+    /// confirms it, and waits until it is usable and every node in `observers` has it, with that fee, in its
+    /// network graph (from the gossip `from` sends). Payers route over it from the graph: ldk-node forwards
+    /// only over announced channels, so a route through a third node needs one. Returns the user channel id.
+    pub async fn open_announced_channel(
+        &self,
+        from: &LdkNode,
+        to: &LdkNode,
+        sats: u64,
+        fee: ForwardingFee,
+        observers: &[&LdkNode],
+    ) -> Result<u128, RegtestError> {
+        let ucid = self.open(from, to, sats, 0, Some(fee)).await?;
+        let scid = from
+            .inner()
+            .list_channels()
+            .iter()
+            .find(|c| c.user_channel_id.0 == ucid)
+            .and_then(|c| c.short_channel_id)
+            .ok_or(RegtestError::Ldk("announced channel", "no short channel id".into()))?;
+        let source = NodeId::from_pubkey(&from.inner().node_id());
+        let deadline = tokio::time::Instant::now() + WAIT;
+        for observer in observers {
+            loop {
+                let known = observer.inner().network_graph().channel(scid).and_then(|c| {
+                    let update = if c.node_one == source { c.one_to_two } else { c.two_to_one };
+                    update.map(|u| (u.fees.base_msat, u.fees.proportional_millionths, u.enabled))
+                });
+                if known == Some((fee.base_msat, fee.ppm, true)) {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(RegtestError::Timeout(format!(
+                        "node {} to learn channel {scid} from gossip (it has {known:?})",
+                        observer.node_id()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(ucid)
+    }
+
+    async fn open(
+        &self,
+        from: &LdkNode,
+        to: &LdkNode,
+        sats: u64,
+        push_msat: u64,
+        announce: Option<ForwardingFee>,
+    ) -> Result<u128, RegtestError> {
         let addr = to.config().listen.ok_or(RegtestError::Ldk("open channel", "peer does not listen".into()))?;
         let mut events = from.channel_events();
         let peer = to.inner().node_id();
         let opener = from.handle();
         let push = (push_msat > 0).then_some(push_msat);
-        let ucid =
-            tokio::task::spawn_blocking(move || opener.open_channel(peer, SocketAddress::from(addr), sats, push, None))
-                .await
-                .map_err(|e| RegtestError::Ldk("open channel", e.to_string()))?
-                .map_err(|e| RegtestError::Ldk("open channel", e.to_string()))?
-                .0;
+        let ucid = tokio::task::spawn_blocking(move || {
+            let addr = SocketAddress::from(addr);
+            match announce {
+                None => opener.open_channel(peer, addr, sats, push, None),
+                Some(fee) => {
+                    let config = ChannelConfig {
+                        forwarding_fee_base_msat: fee.base_msat,
+                        forwarding_fee_proportional_millionths: fee.ppm,
+                        ..ChannelConfig::default()
+                    };
+                    opener.open_announced_channel(peer, addr, sats, push, Some(config))
+                }
+            }
+        })
+        .await
+        .map_err(|e| RegtestError::Ldk("open channel", e.to_string()))?
+        .map_err(|e| RegtestError::Ldk("open channel", e.to_string()))?
+        .0;
         let txid = tokio::time::timeout(WAIT, async {
             loop {
                 match events.recv().await {

@@ -11,7 +11,7 @@ use l402_lightning::{
     PaymentStatus, Retry,
 };
 use l402_proto::{Msat, PaymentHash};
-use l402_regtest::Regtest;
+use l402_regtest::{ForwardingFee, Regtest};
 
 /// A network with alice -> bob, 500k sats.
 async fn alice_bob() -> (Regtest, Arc<LdkNode>, Arc<LdkNode>) {
@@ -191,6 +191,62 @@ async fn failures_are_typed_and_move_no_money() {
     ));
 
     assert_eq!(alice.inner().list_channels()[0].outbound_capacity_msat, capacity, "no money moved");
+    net.shutdown().await;
+}
+
+/// Alice's outbound capacity on her one channel, once it stops moving (an HTLC's removal finishes a moment
+/// after the payer learns the preimage).
+async fn settled_capacity(node: &LdkNode, expected: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = node.inner().list_channels()[0].outbound_capacity_msat;
+        if now == expected || Instant::now() >= deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// alice -> bob -> carol, bob charging 15 sat + 0.1% to forward over an announced channel: a fee limit one msat
+/// under his fee finds no route and moves nothing; a limit of exactly his fee pays it, to the msat, and no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_routed_payment_pays_the_hops_fee_and_never_more_than_the_limit() {
+    let (net, alice, bob) = alice_bob().await;
+    let carol = net.ldk_node("carol").await.expect("carol");
+    net.fund(&bob, 1_000_000).await.expect("fund bob");
+    let fee = ForwardingFee { base_msat: 15_000, ppm: 1_000 };
+    net.open_announced_channel(&bob, &carol, 500_000, fee, &[&alice]).await.expect("bob -> carol, gossiped");
+
+    let sats = 20_000;
+    let hop_fee = fee.for_amount(sats * 1_000);
+    assert_eq!(hop_fee, 35_000);
+    let (bolt11, hash) = invoice(&carol, sats).await;
+    let capacity = alice.inner().list_channels()[0].outbound_capacity_msat;
+
+    let mut req = pay_request(&bolt11, hash, sats);
+    req.max_fee = Msat(hop_fee - 1);
+    let r = alice.pay(&req, &|_| {}).await;
+    assert_eq!(r, Err(PayError::Failed(PaymentFailure::NoRoute)), "bob's fee is over the limit");
+    assert_eq!(carol.lookup_invoice(&hash).await.expect("lookup"), InvoiceState::Open);
+    assert_eq!(alice.inner().list_channels()[0].outbound_capacity_msat, capacity, "no money moved");
+
+    // The same hash again, with the limit raised to bob's fee (what the client's one retry does).
+    req.max_fee = Msat(hop_fee);
+    let paid = alice.pay(&req, &|_| {}).await.expect("paid through bob");
+    assert_eq!(paid.preimage.payment_hash(), hash);
+    assert_eq!(paid.amount, Msat::from_sat(sats));
+    assert_eq!(paid.fee, Msat(hop_fee), "the fee is bob's policy for this amount, to the msat");
+    let ldk_fee = alice
+        .inner()
+        .payment(&l402_ldk::ldk_node::lightning::ln::channelmanager::PaymentId(hash.0))
+        .and_then(|p| p.fee_paid_msat);
+    assert_eq!(ldk_fee, Some(hop_fee), "the node's own record says the same");
+    match carol.wait_invoice(&hash, Duration::from_secs(5)).await.expect("wait") {
+        InvoiceState::Settled(s) => assert_eq!(s.amount_received, Msat::from_sat(sats), "carol got the price"),
+        other => panic!("not settled: {other:?}"),
+    }
+    let expected = capacity - sats * 1_000 - hop_fee;
+    assert_eq!(settled_capacity(&alice, expected).await, expected, "alice paid the price plus bob's fee");
     net.shutdown().await;
 }
 
