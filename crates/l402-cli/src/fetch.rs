@@ -11,7 +11,9 @@
 //! refused before paying: 10 price over the cap, 11 amountless invoice, 12 wrong network, 13 invoice expired
 //! (or expiring within the margin), 14 invoice payment hash differs from the macaroon's, 15 budget exhausted,
 //! 16 request body not replayable; after trying to pay: 20 payment failed (no money moved), 21 payment outcome
-//! unknown (reservation kept; the next run looks it up), 22 paid but refused (token kept as proof of payment).
+//! unknown (reservation kept; the next run looks it up), 22 paid but refused (token kept as proof of payment);
+//! 28 `--max-time` ran out (before paying, or after paying with the token stored; if it runs out while a
+//! payment is in flight the exit is 21).
 //!
 //! Test hook: `L402_TEST_PAUSE_AT=journal_written|payment_in_flight|payment_succeeded` makes the process print
 //! `l402: test pause at <name>` on stderr and stop there (for crash tests, which SIGKILL it).
@@ -19,6 +21,7 @@
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -75,6 +78,10 @@ pub(crate) struct FetchArgs {
     /// How long to follow an interrupted payment found in flight before reporting its outcome as unknown.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     recovery_timeout: u64,
+    /// The most the whole command may take, in seconds (exit 28). A payment is never abandoned unrecorded:
+    /// if time runs out while one is in flight, the exit is 21 and the next run looks it up.
+    #[arg(short = 'm', long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    max_time: Option<u64>,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -147,6 +154,49 @@ fn pause_hook() -> Option<l402_client::config::CheckpointFn> {
     }))
 }
 
+/// How far a command got with paying, as its progress reports it (for `--max-time`).
+#[derive(Debug, Default)]
+pub(crate) struct Phase(AtomicU8);
+
+impl Phase {
+    const PAYING: u8 = 1;
+    const PAID: u8 = 2;
+
+    fn see(&self, p: &Progress) {
+        match p {
+            Progress::Paying { .. } | Progress::Recovering { .. } => {
+                let _ = self.0.compare_exchange(0, Self::PAYING, Ordering::SeqCst, Ordering::SeqCst);
+            }
+            Progress::Payment { event: PaymentEvent::Succeeded(_), .. } => self.0.store(Self::PAID, Ordering::SeqCst),
+            Progress::Payment { event: PaymentEvent::Failed(_), .. } => {
+                let _ = self.0.compare_exchange(Self::PAYING, 0, Ordering::SeqCst, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+    }
+
+    /// What running out of time means, given how far the payment got.
+    fn timed_out(&self, secs: u64) -> Failure {
+        match self.0.load(Ordering::SeqCst) {
+            Self::PAYING => Failure::Code(
+                21,
+                format!(
+                    "--max-time of {secs} s ran out while a payment was in flight [outcome_unknown] (the payment \
+                     may have gone through: it will not be paid again; the next run looks it up)"
+                ),
+            ),
+            Self::PAID => Failure::Code(
+                28,
+                format!(
+                    "--max-time of {secs} s ran out after paying [timeout] (the token is stored: the next request \
+                     uses it; see `l402 token list`)"
+                ),
+            ),
+            _ => Failure::Code(28, format!("--max-time of {secs} s ran out [timeout] (nothing was paid)")),
+        }
+    }
+}
+
 /// The per-command settings of a client (sat and seconds, as the options take them).
 pub(crate) struct Knobs {
     pub(crate) max_cost: u64,
@@ -154,6 +204,8 @@ pub(crate) struct Knobs {
     pub(crate) budget: Option<u64>,
     pub(crate) payment_timeout: u64,
     pub(crate) recovery_timeout: u64,
+    /// Told of every progress report, if set.
+    pub(crate) phase: Option<Arc<Phase>>,
 }
 
 /// Builds the client for `fetch`, `spend --recover` and `mcp`.
@@ -174,7 +226,11 @@ pub(crate) fn client(
     config.recovery_timeout = Duration::from_secs(knobs.recovery_timeout);
     config.network = wallet.currency()?;
     config.checkpoint = pause_hook();
-    config.progress = Some(Arc::new(|p: &Progress| {
+    let phase = knobs.phase.clone();
+    config.progress = Some(Arc::new(move |p: &Progress| {
+        if let Some(phase) = &phase {
+            phase.see(p);
+        }
         if let Some(line) = progress_line(p) {
             eprintln!("l402: {line}");
         }
@@ -219,16 +275,30 @@ pub(crate) fn run(args: FetchArgs) -> Result<(), Failure> {
     crate::wallet::init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async {
+        let phase = Arc::new(Phase::default());
+        // A payment attempt started within --max-time also stops within it.
+        let bounded = |secs: u64| args.max_time.map_or(secs, |m| secs.min(m));
         let knobs = Knobs {
             max_cost: args.max_cost,
             max_fee: args.max_fee,
             budget: args.budget,
-            payment_timeout: args.payment_timeout,
-            recovery_timeout: args.recovery_timeout,
+            payment_timeout: bounded(args.payment_timeout),
+            recovery_timeout: bounded(args.recovery_timeout),
+            phase: Some(phase.clone()),
         };
         let (client, wallet) = client(&args.store, &args.wallet, &knobs)?;
         let json = args.json || (!args.raw && !std::io::stdout().is_terminal());
-        let out = if args.dry_run { dry_run(&client, &args, json).await } else { fetch(&client, &args, json).await };
+        let work = async {
+            if args.dry_run { dry_run(&client, &args, json).await } else { fetch(&client, &args, json).await }
+        };
+        let out = match args.max_time {
+            None => work.await,
+            // Dropping the request mid-payment is what a crash does to it, and the journal is made for that:
+            // the payment was recorded before it was sent, and the next run finds it by hash.
+            Some(secs) => tokio::time::timeout(Duration::from_secs(secs), work)
+                .await
+                .unwrap_or_else(|_| Err(phase.timed_out(secs))),
+        };
         wallet.shutdown().await;
         out
     })

@@ -67,7 +67,8 @@ const FETCH_EXIT_CODES: &str = "Exit codes: 0 a response was received; 2 usage; 
 unavailable; 5 402 without a usable L402 challenge; 6 local store error; refused before paying: 10 price over \
 --max-cost, 11 amountless invoice, 12 wrong network, 13 invoice expired, 14 invoice payment hash differs from the \
 macaroon's, 15 budget exhausted, 16 body not replayable; 20 payment failed (no money moved), 21 payment outcome \
-unknown (not paid again; looked up on the next run), 22 paid but refused (token kept; see `l402 token list`).";
+unknown (not paid again; looked up on the next run), 22 paid but refused (token kept; see `l402 token list`), \
+28 --max-time ran out (before paying, or after paying with the token stored).";
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {

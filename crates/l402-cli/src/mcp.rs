@@ -218,6 +218,7 @@ pub(crate) fn run(args: McpArgs) -> Result<(), Failure> {
             budget: args.budget,
             payment_timeout: 60,
             recovery_timeout: 60,
+            phase: None,
         };
         let (client, wallet) = crate::fetch::client(&args.store, &args.wallet, &knobs)?;
         let server = L402Mcp { client: Arc::new(client), cap_sat: args.max_cost, tool_router: L402Mcp::tool_router() };

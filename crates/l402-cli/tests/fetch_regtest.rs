@@ -398,3 +398,43 @@ async fn two_processes_sharing_a_data_dir_pay_once() {
     assert_eq!(total, 1, "one payment across both wallets");
     env.net.shutdown().await;
 }
+
+/// `--max-time`: a server that never answers gives exit 28 with nothing paid; a server that takes the money and
+/// then hangs on the paid request gives exit 28 with the token stored, and the next run uses that token
+/// without paying again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_time_stops_the_command_and_never_loses_a_payment() {
+    let env = env(&["alice"]).await;
+    let data = env.data("max-time");
+
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind"); // accepts, never answers
+    let silent_url = format!("http://{}/svc/data", silent.local_addr().expect("addr"));
+    let started = std::time::Instant::now();
+    let o = env.run(0, &data, &["fetch", "--json", "--max-time", "2", &silent_url]);
+    assert_eq!(o.status.code(), Some(28), "{}", describe(&o));
+    assert!(stderr(&o).contains("nothing was paid"), "{}", describe(&o));
+    assert!(started.elapsed() < Duration::from_secs(30), "the command stopped (it would wait forever otherwise)");
+
+    env.server.set_mode(Mode::HangPaid);
+    let url = env.server.url("/svc/data");
+    let o = env.run(0, &data, &["fetch", "--json", "--max-time", "20", &url]);
+    assert_eq!(o.status.code(), Some(28), "{}", describe(&o));
+    assert!(stderr(&o).contains("after paying"), "{}", describe(&o));
+    assert_eq!(env.server.challenges(), 1);
+    let tokens = json(&env.run(0, &data, &["token", "list", "--json"]))["tokens"].clone();
+    assert_eq!(tokens.as_array().expect("tokens").len(), 1, "the token paid for is stored");
+    assert_eq!(tokens[0]["state"], "valid");
+
+    env.server.set_mode(Mode::Normal);
+    let o = env.run(0, &data, &["fetch", "--json", &url]);
+    assert!(o.status.success(), "{}", describe(&o));
+    let v = json(&o);
+    assert_eq!(v["status"], 200);
+    assert!(v["payment"].is_null(), "no second payment: {v}");
+    assert_eq!(v["token_id"], tokens[0]["token_id"]);
+    assert_eq!(env.server.challenges(), 1);
+    let node = env.node(0).await;
+    assert_eq!(node_payments(&node).len(), 1, "one payment left the wallet");
+    node.stop().await;
+    env.net.shutdown().await;
+}

@@ -50,6 +50,8 @@ pub enum Mode {
     HashMismatch,
     /// Valid credentials are answered with a fresh 402 (takes the money, never serves).
     RefuseValid,
+    /// Valid credentials are answered after an hour (takes the money, then keeps the client waiting).
+    HangPaid,
 }
 
 pub struct ServerState {
@@ -187,6 +189,9 @@ async fn handle(
     let mode = *s.mode.lock().expect("lock");
     let scheme = if mode == Mode::RefuseValid { None } else { accepted(&s, &headers, service) };
     if let Some(scheme) = scheme {
+        if mode == Mode::HangPaid {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
         *s.last_scheme.lock().expect("lock") = Some(scheme);
         *s.last_body.lock().expect("lock") = body.to_vec();
         s.served_paid.fetch_add(1, Ordering::SeqCst);
