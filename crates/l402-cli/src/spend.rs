@@ -102,8 +102,14 @@ pub(crate) fn run(args: SpendArgs) -> Result<(), Failure> {
 fn recover(args: &SpendArgs) -> Result<(), Failure> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async {
-        let knobs =
-            crate::fetch::Knobs { max_cost: 1, max_fee: 1, budget: None, payment_timeout: 60, recovery_timeout: 60, phase: None };
+        let knobs = crate::fetch::Knobs {
+            max_cost: 1,
+            max_fee: 1,
+            budget: None,
+            payment_timeout: 60,
+            recovery_timeout: 60,
+            phase: None,
+        };
         let (client, wallet) = crate::fetch::client(&args.store, &args.wallet, &knobs)?;
         let r = client.recover().await;
         wallet.shutdown().await;
