@@ -99,7 +99,13 @@ pub struct Client {
     config: ClientConfig,
     network: OnceCell<Currency>,
     session_used: AtomicU64,
+    /// When this client last wrote each token's `last_used_at` (unix seconds).
+    touched: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
+
+/// `last_used_at` is written at most this often per token and client: it is for people reading `token list`,
+/// and a write per request (an fsync, the store being `synchronous=FULL`) was most of a cached request's cost.
+pub(crate) const TOUCH_INTERVAL_SECS: u64 = 60;
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -150,7 +156,16 @@ impl Client {
         }
         let store = Store::open(&config.data_dir)?;
         let leases = Leases::new(&config.data_dir);
-        Ok(Self { http, payer, store, leases, config, network: OnceCell::new(), session_used: AtomicU64::new(0) })
+        Ok(Self {
+            http,
+            payer,
+            store,
+            leases,
+            config,
+            network: OnceCell::new(),
+            session_used: AtomicU64::new(0),
+            touched: Default::default(),
+        })
     }
 
     /// The store (tokens, ledger).
@@ -291,13 +306,29 @@ impl Client {
     ) -> Result<L402Response, Error> {
         let token_id = match token {
             Some(t) => {
-                let id = t.token_id.clone();
-                self.store.call(move |c| tokens::touch(c, &id, now_unix())).await?;
+                let now = now_unix();
+                if self.due_for_touch(&t.token_id, now) {
+                    let id = t.token_id.clone();
+                    self.store.call(move |c| tokens::touch(c, &id, now)).await?;
+                }
                 Some(t.id()?)
             }
             None => None,
         };
         Ok(L402Response { response, token_id, payment })
+    }
+
+    /// Whether to write `token_id`'s last use now (see [`TOUCH_INTERVAL_SECS`]); notes it if so.
+    fn due_for_touch(&self, token_id: &str, now: u64) -> bool {
+        let mut touched = self.touched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if touched.get(token_id).is_some_and(|last| now < last.saturating_add(TOUCH_INTERVAL_SECS)) {
+            return false;
+        }
+        if touched.len() >= 10_000 {
+            touched.clear();
+        }
+        touched.insert(token_id.to_owned(), now);
+        true
     }
 
     /// Marks a token refused (kept with its preimage) and builds the error that reports it.

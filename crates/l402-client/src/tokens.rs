@@ -169,7 +169,7 @@ pub(crate) fn path_prefix(path: &str) -> String {
 
 /// Deletes tokens of `origin` whose `valid_until` has passed; returns their ids (for the log).
 fn drop_expired(conn: &Connection, origin: &str, now: u64) -> Result<Vec<String>, Error> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "DELETE FROM tokens WHERE origin = ?1 AND state = 'valid' AND valid_until IS NOT NULL AND valid_until <= ?2 \
          RETURNING token_id",
     )?;
@@ -183,7 +183,8 @@ pub(crate) fn select(conn: &Connection, origin: &str, path: &str, now: u64) -> R
         tracing::info!(token_id = %id, origin, "expired token dropped");
     }
     let service: Option<String> = conn
-        .query_row("SELECT service FROM routes WHERE origin = ?1 AND path = ?2", params![origin, path], |r| r.get(0))
+        .prepare_cached("SELECT service FROM routes WHERE origin = ?1 AND path = ?2")?
+        .query_row(params![origin, path], |r| r.get(0))
         .optional()?;
     if let Some(service) = service {
         return valid_for_service(conn, origin, &service);
@@ -192,7 +193,7 @@ pub(crate) fn select(conn: &Connection, origin: &str, path: &str, now: u64) -> R
         "SELECT {COLUMNS} FROM tokens WHERE origin = ?1 AND state = 'valid' AND substr(?2, 1, length(path_prefix)) = \
          path_prefix ORDER BY length(path_prefix) DESC, created_at DESC LIMIT 1"
     );
-    Ok(conn.query_row(&sql, params![origin, path], from_row).optional()?)
+    Ok(conn.prepare_cached(&sql)?.query_row(params![origin, path], from_row).optional()?)
 }
 
 /// The newest valid token of `origin` granting `service`.
@@ -201,7 +202,7 @@ pub(crate) fn valid_for_service(conn: &Connection, origin: &str, service: &str) 
         "SELECT {COLUMNS} FROM tokens WHERE origin = ?1 AND state = 'valid' AND \
          (services = '' OR instr(',' || services || ',', ',' || ?2 || ',') > 0) ORDER BY created_at DESC LIMIT 1"
     );
-    Ok(conn.query_row(&sql, params![origin, service], from_row).optional()?)
+    Ok(conn.prepare_cached(&sql)?.query_row(params![origin, service], from_row).optional()?)
 }
 
 /// The newest refused token of `origin` granting `service`, if any.
@@ -217,12 +218,22 @@ pub(crate) fn refused_for_service(
     Ok(conn.query_row(&sql, params![origin, service], from_row).optional()?)
 }
 
-/// Records which service `path` of `origin` charges for.
+/// How many learned routes are kept per origin (the most recently learned). A route forgotten costs at most
+/// one extra 402 round trip: the client then finds its token by the service the challenge names.
+pub const MAX_ROUTES_PER_ORIGIN: usize = 1_000;
+
+/// Records which service `path` of `origin` charges for, and forgets the oldest routes of `origin` beyond
+/// [`MAX_ROUTES_PER_ORIGIN`] (an API with an id in its paths would otherwise grow the table without end).
 pub(crate) fn learn_route(conn: &Connection, origin: &str, path: &str, service: &str, now: u64) -> Result<(), Error> {
     conn.execute(
         "INSERT INTO routes (origin, path, service, updated_at) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT(origin, path) DO UPDATE SET service = excluded.service, updated_at = excluded.updated_at",
         params![origin, path, service, now as i64],
+    )?;
+    conn.execute(
+        "DELETE FROM routes WHERE origin = ?1 AND rowid NOT IN \
+         (SELECT rowid FROM routes WHERE origin = ?1 ORDER BY updated_at DESC, rowid DESC LIMIT ?2)",
+        params![origin, MAX_ROUTES_PER_ORIGIN as i64],
     )?;
     Ok(())
 }
@@ -275,7 +286,8 @@ pub(crate) fn mark_refused(conn: &Connection, token_id: &str, status: u16, now: 
 
 /// Notes that a token was used.
 pub(crate) fn touch(conn: &Connection, token_id: &str, now: u64) -> Result<(), Error> {
-    conn.execute("UPDATE tokens SET last_used_at = ?2 WHERE token_id = ?1", params![token_id, now as i64])?;
+    conn.prepare_cached("UPDATE tokens SET last_used_at = ?2 WHERE token_id = ?1")?
+        .execute(params![token_id, now as i64])?;
     Ok(())
 }
 
@@ -303,6 +315,43 @@ pub fn remove(conn: &Connection, token_id: &str) -> Result<bool, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn learned_routes_are_bounded_per_origin_oldest_forgotten_first() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = crate::Store::open(dir.path()).expect("store");
+        store
+            .blocking(|c| {
+                for i in 0..MAX_ROUTES_PER_ORIGIN + 5 {
+                    learn_route(c, "http://a:80", &format!("/item/{i}"), "svc", 1_000 + i as u64)?;
+                }
+                for i in 0..3 {
+                    learn_route(c, "http://b:80", &format!("/x/{i}"), "other", 1)?;
+                }
+                // Learned again: it is now the newest, and survives the next pruning.
+                learn_route(c, "http://a:80", "/item/5", "svc", 1_000_000)?;
+                learn_route(c, "http://a:80", "/new", "svc", 1_000_001)?;
+                let count = |origin: &str| -> Result<i64, Error> {
+                    Ok(c.query_row("SELECT count(*) FROM routes WHERE origin = ?1", [origin], |r| r.get(0))?)
+                };
+                assert_eq!(count("http://a:80")?, MAX_ROUTES_PER_ORIGIN as i64);
+                assert_eq!(count("http://b:80")?, 3, "another origin's routes are its own");
+                let has = |path: &str| -> Result<bool, Error> {
+                    Ok(c.query_row("SELECT 1 FROM routes WHERE origin = 'http://a:80' AND path = ?1", [path], |_| {
+                        Ok(())
+                    })
+                    .optional()?
+                    .is_some())
+                };
+                for gone in 0..5 {
+                    assert!(!has(&format!("/item/{gone}"))?, "/item/{gone} was among the oldest");
+                }
+                assert!(!has("/item/6")?, "pushed out by /new");
+                assert!(has("/item/5")? && has("/new")? && has("/item/7")?);
+                Ok(())
+            })
+            .expect("routes");
+    }
 
     #[test]
     fn debug_and_json_show_no_secret() {
