@@ -15,12 +15,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use l402_client::budget::Usage;
 use l402_client::reqwest::Method;
-use l402_client::{Client, LimitKind, Limits};
+use l402_client::{Client, Error, LimitKind, Limits};
 use l402_proto::Msat;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -36,6 +37,9 @@ use crate::wallet::{StoreArgs, WalletArgs};
 
 /// The most of a response body returned to the agent.
 const MAX_BODY: usize = 256 * 1024;
+/// A fetch call's time limit when the caller names none, and the most it may name, in seconds.
+const DEFAULT_TIMEOUT_SECS: u64 = 120;
+const MAX_TIMEOUT_SECS: u64 = 600;
 
 #[derive(Args, Debug)]
 pub(crate) struct McpArgs {
@@ -70,6 +74,9 @@ pub(crate) struct FetchParams {
     body: Option<String>,
     /// The most to pay for a token for this call, in sat. At most the server's configured cap.
     max_cost_sat: u64,
+    /// The most this call may take, in seconds (default 120, at most 600).
+    #[serde(default)]
+    timeout_secs: Option<u64>,
 }
 
 /// The `ledger` tool's arguments.
@@ -100,7 +107,8 @@ impl L402Mcp {
     /// Fetch a URL, paying for an L402 token if the server asks, within `max_cost_sat` and the budgets.
     #[tool(description = "Fetch an HTTP(S) URL. If the server asks for a Lightning payment (HTTP 402, L402), pay it \
                           only if the price is at most max_cost_sat (itself capped by the operator) and within the \
-                          budgets, then return the response. Tokens are reused automatically.")]
+                          budgets, then return the response. Tokens are reused automatically. The call gives up \
+                          after timeout_secs (default 120) without ever losing or repeating a payment.")]
     async fn fetch(&self, Parameters(p): Parameters<FetchParams>) -> Result<CallToolResult, ErrorData> {
         if p.max_cost_sat > self.cap_sat {
             return Ok(tool_error(format!(
@@ -126,14 +134,24 @@ impl L402Mcp {
             Ok(r) => r,
             Err(e) => return Ok(tool_error(format!("request: {e}"))),
         };
-        let answer = match self.client.execute_capped(req, Msat::from_sat(p.max_cost_sat)).await {
-            Ok(a) => a,
-            Err(e) => return Ok(tool_error(format!("{}: {e}", e.reason()))),
+        let secs = p.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS).clamp(1, MAX_TIMEOUT_SECS);
+        let call = async {
+            let answer = self.client.execute_capped(req, Msat::from_sat(p.max_cost_sat)).await?;
+            let status = answer.response.status().as_u16();
+            let body = answer.response.bytes().await.map_err(Error::Http)?;
+            Ok::<_, Error>((status, answer.token_id, answer.payment, body))
         };
-        let status = answer.response.status().as_u16();
-        let body = match answer.response.bytes().await {
-            Ok(b) => b,
-            Err(e) => return Ok(tool_error(format!("http: reading the body: {e}"))),
+        // Dropping a call mid-payment is what a crash does to it, and the journal is made for that.
+        let (status, token_id, payment, body) = match tokio::time::timeout(Duration::from_secs(secs), call).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => return Ok(tool_error(format!("{}: {e}", e.reason()))),
+            Err(_) => {
+                return Ok(tool_error(format!(
+                    "timeout: no complete answer within {secs} s. A payment started for this call, if any, is \
+                     journaled: it is never paid twice, and the next call to this service uses its token or looks \
+                     it up (see the ledger tool)."
+                )));
+            }
         };
         let truncated = body.len() > MAX_BODY;
         let shown = String::from_utf8_lossy(&body[..body.len().min(MAX_BODY)]).into_owned();
@@ -141,8 +159,8 @@ impl L402Mcp {
             "status": status,
             "body": shown,
             "body_truncated": truncated,
-            "token_id": answer.token_id.map(|t| t.to_hex()),
-            "payment": answer.payment.map(|p| json!({
+            "token_id": token_id.map(|t| t.to_hex()),
+            "payment": payment.map(|p| json!({
                 "payment_hash": p.payment_hash.to_hex(),
                 "amount_msat": p.amount.0,
                 "fee_msat": p.fee.0,

@@ -63,6 +63,13 @@ async fn an_mcp_client_fetches_and_pays_within_the_per_call_cap() {
     assert_eq!(r.is_error, Some(true));
     assert!(text(&r).starts_with("price_over_cap"), "{}", text(&r));
 
+    // A server that never answers: the call gives up after timeout_secs, and says so.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_url = format!("http://{}/svc/agent", silent.local_addr().expect("addr"));
+    let r = call("fetch", json!({ "url": silent_url, "max_cost_sat": 150, "timeout_secs": 1 })).await;
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).starts_with("timeout: no complete answer within 1 s"), "{}", text(&r));
+
     // Within both: paid, served; the result names the payment but no secret.
     let r = call("fetch", json!({ "url": url, "max_cost_sat": 150 })).await;
     assert_ne!(r.is_error, Some(true), "{}", text(&r));
