@@ -14,7 +14,7 @@ use l402_lightning::{
 };
 use l402_lnd::LndNode;
 use l402_proto::{Msat, PaymentHash};
-use l402_regtest::Regtest;
+use l402_regtest::{ForwardingFee, Regtest};
 use l402_testkit::{Fault, LndSimulator};
 
 /// alice and bob, an LDK node each, with a 1M sat channel alice -> bob (300k pushed to bob so both can pay),
@@ -343,5 +343,47 @@ async fn paying_the_same_hash_twice_sends_one_payment() {
         InvoiceState::Settled(s) => assert_eq!(s.amount_received, Msat::from_sat(12_000), "paid exactly once"),
         other => panic!("expected settled, got {other:?}"),
     }
+    n.shutdown().await;
+}
+
+/// alice -> bob -> carol, bob charging 15 sat + 0.1% over an announced channel, paid through LND's gRPC
+/// (`l402-lnd` -> simulator -> alice's LDK node): `fee_limit_msat` one under bob's fee is NO_ROUTE and moves
+/// nothing; exactly his fee pays, and `Payment.fee_msat` (in the payment stream and in TrackPaymentV2) is his
+/// fee to the msat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_routed_payment_through_lnd_reports_the_hops_fee_and_keeps_to_the_limit() {
+    let n = network().await;
+    let carol = n.net.ldk_node("carol").await.expect("carol");
+    n.net.fund(&n.bob, 1_000_000).await.expect("fund bob");
+    let fee = ForwardingFee { base_msat: 15_000, ppm: 1_000 };
+    n.net.open_announced_channel(&n.bob, &carol, 500_000, fee, &[&n.alice]).await.expect("bob -> carol");
+
+    let sats = 20_000;
+    let hop_fee = fee.for_amount(sats * 1_000);
+    let (bolt11, hash) = invoice(carol.as_ref(), sats).await;
+    let capacity = n.alice.inner().list_channels()[0].outbound_capacity_msat;
+
+    let mut req = pay_request(&bolt11, hash, sats);
+    req.max_fee = Msat(hop_fee - 1);
+    let r = n.lnd_alice.pay(&req, &|_| {}).await;
+    assert_eq!(r, Err(PayError::Failed(PaymentFailure::NoRoute)), "bob's fee is over the limit");
+    assert_eq!(n.alice.inner().list_channels()[0].outbound_capacity_msat, capacity, "no money moved");
+    assert_eq!(carol.lookup_invoice(&hash).await.expect("lookup"), InvoiceState::Open);
+
+    req.max_fee = Msat(hop_fee);
+    let paid = n.lnd_alice.pay(&req, &|_| {}).await.expect("paid through bob");
+    assert_eq!(paid.preimage.payment_hash(), hash);
+    assert_eq!(paid.amount, Msat::from_sat(sats));
+    assert_eq!(paid.fee, Msat(hop_fee), "LND's fee_msat is bob's fee, to the msat");
+    assert_eq!(ldk_fee(&n.alice, &hash), Some(hop_fee), "and the node under the simulator agrees");
+    match n.lnd_alice.payment_status(&hash).await.expect("status") {
+        PaymentStatus::Succeeded(s) => assert_eq!(s, paid, "TrackPaymentV2 reports the same payment"),
+        other => panic!("not succeeded: {other:?}"),
+    }
+    match carol.wait_invoice(&hash, Duration::from_secs(5)).await.expect("wait") {
+        InvoiceState::Settled(s) => assert_eq!(s.amount_received, Msat::from_sat(sats)),
+        other => panic!("not settled: {other:?}"),
+    }
+    drop(carol);
     n.shutdown().await;
 }
