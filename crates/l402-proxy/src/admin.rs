@@ -1,5 +1,10 @@
 //! The operations listener: `/metrics` (Prometheus), and the admin API behind its own bearer credential:
-//! `GET /admin/tokens?limit=N`, `POST /admin/tokens/{token_id}/revoke`, `GET /admin/revenue`.
+//! `GET /admin/tokens?limit=N&service=S&after=CURSOR`, `POST /admin/tokens/{token_id}/revoke`,
+//! `GET /admin/revenue`.
+//!
+//! `/admin/tokens` answers a JSON array, newest first (at most 10,000, default 100). When a page is full, a
+//! `Link: <...>; rel="next"` header gives the next page's URL; its `after` cursor is the last token's
+//! `<created_at>.<token id>`.
 
 use std::sync::Arc;
 
@@ -10,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use l402_proto::TokenId;
 use l402_server::Paywall;
+use l402_server::store::{TokenCursor, TokenQuery};
 use serde_json::json;
 
 use crate::metrics::ProxyMetrics;
@@ -59,30 +65,60 @@ fn store_error(e: impl std::fmt::Display) -> Response {
 #[derive(serde::Deserialize)]
 struct ListQuery {
     limit: Option<u32>,
+    service: Option<String>,
+    after: Option<String>,
 }
 
 async fn tokens(State(a): State<Admin>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
     if let Err(r) = authorized(&a, &headers) {
         return r.into_response();
     }
-    match a.paywall.store().list(q.limit.unwrap_or(100).min(10_000)).await {
-        Ok(list) => axum::Json(
-            list.iter()
-                .map(|t| {
-                    json!({
-                        "token_id": t.token_id.to_hex(),
-                        "payment_hash": t.payment_hash.to_hex(),
-                        "service": t.service,
-                        "price_msat": t.price.0,
-                        "created_at": t.created_at,
-                        "expires_at": t.expires_at,
-                        "paid_at": t.paid_at,
-                        "revoked_at": t.revoked_at,
+    let after = match q.after.as_deref().map(TokenCursor::parse) {
+        None => None,
+        Some(Some(c)) => Some(c),
+        Some(None) => {
+            return (StatusCode::BAD_REQUEST, "after must be a cursor from a Link header: <created_at>.<token id>")
+                .into_response();
+        }
+    };
+    let query = TokenQuery { limit: q.limit.unwrap_or(100).clamp(1, 10_000), after, service: q.service };
+    match a.paywall.store().list(&query).await {
+        Ok(list) => {
+            let next = (list.len() == query.limit as usize).then(|| list.last().map(TokenCursor::after)).flatten();
+            let body = axum::Json(
+                list.iter()
+                    .map(|t| {
+                        json!({
+                            "token_id": t.token_id.to_hex(),
+                            "payment_hash": t.payment_hash.to_hex(),
+                            "service": t.service,
+                            "price_msat": t.price.0,
+                            "created_at": t.created_at,
+                            "expires_at": t.expires_at,
+                            "paid_at": t.paid_at,
+                            "revoked_at": t.revoked_at,
+                        })
                     })
-                })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
+                    .collect::<Vec<_>>(),
+            );
+            match next {
+                Some(cursor) => {
+                    let mut url = format!("/admin/tokens?limit={}&after={cursor}", query.limit);
+                    if let Some(service) = &query.service {
+                        url.push_str("&service=");
+                        for b in service.bytes() {
+                            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                                url.push(char::from(b));
+                            } else {
+                                url.push_str(&format!("%{b:02X}"));
+                            }
+                        }
+                    }
+                    ([(axum::http::header::LINK, format!("<{url}>; rel=\"next\""))], body).into_response()
+                }
+                None => body.into_response(),
+            }
+        }
         Err(e) => store_error(e),
     }
 }

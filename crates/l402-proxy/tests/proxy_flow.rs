@@ -233,6 +233,23 @@ payment = false
     let cred2 = Credential::parse(auth2.as_bytes()).expect("cred");
     let id2 = cred2.macaroon.l402_identifier().expect("id").token_id.to_hex();
     assert!(listed_ids.contains(&id2.as_str()) && newest["price_msat"] == 100_000);
+    // One token per page, following the Link headers: the same tokens, in the same order.
+    let mut paged = Vec::new();
+    let mut next = Some("/admin/tokens?limit=1".to_owned());
+    while let Some(path) = next.take() {
+        let r = http.get(format!("{admin}{path}")).bearer_auth(ADMIN).send().await.expect("req");
+        assert_eq!(r.status(), 200);
+        next = r.headers().get("link").map(|l| {
+            let l = l.to_str().expect("ascii");
+            l.strip_prefix('<').and_then(|l| l.split_once(">; rel=\"next\"")).expect("a next link").0.to_owned()
+        });
+        let page: serde_json::Value = r.json().await.expect("json");
+        paged.extend(page.as_array().expect("page").iter().filter_map(|t| t["token_id"].as_str().map(str::to_owned)));
+        assert!(paged.len() <= listed_ids.len() + 1, "paging ends");
+    }
+    assert_eq!(paged, listed_ids);
+    let r = http.get(format!("{admin}/admin/tokens?after=nonsense")).bearer_auth(ADMIN).send().await.expect("req");
+    assert_eq!(r.status(), 400, "a bad cursor is the caller's error");
     let r = http.post(format!("{admin}/admin/tokens/{id2}/revoke")).bearer_auth(ADMIN).send().await.expect("req");
     assert_eq!(r.status(), 200);
     let refused = get("/weather/today", Some(&auth2)).await.expect("req");

@@ -11,7 +11,7 @@ use axum::routing::get;
 use l402_ldk::LdkNode;
 use l402_proto::{Credential, Msat, PaymentHash, Scheme, TokenId};
 use l402_regtest::Regtest;
-use l402_server::store::{KeyLookup, NewToken, Revenue, SqliteStore, StoreError, TokenInfo, TokenStore};
+use l402_server::store::{KeyLookup, NewToken, Revenue, SqliteStore, StoreError, TokenInfo, TokenQuery, TokenStore};
 use l402_server::{Charge, L402Layer, L402Token, Paywall, RequestInfo, ServiceSpec};
 
 /// The real SQLite store, with a switch that makes every call fail (a store outage).
@@ -44,9 +44,9 @@ impl TokenStore for Switchable {
         self.check()?;
         self.inner.mark_paid(h, a, at).await
     }
-    async fn list(&self, n: u32) -> Result<Vec<TokenInfo>, StoreError> {
+    async fn list(&self, q: &TokenQuery) -> Result<Vec<TokenInfo>, StoreError> {
         self.check()?;
-        self.inner.list(n).await
+        self.inner.list(q).await
     }
     async fn revenue(&self) -> Result<Vec<Revenue>, StoreError> {
         self.check()?;
@@ -180,7 +180,7 @@ async fn pay_reuse_expire_scope_revoke() {
     assert_eq!(f.get("/weather/today", Some(&auth2)).await.status(), 200);
 
     // Revoked: refused at once with its reason.
-    let listed = f.store.list(10).await.expect("list");
+    let listed = f.store.list(&TokenQuery::newest(10)).await.expect("list");
     let maps_token = listed.iter().find(|t| t.service == "maps").expect("maps token").token_id;
     assert!(f.paywall.revoke(&maps_token).await.expect("revoke"));
     let revoked = f.get("/maps", Some(&maps_auth)).await;

@@ -4,7 +4,9 @@
 
 use l402_proto::{Msat, PaymentHash, RootKey, TokenId};
 use l402_regtest::Postgres;
-use l402_server::store::{KeyLookup, NewToken, PostgresStore, Revenue, SqliteStore, TokenStore};
+use l402_server::store::{
+    KeyLookup, NewToken, PostgresStore, Revenue, SqliteStore, TokenCursor, TokenQuery, TokenStore,
+};
 
 fn token(n: u8, service: &str) -> NewToken {
     NewToken {
@@ -42,10 +44,52 @@ async fn contract(a: &dyn TokenStore, b: &dyn TokenStore) {
     assert!(b.revoke(&TokenId([101; 32])).await.expect("revoke"));
     assert!(!a.revoke(&TokenId([101; 32])).await.expect("revoke again"));
     assert_eq!(a.lookup(&[1; 32]).await.expect("lookup"), KeyLookup::Revoked);
-    let list = a.list(10).await.expect("list");
+    let list = a.list(&TokenQuery::newest(10)).await.expect("list");
     assert_eq!(list.len(), 2);
     assert_eq!(list[0].service, "maps", "newest first");
     assert!(list[1].revoked_at.is_some() && list[1].paid_at == Some(1_700_000_500));
+}
+
+/// Paging through the list: every token exactly once, newest first (ties on mint time broken by token id),
+/// by service, and a token minted while paging does not shift a page.
+async fn paging(s: &dyn TokenStore) {
+    let mut minted = Vec::new();
+    for n in 10..22u8 {
+        let mut t = token(n, if n % 3 == 0 { "maps" } else { "weather" });
+        t.created_at = 1_750_000_000 + u64::from(n / 2); // pairs share a mint second
+        s.insert(&t).await.expect("insert");
+        minted.push((t.created_at, t.token_id));
+    }
+    minted.sort_by_key(|&(at, id)| std::cmp::Reverse((at, id.0)));
+    let mut seen = Vec::new();
+    let mut query = TokenQuery { limit: 5, ..TokenQuery::default() };
+    loop {
+        let page = s.list(&query).await.expect("page");
+        assert!(page.len() <= 5);
+        if seen.is_empty() {
+            // A token minted after the first page was read: newer than everything, so on no later page.
+            s.insert(&token(30, "weather")).await.expect("insert while paging");
+        }
+        seen.extend(page.iter().map(|t| (t.created_at, t.token_id)));
+        match page.last() {
+            Some(last) if page.len() == 5 => query.after = Some(TokenCursor::after(last)),
+            _ => break,
+        }
+    }
+    let expected: Vec<_> = minted.iter().copied().filter(|(at, _)| *at >= 1_750_000_000).collect();
+    let ours: Vec<_> = seen.iter().copied().filter(|(at, _)| *at >= 1_750_000_000).collect();
+    assert_eq!(ours, expected, "each once, newest first, ties by token id");
+    let maps = s
+        .list(&TokenQuery { limit: 100, service: Some("maps".into()), ..TokenQuery::default() })
+        .await
+        .expect("by service");
+    assert!(maps.iter().all(|t| t.service == "maps"));
+    assert_eq!(maps.iter().filter(|t| t.created_at >= 1_750_000_000).count(), 4, "12, 15, 18, 21");
+    let cursor = TokenCursor::after(&maps[0]);
+    assert_eq!(TokenCursor::parse(&cursor.to_string()), Some(cursor));
+    for bad in ["", "1", "x.00", "1.zz", "-1.00", &format!("1.{}", "0".repeat(63))] {
+        assert_eq!(TokenCursor::parse(bad), None, "{bad:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,6 +98,7 @@ async fn postgres_store_contract_across_two_instances() {
     let a = PostgresStore::connect(&pg.connection_string(), 4).await.expect("connect a");
     let b = PostgresStore::connect(&pg.connection_string(), 4).await.expect("connect b (migrations are idempotent)");
     contract(&a, &b).await;
+    paging(&a).await;
     // The server goes away: a clear error, not a hang or a panic.
     pg.kill();
     let err = a.lookup(&[2; 32]).await.expect_err("server gone");
@@ -67,8 +112,9 @@ async fn sqlite_store_contract_and_reopen() {
     let a = SqliteStore::open(&path).expect("open");
     let b = a.clone();
     contract(&a, &b).await;
+    paging(&a).await;
     drop((a, b));
     let again = SqliteStore::open(&path).expect("reopen: migrations already applied");
-    assert_eq!(again.list(10).await.expect("list").len(), 2);
+    assert_eq!(again.list(&TokenQuery::newest(100)).await.expect("list").len(), 2 + 12 + 1);
     assert_eq!(std::fs::read(dir.path().join("l402.db")).map(|b| !b.is_empty()).ok(), Some(true));
 }

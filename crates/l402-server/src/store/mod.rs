@@ -73,6 +73,57 @@ pub struct TokenInfo {
     pub revoked_at: Option<u64>,
 }
 
+/// Which tokens [`TokenStore::list`] returns: newest first, at most `limit`, only those after `after` (the
+/// last token of the previous page) and, if set, only those of `service`. Pages are keyed by
+/// (mint time, token id), so tokens minted while paging neither repeat nor shift a page.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenQuery {
+    /// The most tokens to return.
+    pub limit: u32,
+    /// Continue after this token.
+    pub after: Option<TokenCursor>,
+    /// Only this service's tokens.
+    pub service: Option<String>,
+}
+
+impl TokenQuery {
+    /// The newest `limit` tokens.
+    pub fn newest(limit: u32) -> Self {
+        Self { limit, ..Self::default() }
+    }
+}
+
+/// Where a page of [`TokenStore::list`] ended: the last token's mint time and id. Written `<created_at>.<hex id>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenCursor {
+    /// The token's mint time.
+    pub created_at: u64,
+    /// The token's id.
+    pub token_id: TokenId,
+}
+
+impl TokenCursor {
+    /// The cursor after `token`.
+    pub fn after(token: &TokenInfo) -> Self {
+        Self { created_at: token.created_at, token_id: token.token_id }
+    }
+
+    /// Reads `<created_at>.<64 hex digits>`; `None` if it is not that.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (at, id) = s.split_once('.')?;
+        if at.is_empty() || !at.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(Self { created_at: at.parse().ok()?, token_id: TokenId::from_hex(id).ok()? })
+    }
+}
+
+impl std::fmt::Display for TokenCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.created_at, self.token_id.to_hex())
+    }
+}
+
 /// Revenue of one service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Revenue {
@@ -107,8 +158,8 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Records that a token's invoice was paid (idempotent), for `amount` (default: its price). Returns whether
     /// this call recorded it.
     async fn mark_paid(&self, payment_hash: &PaymentHash, amount: Option<Msat>, at: u64) -> Result<bool, StoreError>;
-    /// The most recent tokens, newest first.
-    async fn list(&self, limit: u32) -> Result<Vec<TokenInfo>, StoreError>;
+    /// Tokens newest first (by mint time, then token id), one page as `query` says.
+    async fn list(&self, query: &TokenQuery) -> Result<Vec<TokenInfo>, StoreError>;
     /// Revenue per service, from tokens whose payment was recorded.
     async fn revenue(&self) -> Result<Vec<Revenue>, StoreError>;
 }

@@ -7,7 +7,7 @@ use l402_proto::{Msat, PaymentHash, RootKey, TokenId};
 use tokio_postgres::NoTls;
 
 use super::migrations::POSTGRES;
-use super::{KeyLookup, NewToken, Revenue, StoreError, TokenInfo, TokenStore};
+use super::{KeyLookup, NewToken, Revenue, StoreError, TokenInfo, TokenQuery, TokenStore};
 
 /// A [`TokenStore`] in PostgreSQL.
 #[derive(Clone)]
@@ -137,13 +137,18 @@ impl TokenStore for PostgresStore {
         Ok(n > 0)
     }
 
-    async fn list(&self, limit: u32) -> Result<Vec<TokenInfo>, StoreError> {
+    async fn list(&self, query: &TokenQuery) -> Result<Vec<TokenInfo>, StoreError> {
         let c = self.client().await?;
+        let after_at = query.after.map(|a| a.created_at as i64);
+        let after_id = query.after.map(|a| a.token_id.0.to_vec());
         let rows = c
             .query(
                 "SELECT token_id, payment_hash, service, price_msat, created_at, expires_at, paid_at, revoked_at
-                 FROM l402_tokens ORDER BY created_at DESC LIMIT $1",
-                &[&i64::from(limit)],
+                 FROM l402_tokens
+                 WHERE ($2::text IS NULL OR service = $2)
+                   AND ($3::bigint IS NULL OR (created_at, token_id) < ($3::bigint, $4::bytea))
+                 ORDER BY created_at DESC, token_id DESC LIMIT $1",
+                &[&i64::from(query.limit), &query.service, &after_at, &after_id],
             )
             .await
             .map_err(StoreError::from_display)?;

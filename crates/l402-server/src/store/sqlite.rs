@@ -11,7 +11,7 @@ use l402_proto::{Msat, PaymentHash, RootKey, TokenId};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::migrations::SQLITE;
-use super::{KeyLookup, NewToken, Revenue, StoreError, TokenInfo, TokenStore};
+use super::{KeyLookup, NewToken, Revenue, StoreError, TokenInfo, TokenQuery, TokenStore};
 
 /// A [`TokenStore`] in a SQLite file.
 #[derive(Clone)]
@@ -150,14 +150,22 @@ impl TokenStore for SqliteStore {
         .await
     }
 
-    async fn list(&self, limit: u32) -> Result<Vec<TokenInfo>, StoreError> {
+    async fn list(&self, query: &TokenQuery) -> Result<Vec<TokenInfo>, StoreError> {
+        let limit = query.limit;
+        let service = query.service.clone();
+        let (after_at, after_id) = match query.after {
+            Some(c) => (Some(c.created_at as i64), Some(c.token_id.0.to_vec())),
+            None => (None, None),
+        };
         let rows = self
             .with(move |c| {
-                let mut st = c.prepare(
+                let mut st = c.prepare_cached(
                     "SELECT token_id, payment_hash, service, price_msat, created_at, expires_at, paid_at, revoked_at
-                     FROM l402_tokens ORDER BY created_at DESC, rowid DESC LIMIT ?1",
+                     FROM l402_tokens
+                     WHERE (?2 IS NULL OR service = ?2) AND (?3 IS NULL OR (created_at, token_id) < (?3, ?4))
+                     ORDER BY created_at DESC, token_id DESC LIMIT ?1",
                 )?;
-                let rows = st.query_map([limit], |r| {
+                let rows = st.query_map(params![limit, service, after_at, after_id], |r| {
                     Ok((
                         r.get::<_, Vec<u8>>(0)?,
                         r.get::<_, Vec<u8>>(1)?,
