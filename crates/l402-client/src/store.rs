@@ -145,33 +145,57 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Whether SQLite refused because another connection holds a lock.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+/// Opens the database, sets it up and brings its schema up to date. The outer error is SQLite's (maybe busy);
+/// the inner one a database this program must not use.
+fn connect(path: &Path) -> Result<Result<Connection, Error>, rusqlite::Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    {
+        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Ok(Err(Error::Store(format!(
+                "{} has schema version {version}, newer than this program's {SCHEMA_VERSION}",
+                path.display()
+            ))));
+        }
+        tx.execute_batch(SCHEMA)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+    }
+    Ok(Ok(conn))
+}
+
 impl Store {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`. Processes opening one directory at the same moment wait
+    /// for each other: switching a new database to WAL can be refused as busy without SQLite's busy handler
+    /// being asked, so a busy or locked database is retried here, up to [`BUSY_TIMEOUT`].
     pub fn open(dir: &Path) -> Result<Self, Error> {
         create_private_dir(dir)?;
         let path = dir.join(DB_FILE);
         drop(create_private_file(&path)?);
-        let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        {
-            let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)?;
-            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-            if version > SCHEMA_VERSION {
-                return Err(Error::Store(format!(
-                    "{} has schema version {version}, newer than this program's {SCHEMA_VERSION}",
-                    path.display()
-                )));
+        let started = std::time::Instant::now();
+        let conn = loop {
+            match connect(&path) {
+                Ok(Ok(conn)) => break conn,
+                Ok(Err(refused)) => return Err(refused),
+                Err(e) if is_busy(&e) && started.elapsed() < BUSY_TIMEOUT => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
             }
-            tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            tx.commit()?;
-        }
+        };
         Ok(Self { conn: Arc::new(Mutex::new(conn)), dir: dir.to_owned() })
     }
 
@@ -214,5 +238,26 @@ impl Store {
     pub fn blocking<R>(&self, f: impl FnOnce(&mut Connection) -> Result<R, Error>) -> Result<R, Error> {
         let mut guard = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut guard)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many processes (here threads, each with its own connection) opening a new data directory at the same
+    /// moment all get the store: none is turned away with "database is locked".
+    #[test]
+    fn simultaneous_first_opens_all_succeed() {
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().expect("tmp");
+            let data = dir.path().join("l402");
+            let versions = l402_regtest::at_once(8, move || {
+                Store::open(&data)?.blocking(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?))
+            });
+            for v in versions {
+                assert_eq!(v.expect("opened"), SCHEMA_VERSION);
+            }
+        }
     }
 }

@@ -87,3 +87,20 @@ pub fn free_port() -> Result<u16, RegtestError> {
     }
     Err(RegtestError::Io("finding a free port".into(), std::io::Error::from(std::io::ErrorKind::AddrInUse)))
 }
+
+/// Runs `f` on `n` threads released at the same moment (a race between instances or processes starting
+/// together) and returns what each returned, in thread order. A panic in a thread is raised here.
+pub fn at_once<T: Send + 'static>(n: usize, f: impl Fn() -> T + Send + Sync + 'static) -> Vec<T> {
+    let start = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let f = std::sync::Arc::new(f);
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let (start, f) = (start.clone(), f.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                f()
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+}

@@ -2,8 +2,12 @@
 //! started from Debian's `postgresql` binaries and killed on drop.
 //!
 //! PostgreSQL refuses to run as root; when the tests run as root (CI), the server runs as the `postgres` user
-//! through `setpriv`, which execs it (so the child is the server itself and killing it leaves nothing behind).
+//! through `setpriv`, which execs it (so the child is the server itself).
+//!
+//! The server runs in its own process group, and [`Postgres::kill`] kills the group: killing the postmaster
+//! alone leaves its backends serving the connections they have for a while, so an "outage" would not be one.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -105,6 +109,7 @@ impl Postgres {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
+            .process_group(0)
             .spawn()
             .map_err(|e| RegtestError::Io("starting postgres".into(), e))?;
         let mut pg = Self { child: Some(child), port, _dir: dir };
@@ -155,11 +160,22 @@ impl Postgres {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Stops the server (an outage, for fault tests). It is not restarted.
+    /// Stops the server and every backend, at once (an outage, for fault tests), and waits until they are
+    /// gone. It is not restarted.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let group = format!("-{}", c.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
             let _ = c.kill();
             let _ = c.wait();
+            // The backends are not our children: wait until the group is empty (kill -0 fails).
+            for _ in 0..100 {
+                let alive = Command::new("kill").args(["-0", "--", &group]).stderr(Stdio::null()).status();
+                if !alive.is_ok_and(|s| s.success()) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 }

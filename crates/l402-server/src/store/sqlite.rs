@@ -29,46 +29,62 @@ fn bytes32(v: Vec<u8>) -> Result<[u8; 32], StoreError> {
     v.try_into().map_err(|_| StoreError("stored value is not 32 bytes".into()))
 }
 
+/// How long a statement waits for another connection's lock (and an open for another instance's setup).
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether SQLite refused because another connection holds a lock.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(StoreError::from_display)?;
         }
-        let conn = Connection::open(path).map_err(StoreError::from_display)?;
-        Self::init(conn)
+        // Instances starting together on one new file: switching it to WAL can be refused as busy without
+        // SQLite's busy handler being asked, so a busy or locked database is retried for a while.
+        let started = std::time::Instant::now();
+        loop {
+            match Connection::open(path).and_then(Self::init) {
+                Ok(conn) => return Ok(Self { conn: Arc::new(Mutex::new(conn)) }),
+                Err(e) if is_busy(&e) && started.elapsed() < BUSY_TIMEOUT => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(StoreError::from_display(e)),
+            }
+        }
     }
 
     /// An in-memory database (tests).
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory().map_err(StoreError::from_display)?)
+        let conn = Connection::open_in_memory().and_then(Self::init).map_err(StoreError::from_display)?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
-    fn init(mut conn: Connection) -> Result<Self, StoreError> {
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(StoreError::from_display)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(StoreError::from_display)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(StoreError::from_display)?;
+    fn init(mut conn: Connection) -> Result<Connection, rusqlite::Error> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS l402_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-        )
-        .map_err(StoreError::from_display)?;
+        )?;
         for (version, sql) in SQLITE {
-            let tx = conn.transaction().map_err(StoreError::from_display)?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let done: Option<i64> = tx
                 .query_row("SELECT version FROM l402_migrations WHERE version = ?1", [version], |r| r.get(0))
-                .optional()
-                .map_err(StoreError::from_display)?;
+                .optional()?;
             if done.is_none() {
-                tx.execute_batch(sql).map_err(StoreError::from_display)?;
+                tx.execute_batch(sql)?;
                 tx.execute(
                     "INSERT INTO l402_migrations (version, applied_at) VALUES (?1, strftime('%s','now'))",
                     [version],
-                )
-                .map_err(StoreError::from_display)?;
+                )?;
             }
-            tx.commit().map_err(StoreError::from_display)?;
+            tx.commit()?;
         }
-        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+        Ok(conn)
     }
 
     async fn with<T: Send + 'static>(
@@ -212,5 +228,22 @@ impl TokenStore for SqliteStore {
             rows.collect()
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proxy instances starting together on one new database file all open it.
+    #[test]
+    fn simultaneous_first_opens_all_succeed() {
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().expect("tmp");
+            let path = dir.path().join("l402.db");
+            for opened in l402_regtest::at_once(8, move || SqliteStore::open(&path).map(drop)) {
+                opened.expect("opened");
+            }
+        }
     }
 }
