@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 
 use l402_testkit::{Fault, LndSimulator};
 use serde_json::Value;
-use support::{Server, network, node_payments};
+use support::{Server, describe, network, node_payments};
 
 struct Lnd {
     sim: LndSimulator,
@@ -37,15 +37,6 @@ fn ledger(data: &Path) -> Vec<Value> {
     let o = o.expect("l402 spend");
     let v: Value = serde_json::from_slice(&o.stdout).expect("json");
     v["payments"].as_array().expect("payments").clone()
-}
-
-fn describe(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

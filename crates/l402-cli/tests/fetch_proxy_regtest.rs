@@ -6,11 +6,11 @@
 #[path = "../../l402-client/tests/support/mod.rs"]
 mod support;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use l402_proxy::{Config, Proxy, open_store};
 use serde_json::Value;
-use support::network;
+use support::{describe, network};
 
 async fn upstream() -> String {
     let app = axum::Router::new().fallback(|uri: axum::http::Uri, body: axum::body::Bytes| async move {
@@ -22,15 +22,6 @@ async fn upstream() -> String {
         let _ = axum::serve(l, app).await;
     });
     format!("http://{addr}")
-}
-
-fn describe(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use l402_ldk::{LdkConfig, LdkNode, Network};
 use l402_regtest::Regtest;
 use serde_json::Value;
-use support::{Mode, Server, network, node_payments};
+use support::{Mode, Server, describe, network, node_payments};
 
 /// A regtest network, the test server, and wallets (stopped in this process) for the CLI to run.
 struct Env {
@@ -77,15 +77,6 @@ impl Env {
 
 fn json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("JSON ({e}): {}", describe(o)))
-}
-
-fn describe(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn stderr(o: &Output) -> String {

@@ -213,15 +213,11 @@ payment = false
 
     // Admin: needs its credential; lists, revokes; the revoked token is refused.
     assert_eq!(http.get(format!("{admin}/admin/tokens")).send().await.expect("req").status(), 401);
-    let tokens: serde_json::Value = http
-        .get(format!("{admin}/admin/tokens"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("req")
-        .json()
-        .await
-        .expect("json");
+    let admin_get = |path: &'static str| {
+        let req = http.get(format!("{admin}{path}")).bearer_auth(ADMIN);
+        async move { req.send().await.expect("req").json::<serde_json::Value>().await.expect("json") }
+    };
+    let tokens = admin_get("/admin/tokens").await;
     let newest = tokens
         .as_array()
         .expect("list")
@@ -254,15 +250,7 @@ payment = false
     assert_eq!(r.status(), 200);
     let refused = get("/weather/today", Some(&auth2)).await.expect("req");
     assert_eq!(refused.status(), 401);
-    let revenue: serde_json::Value = http
-        .get(format!("{admin}/admin/revenue"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("req")
-        .json()
-        .await
-        .expect("json");
+    let revenue = admin_get("/admin/revenue").await;
     assert_eq!(revenue[0]["service"], "weather");
     assert_eq!(revenue[0]["tokens_paid"], 2);
     assert_eq!(revenue[0]["amount_msat"], 200_000);

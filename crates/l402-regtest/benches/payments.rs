@@ -4,16 +4,10 @@
 //! per figure; a benchmark, not a test: nothing here asserts a speed.
 #![allow(missing_docs)]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use l402_lightning::{InvoiceIssuer, InvoiceRequest, PayRequest, Payer};
-use l402_proto::Msat;
 use l402_regtest::Regtest;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
+use l402_regtest::payments::{latency_summary, timed_payments};
 
 fn main() {
     let n: usize = std::env::var("L402_BENCH_PAYMENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
@@ -32,33 +26,8 @@ fn main() {
         println!("regtest/open_channel_until_usable (6 blocks): {:.2} s", channel.as_secs_f64());
         println!("regtest/total_to_first_payable_channel: {:.2} s", t0.elapsed().as_secs_f64());
 
-        let mut latencies = Vec::with_capacity(n);
-        for i in 0..n {
-            let req = InvoiceRequest {
-                amount: Msat::from_sat(1_000),
-                memo: format!("bench {i}"),
-                expiry: Duration::from_secs(600),
-            };
-            let inv = bob.create_invoice(&req).await.expect("invoice");
-            let pay = PayRequest {
-                bolt11: inv.bolt11,
-                payment_hash: inv.payment_hash,
-                amount: req.amount,
-                max_fee: Msat(10_000),
-                timeout: Duration::from_secs(30),
-            };
-            let t = Instant::now();
-            alice.pay(&pay, &|_| {}).await.expect("paid");
-            latencies.push(t.elapsed());
-        }
-        let min = latencies.iter().min().copied().unwrap_or_default();
-        let max = latencies.iter().max().copied().unwrap_or_default();
-        println!(
-            "payments/ldk_to_ldk: median {:.1} ms over {n} (min {:.1} ms, max {:.1} ms)",
-            median(latencies).as_secs_f64() * 1e3,
-            min.as_secs_f64() * 1e3,
-            max.as_secs_f64() * 1e3
-        );
+        let latencies = timed_payments(bob.as_ref(), alice.as_ref(), n).await;
+        println!("payments/ldk_to_ldk: {}", latency_summary(&latencies));
         net.shutdown().await;
     });
 }

@@ -23,6 +23,7 @@
 mod bitcoind;
 mod error;
 mod network;
+pub mod payments;
 pub mod postgres;
 
 pub use bitcoind::{Bitcoind, find_bitcoind};

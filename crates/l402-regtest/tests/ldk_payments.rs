@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt as _;
 use l402_ldk::LdkNode;
 use l402_lightning::{
-    InvoiceIssuer, InvoiceRequest, InvoiceState, PayError, PayRequest, Payer, PaymentEvent, PaymentFailure,
-    PaymentStatus, Retry,
+    InvoiceIssuer, InvoiceState, PayError, Payer, PaymentEvent, PaymentFailure, PaymentStatus, Retry,
 };
 use l402_proto::{Msat, PaymentHash};
+use l402_regtest::payments::{invoice, ldk_fee, outbound_payments_to, pay_request};
 use l402_regtest::{ForwardingFee, Regtest};
 
 /// A network with alice -> bob, 500k sats.
@@ -20,43 +20,16 @@ async fn alice_bob() -> (Regtest, Arc<LdkNode>, Arc<LdkNode>) {
     (net, alice, bob)
 }
 
-async fn invoice(node: &LdkNode, sats: u64) -> (String, PaymentHash) {
-    let req =
-        InvoiceRequest { amount: Msat::from_sat(sats), memo: "l402 test".into(), expiry: Duration::from_secs(600) };
-    let inv = node.create_invoice(&req).await.expect("invoice");
-    (inv.bolt11, inv.payment_hash)
-}
-
-fn pay_request(bolt11: &str, hash: PaymentHash, sats: u64) -> PayRequest {
-    PayRequest {
-        bolt11: bolt11.into(),
-        payment_hash: hash,
-        amount: Msat::from_sat(sats),
-        max_fee: Msat(10_000),
-        timeout: Duration::from_secs(30),
-    }
-}
-
 fn recorder() -> (Arc<Mutex<Vec<PaymentEvent>>>, impl Fn(PaymentEvent) + Send + Sync) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
     (events, move |e| sink.lock().expect("lock").push(e))
 }
 
-fn outbound_payments_to(node: &LdkNode, hash: &PaymentHash) -> usize {
-    use l402_ldk::ldk_node::payment::{PaymentDirection, PaymentKind};
-    node.inner()
-        .list_payments_with_filter(|p| {
-            p.direction == PaymentDirection::Outbound
-                && matches!(&p.kind, PaymentKind::Bolt11 { hash: h, .. } if h.0 == hash.0)
-        })
-        .len()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ldk_to_ldk_payment_returns_the_preimage_and_settles() {
     let (net, alice, bob) = alice_bob().await;
-    let (bolt11, hash) = invoice(&bob, 20_000).await;
+    let (bolt11, hash) = invoice(bob.as_ref(), 20_000).await;
     assert_eq!(bob.lookup_invoice(&hash).await.expect("lookup"), InvoiceState::Open);
     let mut settlements = bob.subscribe_settlements().await.expect("subscribe");
 
@@ -65,11 +38,7 @@ async fn ldk_to_ldk_payment_returns_the_preimage_and_settles() {
     let paid_at = Instant::now();
     assert_eq!(paid.preimage.payment_hash(), hash, "the preimage proves payment of this invoice");
     assert_eq!(paid.amount, Msat::from_sat(20_000));
-    let ldk_fee = alice
-        .inner()
-        .payment(&l402_ldk::ldk_node::lightning::ln::channelmanager::PaymentId(hash.0))
-        .and_then(|p| p.fee_paid_msat);
-    assert_eq!(Some(paid.fee.0), ldk_fee, "the fee reported is the node's record of it");
+    assert_eq!(Some(paid.fee.0), ldk_fee(&alice, &hash), "the fee reported is the node's record of it");
     let seen = events.lock().expect("lock").clone();
     assert_eq!(seen.first(), Some(&PaymentEvent::Initiated));
     assert!(seen.contains(&PaymentEvent::InFlight));
@@ -96,7 +65,7 @@ async fn ldk_to_ldk_payment_returns_the_preimage_and_settles() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paying_the_same_hash_twice_sends_one_payment() {
     let (net, alice, bob) = alice_bob().await;
-    let (bolt11, hash) = invoice(&bob, 15_000).await;
+    let (bolt11, hash) = invoice(bob.as_ref(), 15_000).await;
     let req = pay_request(&bolt11, hash, 15_000);
     let before = alice.inner().list_channels()[0].outbound_capacity_msat;
 
@@ -120,7 +89,7 @@ async fn paying_the_same_hash_twice_sends_one_payment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_interrupted_payment_is_found_again_by_hash() {
     let (net, alice, bob) = alice_bob().await;
-    let (bolt11, hash) = invoice(&bob, 12_000).await;
+    let (bolt11, hash) = invoice(bob.as_ref(), 12_000).await;
     let req = pay_request(&bolt11, hash, 12_000);
 
     // The paying task is dropped as soon as the payment is in flight (a crash or lost connection of the caller).
@@ -158,14 +127,14 @@ async fn failures_are_typed_and_move_no_money() {
     let capacity = alice.inner().list_channels()[0].outbound_capacity_msat;
 
     // More than the channel holds: insufficient balance, nothing sent.
-    let (big, big_hash) = invoice(&bob, 600_000).await;
+    let (big, big_hash) = invoice(bob.as_ref(), 600_000).await;
     let r = alice.pay(&pay_request(&big, big_hash, 600_000), &|_| {}).await;
     assert_eq!(r, Err(PayError::Failed(PaymentFailure::InsufficientBalance)));
     assert_eq!(PaymentFailure::InsufficientBalance.retry(), Retry::Never);
     assert_eq!(alice.payment_status(&big_hash).await.expect("status"), PaymentStatus::Unknown);
 
     // No channel to carol: no route.
-    let (to_carol, carol_hash) = invoice(&carol, 1_000).await;
+    let (to_carol, carol_hash) = invoice(carol.as_ref(), 1_000).await;
     let r = alice.pay(&pay_request(&to_carol, carol_hash, 1_000), &|_| {}).await;
     assert_eq!(r, Err(PayError::Failed(PaymentFailure::NoRoute)));
     assert_eq!(PaymentFailure::NoRoute.retry(), Retry::WithHigherFee);
@@ -180,7 +149,7 @@ async fn failures_are_typed_and_move_no_money() {
     assert_eq!(r, Err(PayError::Failed(PaymentFailure::IncorrectPaymentDetails)));
 
     // Refused before sending: a zero fee limit, an amount or hash that differ from the invoice's.
-    let (ok, ok_hash) = invoice(&bob, 1_000).await;
+    let (ok, ok_hash) = invoice(bob.as_ref(), 1_000).await;
     let mut zero_fee = pay_request(&ok, ok_hash, 1_000);
     zero_fee.max_fee = Msat(0);
     assert!(matches!(alice.pay(&zero_fee, &|_| {}).await, Err(PayError::Rejected(_))));
@@ -220,7 +189,7 @@ async fn a_routed_payment_pays_the_hops_fee_and_never_more_than_the_limit() {
     let sats = 20_000;
     let hop_fee = fee.for_amount(sats * 1_000);
     assert_eq!(hop_fee, 35_000);
-    let (bolt11, hash) = invoice(&carol, sats).await;
+    let (bolt11, hash) = invoice(carol.as_ref(), sats).await;
     let capacity = alice.inner().list_channels()[0].outbound_capacity_msat;
 
     let mut req = pay_request(&bolt11, hash, sats);
@@ -236,11 +205,7 @@ async fn a_routed_payment_pays_the_hops_fee_and_never_more_than_the_limit() {
     assert_eq!(paid.preimage.payment_hash(), hash);
     assert_eq!(paid.amount, Msat::from_sat(sats));
     assert_eq!(paid.fee, Msat(hop_fee), "the fee is bob's policy for this amount, to the msat");
-    let ldk_fee = alice
-        .inner()
-        .payment(&l402_ldk::ldk_node::lightning::ln::channelmanager::PaymentId(hash.0))
-        .and_then(|p| p.fee_paid_msat);
-    assert_eq!(ldk_fee, Some(hop_fee), "the node's own record says the same");
+    assert_eq!(ldk_fee(&alice, &hash), Some(hop_fee), "the node's own record says the same");
     match carol.wait_invoice(&hash, Duration::from_secs(5)).await.expect("wait") {
         InvoiceState::Settled(s) => assert_eq!(s.amount_received, Msat::from_sat(sats), "carol got the price"),
         other => panic!("not settled: {other:?}"),

@@ -5,11 +5,8 @@
 //! about speed.
 #![allow(missing_docs)]
 
-use std::time::{Duration, Instant};
-
-use l402_lightning::{InvoiceIssuer, InvoiceRequest, PayRequest, Payer};
-use l402_proto::Msat;
 use l402_regtest::Regtest;
+use l402_regtest::payments::{latency_summary, timed_payments};
 use l402_testkit::LndSimulator;
 
 fn main() {
@@ -26,33 +23,10 @@ fn main() {
         let payer = sim_alice.connect().await.expect("lnd alice");
         let payee = sim_bob.connect().await.expect("lnd bob");
 
-        let mut latencies = Vec::with_capacity(n);
-        for i in 0..n {
-            let req = InvoiceRequest {
-                amount: Msat::from_sat(1_000),
-                memo: format!("bench {i}"),
-                expiry: Duration::from_secs(600),
-            };
-            let inv = payee.create_invoice(&req).await.expect("AddInvoice");
-            let pay = PayRequest {
-                bolt11: inv.bolt11,
-                payment_hash: inv.payment_hash,
-                amount: req.amount,
-                max_fee: Msat(10_000),
-                timeout: Duration::from_secs(30),
-            };
-            let t = Instant::now();
-            payer.pay(&pay, &|_| {}).await.expect("paid");
-            latencies.push(t.elapsed());
-        }
-        latencies.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let latencies = timed_payments(&payee, &payer, n).await;
         println!(
-            "payments/lnd_sim_to_lnd_sim: median {:.1} ms over {n} (min {:.1} ms, max {:.1} ms; DecodePayReq + \
-             SendPaymentV2 stream to SUCCEEDED)",
-            ms(latencies[latencies.len() / 2]),
-            ms(latencies[0]),
-            ms(latencies[latencies.len() - 1])
+            "payments/lnd_sim_to_lnd_sim: {} (DecodePayReq + SendPaymentV2 stream to SUCCEEDED)",
+            latency_summary(&latencies)
         );
         drop((payer, payee, sim_alice, sim_bob, alice, bob));
         net.shutdown().await;

@@ -8,12 +8,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use l402_ldk::LdkNode;
-use l402_lightning::{
-    InvoiceIssuer, InvoiceRequest, InvoiceState, Node, PayError, PayRequest, Payer, PaymentEvent, PaymentFailure,
-    PaymentStatus,
-};
+use l402_lightning::{InvoiceIssuer, InvoiceState, Node, PayError, Payer, PaymentEvent, PaymentFailure, PaymentStatus};
 use l402_lnd::LndNode;
 use l402_proto::{Msat, PaymentHash};
+use l402_regtest::payments::{invoice, ldk_fee, outbound_payments_to, pay_request};
 use l402_regtest::{ForwardingFee, Regtest};
 use l402_testkit::{Fault, LndSimulator};
 
@@ -49,23 +47,6 @@ impl Net {
     }
 }
 
-async fn invoice(issuer: &dyn InvoiceIssuer, sats: u64) -> (String, PaymentHash) {
-    let req =
-        InvoiceRequest { amount: Msat::from_sat(sats), memo: "l402 lnd test".into(), expiry: Duration::from_secs(600) };
-    let inv = issuer.create_invoice(&req).await.expect("invoice");
-    (inv.bolt11, inv.payment_hash)
-}
-
-fn pay_request(bolt11: &str, hash: PaymentHash, sats: u64) -> PayRequest {
-    PayRequest {
-        bolt11: bolt11.into(),
-        payment_hash: hash,
-        amount: Msat::from_sat(sats),
-        max_fee: Msat(10_000),
-        timeout: Duration::from_secs(30),
-    }
-}
-
 type Events = Arc<Mutex<Vec<PaymentEvent>>>;
 
 fn recorder() -> (Events, impl Fn(PaymentEvent) + Send + Sync + 'static) {
@@ -76,24 +57,6 @@ fn recorder() -> (Events, impl Fn(PaymentEvent) + Send + Sync + 'static) {
 
 fn events_of(events: &Events) -> Vec<PaymentEvent> {
     events.lock().expect("lock").clone()
-}
-
-/// How many outbound payments to `hash` the LDK node has on record (what really left it).
-fn outbound_payments_to(node: &LdkNode, hash: &PaymentHash) -> usize {
-    use l402_ldk::ldk_node::payment::{PaymentDirection, PaymentKind};
-    node.inner()
-        .list_payments_with_filter(|p| {
-            p.direction == PaymentDirection::Outbound
-                && matches!(&p.kind, PaymentKind::Bolt11 { hash: h, .. } if h.0 == hash.0)
-        })
-        .len()
-}
-
-/// The fee the LDK node recorded for its payment to `hash`.
-fn ldk_fee(node: &LdkNode, hash: &PaymentHash) -> Option<u64> {
-    node.inner()
-        .payment(&l402_ldk::ldk_node::lightning::ln::channelmanager::PaymentId(hash.0))
-        .and_then(|p| p.fee_paid_msat)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -447,3 +447,13 @@ pub fn node_payment_count(node: &LdkNode) -> usize {
         })
         .len()
 }
+
+/// A finished command, for assertion messages: its exit code and what it printed.
+pub fn describe(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
