@@ -2,8 +2,10 @@
 # Installs what building and testing need on a fresh Debian machine, idempotently:
 # - Debian packages: protobuf-compiler (protoc, for LND's gRPC definitions), pkg-config, PostgreSQL (its
 #   server binaries, for the store tests; no cluster is started here);
-# - a regtest bitcoind, project-local under .tools/ (scripts/install-bitcoind.sh).
-# Sourced by scripts/test.sh and scripts/demo.sh; exports L402_BITCOIND.
+# - a regtest bitcoind, project-local under .tools/ (scripts/install-bitcoind.sh);
+# - the real peers, LND + lncli and Aperture, built from the Go module proxy once per machine
+#   (scripts/install-peers.sh).
+# Sourced by scripts/test.sh and scripts/demo.sh; exports L402_BITCOIND, L402_LND, L402_LNCLI, L402_APERTURE.
 set -euo pipefail
 _l402_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -23,3 +25,6 @@ echo "== regtest bitcoind"
 bash "$_l402_root/scripts/install-bitcoind.sh" | tail -n 2
 export L402_BITCOIND="${L402_BITCOIND_DIR:-$_l402_root/.tools/bitcoind}/bin/bitcoind"
 [ -x "$L402_BITCOIND" ] || { echo "bitcoind wrapper missing at $L402_BITCOIND" >&2; exit 1; }
+
+echo "== peers: LND and Aperture (built once per machine; the first build takes several minutes)"
+source "$_l402_root/scripts/install-peers.sh"

@@ -1,9 +1,11 @@
 //! `l402 regtest up|status|down`: a local regtest Lightning network that outlives the command.
 //!
 //! `up` starts `l402 regtest serve` in the background; it owns bitcoind and the LDK nodes (alice, funded, with
-//! a channel to bob), writes `state.json` in the network's directory once everything is ready, and shuts
-//! everything down on SIGTERM or SIGINT. `status` reads that file and asks bitcoind for its height; `down`
-//! sends SIGTERM and waits until the server is gone.
+//! a channel to bob), and with `--lnd` two real LND nodes (`payer`, funded, with a channel to `operator`),
+//! writes `state.json` in the network's directory once everything is ready, and shuts everything down on
+//! SIGTERM or SIGINT. `status` reads that file and asks bitcoind for its height, and prints for each LND node
+//! what `l402 proxy` (the operator: its invoice macaroon) and `l402 fetch` (the payer: a pay-only macaroon)
+//! need; `down` sends SIGTERM and waits until the server is gone.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,15 +20,26 @@ use crate::Failure;
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum RegtestCommand {
-    /// Start the network in the background (bitcoind, alice and bob, a funded channel alice -> bob).
-    Up(DirArgs),
+    /// Start the network in the background (bitcoind, alice and bob, a funded channel alice -> bob; with
+    /// --lnd also real LND nodes payer and operator, a funded channel payer -> operator).
+    Up(UpArgs),
     /// Show the running network: processes, block height, nodes.
     Status(StatusArgs),
     /// Stop the network and every process it started.
     Down(DirArgs),
     /// Run the network in the foreground until SIGTERM/SIGINT (what `up` starts).
     #[command(hide = true)]
-    Serve(DirArgs),
+    Serve(UpArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// Also start two real LND nodes (built by scripts/install-peers.sh): `payer`, with a 1M sat channel to
+    /// `operator`.
+    #[arg(long)]
+    lnd: bool,
 }
 
 #[derive(Args, Debug)]
@@ -66,14 +79,14 @@ fn alive(pid: u64) -> bool {
 
 pub(crate) fn run(cmd: RegtestCommand) -> Result<(), Failure> {
     match cmd {
-        RegtestCommand::Up(a) => up(&a.dir).map_err(Failure::Input),
+        RegtestCommand::Up(a) => up(&a.dir.dir, a.lnd).map_err(Failure::Input),
         RegtestCommand::Status(a) => status(&a.dir.dir, a.json).map_err(Failure::Input),
         RegtestCommand::Down(a) => down(&a.dir).map_err(Failure::Input),
-        RegtestCommand::Serve(a) => serve(&a.dir).map_err(Failure::Input),
+        RegtestCommand::Serve(a) => serve(&a.dir.dir, a.lnd).map_err(Failure::Input),
     }
 }
 
-fn up(dir: &Path) -> anyhow::Result<()> {
+fn up(dir: &Path, lnd: bool) -> anyhow::Result<()> {
     if let Ok(state) = read_state(dir) {
         if state["pid"].as_u64().is_some_and(alive) {
             bail!("a network is already running in {} (l402 regtest down first)", dir.display());
@@ -88,6 +101,7 @@ fn up(dir: &Path) -> anyhow::Result<()> {
     let mut child = Command::new(exe)
         .args(["regtest", "serve", "--dir"])
         .arg(dir)
+        .args(lnd.then_some("--lnd"))
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("log")?)
         .stderr(log)
@@ -121,6 +135,13 @@ fn status(dir: &Path, as_json: bool) -> anyhow::Result<()> {
     if let Some(b) = state["bitcoind"].as_object_mut() {
         b.remove("rpc_password");
     }
+    // The lndconnect URIs carry macaroons: they stay in state.json (0600), never on the terminal.
+    for n in state["lnd"].as_array_mut().into_iter().flatten() {
+        if let Some(n) = n.as_object_mut() {
+            n.remove("lndconnect_pay");
+            n.remove("lndconnect_invoice");
+        }
+    }
     if as_json {
         println!("{}", serde_json::to_string_pretty(&state).map_err(|e| anyhow!(e))?);
         return Ok(());
@@ -148,7 +169,36 @@ fn status(dir: &Path, as_json: bool) -> anyhow::Result<()> {
             ch["sats"]
         );
     }
+    for node in state["lnd"].as_array().into_iter().flatten() {
+        let s = |k: &str| node[k].as_str().unwrap_or("?").to_owned();
+        println!("  LND {:<8} {} at {}, gRPC {}", s("name"), s("pubkey"), s("listen"), s("rpc_address"));
+        println!("    tls.cert          {}", s("tls_cert"));
+        println!("    invoice.macaroon  {}", s("invoice_macaroon"));
+        println!("    pay.macaroon      {}  (pay-only: info:read offchain:read offchain:write)", s("pay_macaroon"));
+        println!("    admin.macaroon    {}", s("admin_macaroon"));
+    }
+    if let (Some(op), Some(payer)) = (lnd_node(&state, "operator"), lnd_node(&state, "payer")) {
+        let s = |n: &Value, k: &str| n[k].as_str().unwrap_or("?").to_owned();
+        println!("\n  l402 proxy, backed by the operator (put this in its config):");
+        println!("    [lightning]\n    backend = \"lnd\"\n    address = \"{}\"", s(op, "rpc_address"));
+        println!("    tls_cert = \"{}\"\n    macaroon = \"{}\"", s(op, "tls_cert"), s(op, "invoice_macaroon"));
+        println!("  l402 fetch, paying from the payer:");
+        println!(
+            "    l402 fetch URL --lnd-address {} --lnd-tls-cert {} --lnd-macaroon {}",
+            s(payer, "rpc_address"),
+            s(payer, "tls_cert"),
+            s(payer, "pay_macaroon")
+        );
+        println!(
+            "    (or --lndconnect with the URI kept in {} under lnd[].lndconnect_pay: it carries the macaroon)",
+            state_path(dir).display()
+        );
+    }
     Ok(())
+}
+
+fn lnd_node<'a>(state: &'a Value, name: &str) -> Option<&'a Value> {
+    state["lnd"].as_array()?.iter().find(|n| n["name"] == name)
 }
 
 fn block_height(state: &Value) -> anyhow::Result<u64> {
@@ -175,13 +225,14 @@ fn down(dir: &Path) -> anyhow::Result<()> {
     let state = read_state(dir)?;
     let pid = state["pid"].as_u64().ok_or_else(|| anyhow!("state.json has no pid"))?;
     let bitcoind = state["bitcoind"]["pid"].as_u64();
+    let lnds: Vec<u64> = state["lnd"].as_array().into_iter().flatten().filter_map(|n| n["pid"].as_u64()).collect();
     if alive(pid) {
         let ok = Command::new("kill").args(["-TERM", &pid.to_string()]).status().context("running kill")?;
         if !ok.success() {
             bail!("could not signal the network server (pid {pid})");
         }
         let deadline = Instant::now() + Duration::from_secs(90);
-        while alive(pid) || bitcoind.is_some_and(alive) {
+        while alive(pid) || bitcoind.is_some_and(alive) || lnds.iter().any(|p| alive(*p)) {
             if Instant::now() > deadline {
                 bail!("the network server (pid {pid}) did not stop within 90 s");
             }
@@ -193,7 +244,7 @@ fn down(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(dir: &Path) -> anyhow::Result<()> {
+fn serve(dir: &Path, with_lnd: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?;
     rt.block_on(async {
         let net = Regtest::start_in(dir).await?;
@@ -213,6 +264,31 @@ fn serve(dir: &Path) -> anyhow::Result<()> {
                 })
             })
             .collect();
+        let mut lnd = Vec::new();
+        let mut channels = vec![json!({ "from": "alice", "to": "bob", "sats": 1_000_000 })];
+        if with_lnd {
+            let payer = net.lnd_node("payer").await?;
+            let operator = net.lnd_node("operator").await?;
+            net.fund_lnd(&payer, 2_000_000).await?;
+            net.open_channel_lnd_to_lnd(&payer, &operator, 1_000_000, 0, None, &[]).await?;
+            channels.push(json!({ "from": "payer", "to": "operator", "sats": 1_000_000 }));
+            for n in [&payer, &operator] {
+                use l402_regtest::LndMacaroon::{Admin, Invoice, Pay};
+                lnd.push(json!({
+                    "name": n.name(),
+                    "pubkey": n.pubkey(),
+                    "pid": n.pid(),
+                    "listen": n.peer_address().to_string(),
+                    "rpc_address": n.rpc_address(),
+                    "tls_cert": n.tls_cert_path(),
+                    "admin_macaroon": n.macaroon_path(Admin),
+                    "invoice_macaroon": n.macaroon_path(Invoice),
+                    "pay_macaroon": n.macaroon_path(Pay),
+                    "lndconnect_pay": n.lndconnect_uri(Pay)?,
+                    "lndconnect_invoice": n.lndconnect_uri(Invoice)?,
+                }));
+            }
+        }
         let state = json!({
             "pid": std::process::id(),
             "bitcoind": {
@@ -223,7 +299,8 @@ fn serve(dir: &Path) -> anyhow::Result<()> {
                 "datadir": net.bitcoind().datadir(),
             },
             "nodes": nodes,
-            "channels": [{ "from": "alice", "to": "bob", "sats": 1_000_000 }],
+            "lnd": lnd,
+            "channels": channels,
         });
         let tmp = dir.join("state.json.tmp");
         {

@@ -26,6 +26,16 @@ pub const DEFAULT_RECONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// [`l402_lightning::PayError::OutcomeUnknown`].
 pub const DEFAULT_RESUME_MARGIN: Duration = Duration::from_secs(60);
 
+/// How many parts (HTLCs) a payment may be split into, unless [`LndConfig::max_parts`] says otherwise: one.
+///
+/// Measured on LND 0.21.2: `SendPaymentV2` with `max_parts` unset splits up to 16 ways. When the fee limit is
+/// below what the one route costs, LND then sends a smaller shard that fits the limit, and the payment stays
+/// IN_FLIGHT (with `failure_reason` NO_ROUTE already set) until the payee fails that lone shard back at its MPP
+/// timeout, minutes later; a payee that chose to could even settle it and be paid part of the price. With one
+/// part a route over the limit is NO_ROUTE at once and nothing leaves the node. L402 prices are small; a
+/// payment that needs several channels' liquidity can raise it.
+pub const DEFAULT_MAX_PARTS: u32 = 1;
+
 /// How to reach one LND node.
 ///
 /// Build it with [`LndConfig::new`] (address, certificate, macaroon) or [`LndConfig::from_lndconnect`]; the
@@ -47,6 +57,8 @@ pub struct LndConfig {
     pub reconnect_timeout: Duration,
     /// See [`DEFAULT_RESUME_MARGIN`].
     pub resume_margin: Duration,
+    /// See [`DEFAULT_MAX_PARTS`].
+    pub max_parts: u32,
 }
 
 impl fmt::Debug for LndConfig {
@@ -59,6 +71,7 @@ impl fmt::Debug for LndConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("reconnect_timeout", &self.reconnect_timeout)
             .field("resume_margin", &self.resume_margin)
+            .field("max_parts", &self.max_parts)
             .finish()
     }
 }
@@ -88,6 +101,7 @@ impl LndConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             reconnect_timeout: DEFAULT_RECONNECT_TIMEOUT,
             resume_margin: DEFAULT_RESUME_MARGIN,
+            max_parts: DEFAULT_MAX_PARTS,
         }
     }
 

@@ -25,6 +25,15 @@ const MACAROON_REFUSALS: &[&str] = &[
     "unknown macaroon version",
 ];
 
+/// Texts LND answers with while it starts (`rpcperms/interceptor.go`: the wallet not unlocked yet, the RPC server
+/// not ready), all with code `Unknown`: seen on real LND 0.21 in the seconds after a restart. They pass.
+const STARTING_UP: &[&str] = &[
+    "wallet locked, unlock it",
+    "waiting to start, rpc services not available",
+    "the rpc server is in the process of starting up",
+    "server is still in the process of starting",
+];
+
 /// Whether the status says the request never left this process (no connection could be opened).
 pub(crate) fn never_sent(status: &Status) -> bool {
     status.code() == Code::Unavailable && status.message().starts_with(CONNECT_FAILED)
@@ -80,6 +89,10 @@ pub(crate) fn from_status(method: &str, status: &Status) -> LightningError {
         };
         return LightningError::new(K::Unauthenticated, format!("{method}: {what}: {detail}"));
     }
+    let lower = status.message().to_ascii_lowercase();
+    if STARTING_UP.iter().any(|m| lower.contains(m)) {
+        return LightningError::new(K::Unavailable, format!("{method}: LND is starting: {detail}"));
+    }
     if is_transport_failure(status) {
         return LightningError::new(K::Unavailable, format!("{method}: connection to LND lost: {detail}"));
     }
@@ -116,6 +129,21 @@ mod tests {
         }
         let e = from_status("GetInfo", &Status::permission_denied("nope"));
         assert_eq!(e.kind, LightningErrorKind::Unauthenticated);
+    }
+
+    /// Regression: a settlement stream ended for good when LND, restarting, answered "wallet locked" before
+    /// its wallet was unlocked (real LND 0.21, `every_direction_pays_on_real_lnd...`).
+    #[test]
+    fn lnd_starting_up_is_unavailable_so_calls_are_retried() {
+        for msg in [
+            "wallet locked, unlock it to enable full RPC access",
+            "waiting to start, RPC services not available",
+            "the RPC server is in the process of starting up, but not yet ready to accept calls",
+        ] {
+            let e = from_status("SubscribeInvoices", &Status::unknown(msg));
+            assert_eq!(e.kind, LightningErrorKind::Unavailable, "{msg}");
+            assert!(e.is_retryable(), "{msg}");
+        }
     }
 
     #[test]

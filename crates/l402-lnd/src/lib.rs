@@ -56,7 +56,10 @@
 //! - `SendPaymentV2` (router.proto): `fee_limit_sat`/`fee_limit_msat` are exclusive and a zero limit means
 //!   "zero-fee routes only" (the RPC's own comment warns of it), so a zero `max_fee` is refused before
 //!   anything is sent; `timeout_seconds` (0 means 60) stops new attempts only, HTLCs in flight continue;
-//!   `cancelable` is left false, so closing the stream never cancels the payment.
+//!   `cancelable` is left false, so closing the stream never cancels the payment. `max_parts` unset means 16
+//!   in lnd 0.21 (`routerrpc/router_backend.go`): the adapter sends [`config::DEFAULT_MAX_PARTS`] (one) unless
+//!   configured otherwise, because with a fee limit under the route's fee a multi-part payment sends a shard
+//!   that fits and waits IN_FLIGHT for the payee's MPP timeout instead of failing (measured on real LND).
 //! - It streams `lnrpc.Payment`: `status` INITIATED=4, IN_FLIGHT=1, SUCCEEDED=2, FAILED=3 (UNKNOWN=0 is
 //!   deprecated), `htlcs` (one entry per attempt, keyed by `attempt_id`), `payment_preimage` as a hex
 //!   STRING, `value_msat`, `fee_msat`, and `failure_reason` (TIMEOUT=1, NO_ROUTE=2, ERROR=3,

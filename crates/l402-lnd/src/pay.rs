@@ -292,6 +292,7 @@ impl Payer for LndNode {
             fee_limit_msat,
             timeout_seconds,
             no_inflight_updates: false,
+            max_parts: self.config().max_parts.max(1),
             ..Default::default()
         };
         debug_assert!(send.fee_limit_msat > 0 && send.fee_limit_sat == 0);

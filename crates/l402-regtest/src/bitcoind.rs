@@ -250,7 +250,7 @@ impl Drop for Bitcoind {
 
 /// A shell loop that kills `child` once this process is gone, so a test killed without unwinding leaves no
 /// bitcoind behind.
-fn spawn_watchdog(child: u32) -> Option<Child> {
+pub(crate) fn spawn_watchdog(child: u32) -> Option<Child> {
     let parent = std::process::id();
     let script = format!(
         "while kill -0 {parent} 2>/dev/null && kill -0 {child} 2>/dev/null; do sleep 1; done; kill -9 {child} 2>/dev/null"

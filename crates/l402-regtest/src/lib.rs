@@ -1,5 +1,5 @@
-//! A local regtest Lightning network: a real bitcoind and real LDK nodes, on loopback, in a temporary
-//! directory, torn down when dropped.
+//! A local regtest Lightning network: a real bitcoind, real LDK nodes and real LND nodes, on loopback, in a
+//! temporary directory, torn down when dropped; and Aperture, Lightning Labs' L402 proxy, on top of it.
 //!
 //! Tests, benchmarks and the demo all stand on it, so every payment the project makes in its own checks is a
 //! real Lightning payment: real BOLT-8 transport, real channels funded on a real (regtest) chain, real HTLCs.
@@ -20,14 +20,18 @@
 //! `scripts/install-bitcoind.sh`), then `PATH`. If none is there, starting fails with a message saying how to
 //! install it: a test that needs the network never passes by skipping.
 
+pub mod aperture;
 mod bitcoind;
 mod error;
+pub mod lnd;
 mod network;
 pub mod payments;
 pub mod postgres;
 
+pub use aperture::{Aperture, ApertureService};
 pub use bitcoind::{Bitcoind, find_bitcoind};
 pub use error::RegtestError;
+pub use lnd::{Lnd, LndMacaroon};
 pub use network::{ForwardingFee, Regtest};
 pub use postgres::Postgres;
 

@@ -1,4 +1,4 @@
-//! The network: one bitcoind, any number of LDK nodes, channels between them.
+//! The network: one bitcoind, any number of LDK and LND nodes, channels between them in every direction.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use l402_ldk::{LdkConfig, LdkNode, Network};
 use crate::bitcoind::Bitcoind;
 use crate::error::RegtestError;
 use crate::free_port;
+use crate::lnd::Lnd;
 
 /// What a node charges to forward a payment over a channel: `base_msat` plus `ppm` millionths of the amount.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +41,7 @@ pub struct Regtest {
     root: PathBuf,
     bitcoind: Bitcoind,
     nodes: Mutex<Vec<Arc<LdkNode>>>,
+    lnds: Mutex<Vec<Arc<Lnd>>>,
     stopped: bool,
 }
 
@@ -66,7 +68,14 @@ impl Regtest {
     pub async fn start_in(root: &Path) -> Result<Self, RegtestError> {
         let bitcoind = Bitcoind::start(&root.join("bitcoind")).await?;
         tracing::info!(rpc_port = bitcoind.rpc_port(), root = %root.display(), "regtest bitcoind ready");
-        Ok(Self { dir: None, root: root.to_owned(), bitcoind, nodes: Mutex::new(Vec::new()), stopped: false })
+        Ok(Self {
+            dir: None,
+            root: root.to_owned(),
+            bitcoind,
+            nodes: Mutex::new(Vec::new()),
+            lnds: Mutex::new(Vec::new()),
+            stopped: false,
+        })
     }
 
     /// The bitcoind.
@@ -103,11 +112,29 @@ impl Regtest {
         Ok(node)
     }
 
-    /// Mines `n` blocks and waits until every node has seen them.
+    /// The LND nodes started so far.
+    pub fn lnd_nodes(&self) -> Vec<Arc<Lnd>> {
+        self.lnds.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    /// Starts a real LND node named `name` on this bitcoind (see [`crate::lnd`]) and waits until it is synced.
+    pub async fn lnd_node(&self, name: &str) -> Result<Arc<Lnd>, RegtestError> {
+        let lnd = Arc::new(Lnd::start(name, &self.root.join("lnd").join(name), &self.bitcoind).await?);
+        if let Ok(mut lnds) = self.lnds.lock() {
+            lnds.push(lnd.clone());
+        }
+        Ok(lnd)
+    }
+
+    /// Mines `n` blocks and waits until every node, LDK and LND, has seen them.
     pub async fn mine(&self, n: u32) -> Result<(), RegtestError> {
         self.bitcoind.mine(n).await?;
         for node in self.nodes() {
             self.wait_synced(&node).await?;
+        }
+        let height = self.bitcoind.block_count().await?;
+        for lnd in self.lnd_nodes() {
+            lnd.wait_height(height).await?;
         }
         Ok(())
     }
@@ -145,6 +172,165 @@ impl Regtest {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(RegtestError::Timeout(format!("{sats} sats spendable on node {}", node.node_id())));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends `sats` on-chain to the LND node, confirms it, and waits until LND counts it as confirmed.
+    pub async fn fund_lnd(&self, lnd: &Lnd, sats: u64) -> Result<(), RegtestError> {
+        let before = lnd.confirmed_balance().await?;
+        let address = lnd.lncli(&["newaddress", "p2wkh"]).await?["address"].as_str().unwrap_or_default().to_owned();
+        let txid = self.bitcoind.send_to_address(&address, sats).await?;
+        self.bitcoind.wait_in_mempool(&txid, WAIT).await?;
+        self.mine(1).await?;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while lnd.confirmed_balance().await? < before + sats {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RegtestError::Timeout(format!("{sats} sats confirmed on LND {}", lnd.name())));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// Opens a channel of `sats` from the LDK node `from` to the LND node `to` (pushing `push_msat` to it),
+    /// confirms it, and waits until both sides can use it. Returns ldk-node's user channel id.
+    pub async fn open_channel_to_lnd(
+        &self,
+        from: &LdkNode,
+        to: &Lnd,
+        sats: u64,
+        push_msat: u64,
+    ) -> Result<u128, RegtestError> {
+        let peer = to.pubkey().parse().map_err(|_| RegtestError::Ldk("open channel", "LND's pubkey".into()))?;
+        let ucid = self.ldk_open(from, peer, to.peer_address(), sats, push_msat, None).await?;
+        let from_id = from.inner().node_id().to_string();
+        self.until_usable(&format!("channel {ucid} to LND {}", to.name()), || async {
+            let out = from.inner().list_channels().iter().any(|c| c.user_channel_id.0 == ucid && c.is_usable);
+            Ok(out && lnd_has_active(to, &from_id).await?)
+        })
+        .await?;
+        Ok(ucid)
+    }
+
+    /// Opens a private channel of `sats` from the LND node `from` to the LDK node `to` (pushing `push_sat`),
+    /// confirms it (six blocks: ldk-node's minimum depth as the accepting side), and waits until both sides can
+    /// use it. Private, because ldk-node refuses announced inbound channels unless it announces itself.
+    pub async fn open_channel_from_lnd(
+        &self,
+        from: &Lnd,
+        to: &LdkNode,
+        sats: u64,
+        push_sat: u64,
+    ) -> Result<(), RegtestError> {
+        let addr = to.config().listen.ok_or(RegtestError::Ldk("open channel", "peer does not listen".into()))?;
+        let to_id = to.inner().node_id().to_string();
+        self.lnd_open(from, &to_id, addr, sats, push_sat, true, None).await?;
+        let from_id = from.pubkey().to_owned();
+        self.until_usable(&format!("channel from LND {} to {to_id}", from.name()), || async {
+            let inn = to.inner().list_channels().iter().any(|c| c.counterparty_node_id.to_string() == from_id && c.is_usable);
+            Ok(inn && lnd_has_active(from, &to_id).await?)
+        })
+        .await
+    }
+
+    /// Opens a channel of `sats` from the LND node `from` to the LND node `to` (pushing `push_sat`), confirms
+    /// it and waits until both can use it. With `fee`, the channel is announced and `from` charges `fee` to
+    /// forward over it; then every node in `observers` is waited for until its graph has that policy (a route
+    /// through `from` needs it). Without, the channel is private.
+    pub async fn open_channel_lnd_to_lnd(
+        &self,
+        from: &Lnd,
+        to: &Lnd,
+        sats: u64,
+        push_sat: u64,
+        fee: Option<ForwardingFee>,
+        observers: &[&Lnd],
+    ) -> Result<(), RegtestError> {
+        self.lnd_open(from, to.pubkey(), to.peer_address(), sats, push_sat, fee.is_none(), fee).await?;
+        self.until_usable(&format!("channel from LND {} to LND {}", from.name(), to.name()), || async {
+            Ok(lnd_has_active(from, to.pubkey()).await? && lnd_has_active(to, from.pubkey()).await?)
+        })
+        .await?;
+        let Some(fee) = fee else { return Ok(()) };
+        // lncli 0.21 prints the 32-byte channel id as `chan_id`; the short channel id getchaninfo takes is `scid`.
+        let channel = lnd_channel(from, to.pubkey()).await?;
+        let chan_id = channel["scid"].as_str().unwrap_or_default().to_owned();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        for observer in observers {
+            loop {
+                let info = observer.lncli(&["getchaninfo", "--chan_id", &chan_id]).await.unwrap_or_default();
+                let policy = if info["node1_pub"].as_str() == Some(from.pubkey()) {
+                    &info["node1_policy"]
+                } else {
+                    &info["node2_policy"]
+                };
+                let known = (policy["fee_base_msat"].as_str(), policy["fee_rate_milli_msat"].as_str());
+                if known == (Some(fee.base_msat.to_string().as_str()), Some(fee.ppm.to_string().as_str())) {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(RegtestError::Timeout(format!(
+                        "LND {} to learn channel {chan_id} from gossip (it has {known:?})",
+                        observer.name()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn lnd_open(
+        &self,
+        from: &Lnd,
+        peer: &str,
+        addr: SocketAddr,
+        sats: u64,
+        push_sat: u64,
+        private: bool,
+        fee: Option<ForwardingFee>,
+    ) -> Result<(), RegtestError> {
+        let target = format!("{peer}@{addr}");
+        if let Err(e) = from.lncli(&["connect", &target]).await {
+            if !e.to_string().contains("already connected") {
+                return Err(e);
+            }
+        }
+        let mut args = vec![
+            "openchannel".to_owned(),
+            format!("--node_key={peer}"),
+            format!("--local_amt={sats}"),
+            format!("--push_amt={push_sat}"),
+        ];
+        if private {
+            args.push("--private".into());
+        }
+        if let Some(fee) = fee {
+            args.push(format!("--base_fee_msat={}", fee.base_msat));
+            args.push(format!("--fee_rate_ppm={}", fee.ppm));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let opened = from.lncli(&args).await?;
+        let txid = opened["funding_txid"].as_str().unwrap_or_default().to_owned();
+        self.bitcoind.wait_in_mempool(&txid, WAIT).await?;
+        self.mine(CHANNEL_CONFIRMATIONS).await
+    }
+
+    async fn until_usable<F, Fut>(&self, what: &str, mut check: F) -> Result<(), RegtestError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<bool, RegtestError>>,
+    {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if check().await? {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RegtestError::Timeout(format!("{what} to be usable on both sides")));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -214,8 +400,29 @@ impl Regtest {
         announce: Option<ForwardingFee>,
     ) -> Result<u128, RegtestError> {
         let addr = to.config().listen.ok_or(RegtestError::Ldk("open channel", "peer does not listen".into()))?;
+        let ucid = self.ldk_open(from, to.inner().node_id(), addr, sats, push_msat, announce).await?;
+        let from_id = from.inner().node_id();
+        self.until_usable(&format!("channel {ucid}"), || async {
+            let out = from.inner().list_channels().iter().any(|c| c.user_channel_id.0 == ucid && c.is_usable);
+            let inn = to.inner().list_channels().iter().any(|c| c.counterparty_node_id == from_id && c.is_usable);
+            Ok(out && inn)
+        })
+        .await?;
+        Ok(ucid)
+    }
+
+    /// Has the LDK node `from` open a channel to `peer` at `addr`, waits for its funding transaction and
+    /// confirms it. Returns the user channel id.
+    async fn ldk_open(
+        &self,
+        from: &LdkNode,
+        peer: l402_ldk::ldk_node::bitcoin::secp256k1::PublicKey,
+        addr: SocketAddr,
+        sats: u64,
+        push_msat: u64,
+        announce: Option<ForwardingFee>,
+    ) -> Result<u128, RegtestError> {
         let mut events = from.channel_events();
-        let peer = to.inner().node_id();
         let opener = from.handle();
         let push = (push_msat > 0).then_some(push_msat);
         let ucid = tokio::task::spawn_blocking(move || {
@@ -251,19 +458,7 @@ impl Regtest {
         .map_err(|_| RegtestError::Timeout("the channel's funding transaction".into()))??;
         self.bitcoind.wait_in_mempool(&txid, WAIT).await?;
         self.mine(CHANNEL_CONFIRMATIONS).await?;
-        let from_id = from.inner().node_id();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let out = from.inner().list_channels().iter().any(|c| c.user_channel_id.0 == ucid && c.is_usable);
-            let inn = to.inner().list_channels().iter().any(|c| c.counterparty_node_id == from_id && c.is_usable);
-            if out && inn {
-                return Ok(ucid);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(RegtestError::Timeout(format!("channel {ucid} to be usable on both sides")));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        Ok(ucid)
     }
 
     /// Starts nodes `from` and `to`, funds `from` with `fund_sats` on-chain and opens a channel of
@@ -284,6 +479,12 @@ impl Regtest {
 
     /// Stops every node, then bitcoind. The temporary directory (if any) is removed when `self` drops.
     pub async fn shutdown(mut self) {
+        for lnd in self.lnd_nodes() {
+            lnd.stop().await;
+        }
+        if let Ok(mut lnds) = self.lnds.lock() {
+            lnds.clear();
+        }
         for node in self.nodes() {
             node.stop().await;
         }
@@ -307,4 +508,19 @@ impl Drop for Regtest {
             }
         }
     }
+}
+
+/// LND's `listchannels` entry for its channel with `peer`, if it has one.
+async fn lnd_channel(lnd: &Lnd, peer: &str) -> Result<serde_json::Value, RegtestError> {
+    let channels = lnd.lncli(&["listchannels"]).await?;
+    Ok(channels["channels"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["remote_pubkey"].as_str() == Some(peer)))
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// Whether LND has an active channel with `peer`.
+async fn lnd_has_active(lnd: &Lnd, peer: &str) -> Result<bool, RegtestError> {
+    Ok(lnd_channel(lnd, peer).await?["active"].as_bool() == Some(true))
 }
