@@ -230,7 +230,7 @@ impl Regtest {
         let from_id = from.pubkey().to_owned();
         self.until_usable(&format!("channel from LND {} to {to_id}", from.name()), || async {
             let inn = to.inner().list_channels().iter().any(|c| c.counterparty_node_id.to_string() == from_id && c.is_usable);
-            Ok(inn && lnd_has_active(from, &to_id).await?)
+            Ok(inn && lnd_has_active(from, &to_id).await? && lnd_can_route(from, &to_id).await)
         })
         .await
     }
@@ -250,7 +250,9 @@ impl Regtest {
     ) -> Result<(), RegtestError> {
         self.lnd_open(from, to.pubkey(), to.peer_address(), sats, push_sat, fee.is_none(), fee).await?;
         self.until_usable(&format!("channel from LND {} to LND {}", from.name(), to.name()), || async {
-            Ok(lnd_has_active(from, to.pubkey()).await? && lnd_has_active(to, from.pubkey()).await?)
+            Ok(lnd_has_active(from, to.pubkey()).await?
+                && lnd_has_active(to, from.pubkey()).await?
+                && lnd_can_route(from, to.pubkey()).await)
         })
         .await?;
         let Some(fee) = fee else { return Ok(()) };
@@ -518,6 +520,12 @@ async fn lnd_channel(lnd: &Lnd, peer: &str) -> Result<serde_json::Value, Regtest
         .and_then(|cs| cs.iter().find(|c| c["remote_pubkey"].as_str() == Some(peer)))
         .cloned()
         .unwrap_or_default())
+}
+
+/// Whether LND finds a route to `peer` for 1,000 sat. Right after a channel turns active LND may still give
+/// it no bandwidth (its link is not up yet) and fail payments with INSUFFICIENT_BALANCE: measured on 0.21.
+async fn lnd_can_route(lnd: &Lnd, peer: &str) -> bool {
+    lnd.lncli(&["queryroutes", "--dest", peer, "--amt", "1000"]).await.is_ok_and(|v| v["routes"].as_array().is_some_and(|r| !r.is_empty()))
 }
 
 /// Whether LND has an active channel with `peer`.
