@@ -6,6 +6,10 @@
 //! Authorization header (shortened: they are secrets, even on regtest), the 200 and its body, the token reused
 //! without paying, the token's lifetime ending and a fresh payment, a payment refused over the client's cap,
 //! and the spend ledger. It stops every process it started and exits 0.
+//!
+//! `--backend lnd` runs the same walkthrough with real LND on both sides (built by `scripts/install-peers.sh`):
+//! the operator's LND mints the invoices, and the proxy holds only its invoice macaroon; the agent pays through
+//! its own LND with a pay-only macaroon; the ledger is checked against the agent's LND `ListPayments`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +31,87 @@ pub(crate) struct DemoArgs {
     /// Seconds a token lives (the demo waits for it to end).
     #[arg(long, default_value_t = 6)]
     lifetime: u64,
+    /// The Lightning nodes: embedded LDK nodes, or real LND nodes (scripts/install-peers.sh builds LND).
+    #[arg(long, value_enum, default_value_t = Backend::Ldk)]
+    backend: Backend,
+}
+
+/// Which Lightning nodes the demo runs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// Two LDK nodes embedded in the demo's process.
+    Ldk,
+    /// Two real LND nodes, driven over gRPC.
+    Lnd,
+}
+
+/// The two sides' Lightning: what the proxy mints with, what the client pays with, and how to read the
+/// paying node's own record of what it sent.
+struct Sides {
+    issuer: Arc<dyn l402_lightning::InvoiceIssuer>,
+    payer: Arc<dyn l402_lightning::Payer>,
+    ldk_wallet: Option<Arc<l402_ldk::LdkNode>>,
+    lnd_wallet: Option<Arc<l402_regtest::Lnd>>,
+}
+
+impl Sides {
+    /// msat that left the paying node in succeeded Lightning payments (amount + fee), by its own record.
+    async fn node_sent(&self) -> anyhow::Result<u64> {
+        if let Some(lnd) = &self.lnd_wallet {
+            let msat = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+            return Ok(lnd
+                .payments()
+                .await?
+                .iter()
+                .filter(|p| p["status"] == "SUCCEEDED")
+                .map(|p| msat(&p["value_msat"]) + msat(&p["fee_msat"]))
+                .sum());
+        }
+        let wallet = self.ldk_wallet.as_ref().context("no wallet")?;
+        Ok(wallet
+            .inner()
+            .list_payments_with_filter(|p| {
+                p.direction == l402_ldk::ldk_node::payment::PaymentDirection::Outbound
+                    && p.status == l402_ldk::ldk_node::payment::PaymentStatus::Succeeded
+                    && matches!(p.kind, l402_ldk::ldk_node::payment::PaymentKind::Bolt11 { .. })
+            })
+            .iter()
+            .map(|p| p.amount_msat.unwrap_or(0) + p.fee_paid_msat.unwrap_or(0))
+            .sum())
+    }
+}
+
+async fn sides(net: &Regtest, backend: Backend) -> anyhow::Result<Sides> {
+    match backend {
+        Backend::Ldk => {
+            let server_node = net.ldk_node("api-operator").await?;
+            let wallet = net.ldk_node("agent-wallet").await?;
+            println!("   operator's LDK node {}", short(&server_node.node_id(), 20));
+            println!("   agent's wallet      {}", short(&wallet.node_id(), 20));
+            net.fund(&wallet, 1_000_000).await?;
+            net.open_channel(&wallet, &server_node, 500_000, 0).await?;
+            println!(
+                "   funded the wallet with 1,000,000 sat on-chain and opened a 500,000 sat channel to the operator"
+            );
+            Ok(Sides { issuer: server_node, payer: wallet.clone(), ldk_wallet: Some(wallet), lnd_wallet: None })
+        }
+        Backend::Lnd => {
+            use l402_regtest::LndMacaroon;
+            let operator = net.lnd_node("api-operator").await.context("starting LND (scripts/install-peers.sh)")?;
+            let wallet = net.lnd_node("agent-wallet").await?;
+            println!("   operator's LND {} (gRPC {})", short(operator.pubkey(), 20), operator.rpc_address());
+            println!("   agent's LND    {} (gRPC {})", short(wallet.pubkey(), 20), wallet.rpc_address());
+            net.fund_lnd(&wallet, 1_000_000).await?;
+            net.open_channel_lnd_to_lnd(&wallet, &operator, 500_000, 0, None, &[]).await?;
+            println!(
+                "   funded the agent's LND with 1,000,000 sat on-chain and opened a 500,000 sat channel to the operator"
+            );
+            let issuer = operator.connect(LndMacaroon::Invoice).await?;
+            let payer = wallet.connect(LndMacaroon::Pay).await?;
+            println!("   the proxy holds the operator's invoice.macaroon; the client a pay-only macaroon");
+            Ok(Sides { issuer: Arc::new(issuer), payer: Arc::new(payer), ldk_wallet: None, lnd_wallet: Some(wallet) })
+        }
+    }
 }
 
 const PRICE_SAT: u64 = 1_000;
@@ -65,7 +150,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     step(0, "Setting up: a regtest Lightning network, the proxy, the paying client");
     let net =
         Regtest::start_in(&dir.path().join("net")).await.context("starting bitcoind (scripts/install-bitcoind.sh)")?;
-    let result = run_steps(&net, dir.path(), args.lifetime).await;
+    let result = run_steps(&net, dir.path(), args.lifetime, args.backend).await;
     net.shutdown().await;
     if result.is_ok() {
         println!("\nAll done in {:.1} s; every process the demo started is stopped.", started.elapsed().as_secs_f64());
@@ -73,22 +158,16 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn run_steps(net: &Regtest, dir: &std::path::Path, lifetime: u64) -> anyhow::Result<()> {
-    let server_node = net.ldk_node("api-operator").await?;
-    let wallet = net.ldk_node("agent-wallet").await?;
+async fn run_steps(net: &Regtest, dir: &std::path::Path, lifetime: u64, backend: Backend) -> anyhow::Result<()> {
     println!("   bitcoind (regtest) on 127.0.0.1:{}", net.bitcoind().rpc_port());
-    println!("   operator's LDK node {}", short(&server_node.node_id(), 20));
-    println!("   agent's wallet      {}", short(&wallet.node_id(), 20));
-    net.fund(&wallet, 1_000_000).await?;
-    net.open_channel(&wallet, &server_node, 500_000, 0).await?;
-    println!("   funded the wallet with 1,000,000 sat on-chain and opened a 500,000 sat channel to the operator");
+    let sides = sides(net, backend).await?;
 
     let upstream = weather_api().await?;
     let config = Config::parse(&format!(
         r#"
 listen = "127.0.0.1:0"
 store = {{ kind = "sqlite", path = "{db}" }}
-lightning = {{ backend = "ldk", data_dir = "(the demo's own node)", network = "regtest", bitcoind_rpc = "-", bitcoind_user = "-" }}
+lightning = {{ backend = "ldk", data_dir = "(the demo's own node, given below)", network = "regtest", bitcoind_rpc = "-", bitcoind_user = "-" }}
 [[service]]
 name = "weather"
 path = "/weather/today"
@@ -104,7 +183,7 @@ price_sat = {PREMIUM_SAT}
         db = dir.join("proxy.db").display()
     ))?;
     let store = open_store(&config.store).await?;
-    let proxy = Proxy::start(&config, store, server_node.clone()).await?;
+    let proxy = Proxy::start(&config, store, sides.issuer.clone()).await?;
     let base = format!("http://{}", proxy.addr());
     println!("   l402 proxy on {base} (SQLite store), in front of the weather API at {upstream}");
     println!("   services: weather {PRICE_SAT} sat per token, valid {lifetime} s; premium {PREMIUM_SAT} sat");
@@ -124,7 +203,7 @@ price_sat = {PREMIUM_SAT}
         }
         _ => {}
     }));
-    let client = Client::new(wallet.clone(), cfg)?;
+    let client = Client::new(sides.payer.clone(), cfg)?;
     // Budgets, fail closed: each payment reserves price + fee limit against every one of them.
     client.store().blocking(|c| {
         l402_client::Limits::save(c, l402_client::LimitKind::PerRequest, Msat::from_sat(CAP_SAT + 100).0)?;
@@ -229,16 +308,7 @@ price_sat = {PREMIUM_SAT}
         );
         total += e.counted_msat();
     }
-    let node_sent: u64 = wallet
-        .inner()
-        .list_payments_with_filter(|p| {
-            p.direction == l402_ldk::ldk_node::payment::PaymentDirection::Outbound
-                && p.status == l402_ldk::ldk_node::payment::PaymentStatus::Succeeded
-                && matches!(p.kind, l402_ldk::ldk_node::payment::PaymentKind::Bolt11 { .. })
-        })
-        .iter()
-        .map(|p| p.amount_msat.unwrap_or(0) + p.fee_paid_msat.unwrap_or(0))
-        .sum();
+    let node_sent = sides.node_sent().await?;
     println!(
         "   total spent {total} msat; the wallet node's own record of Lightning payments: {node_sent} msat (match: {})",
         total == node_sent

@@ -92,7 +92,10 @@ async fn our_client_pays_a_real_aperture_through_real_lnd_and_ldk_and_reuses_its
     assert_eq!(r.status(), 402);
     let lines: Vec<String> =
         r.headers().get_all("www-authenticate").iter().map(|v| v.to_str().expect("ascii").to_owned()).collect();
-    assert!(lines.len() >= 2 && lines[0].starts_with("LSAT macaroon=") && lines[1].starts_with("L402 macaroon="), "{lines:?}");
+    assert!(
+        lines.len() >= 2 && lines[0].starts_with("LSAT macaroon=") && lines[1].starts_with("L402 macaroon="),
+        "{lines:?}"
+    );
     let aperture_mac = challenge_macaroon(&r);
     let d = decode(&aperture_mac);
     println!("Aperture's macaroon decoded: {d}");

@@ -3,8 +3,23 @@
 
 #[test]
 fn the_demo_runs_every_step_and_exits_zero() {
+    demo(&[]);
+}
+
+/// The same walkthrough with real LND on both sides; it also leaves no LND running.
+#[test]
+fn the_demo_on_real_lnd_runs_every_step_and_exits_zero() {
+    let text = demo(&["--backend", "lnd"]);
+    assert!(text.contains("operator's LND") && text.contains("pay-only macaroon"), "{text}");
+    let left =
+        std::process::Command::new("pgrep").args(["-f", "lnd --lnddir=/tmp/l402-demo-"]).output().expect("pgrep");
+    assert!(left.stdout.is_empty(), "LND left running: {}", String::from_utf8_lossy(&left.stdout));
+}
+
+fn demo(extra: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_l402"))
         .args(["demo", "--lifetime", "3"])
+        .args(extra)
         .output()
         .expect("l402 demo runs");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -23,4 +38,5 @@ fn the_demo_runs_every_step_and_exits_zero() {
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
+    text.into_owned()
 }

@@ -126,7 +126,10 @@ fn ours(dirs: &[PathBuf]) -> HashMap<String, (u64, u64)> {
     for d in dirs {
         for e in ledger(d).into_iter().filter(|e| e["state"] == "succeeded") {
             let fee = e["fee_msat"].as_u64().expect("fee");
-            all.insert(e["payment_hash"].as_str().expect("hash").to_owned(), (e["amount_msat"].as_u64().expect("amount"), fee));
+            all.insert(
+                e["payment_hash"].as_str().expect("hash").to_owned(),
+                (e["amount_msat"].as_u64().expect("amount"), fee),
+            );
         }
     }
     all
@@ -204,7 +207,10 @@ async fn the_proxy_and_every_client_front_end_on_real_lnd_pay_once_and_agree_wit
     let data = tmp.path().join("fetch");
     dirs.push(data.clone());
     let v = json(&run(&payer, &data, &["fetch", &url("/weather/today"), "-d", "hi"]));
-    assert_eq!((v["status"].as_u64(), v["body"].as_str()), (Some(200), Some("upstream saw /weather/today with 2 bytes")));
+    assert_eq!(
+        (v["status"].as_u64(), v["body"].as_str()),
+        (Some(200), Some("upstream saw /weather/today with 2 bytes"))
+    );
     assert_eq!(v["payment"]["amount_msat"], 10_000, "{v}");
     let hash = v["payment"]["payment_hash"].as_str().expect("hash").to_owned();
     let invoice = operator.lncli(&["lookupinvoice", &hash]).await.expect("the operator's LND issued it");
@@ -268,7 +274,11 @@ async fn the_proxy_and_every_client_front_end_on_real_lnd_pay_once_and_agree_wit
         if point == "journal_written" {
             assert_ne!(succeeded[0]["payment_hash"], journaled.as_str(), "{point}: never sent, a fresh challenge paid");
         } else {
-            assert_eq!((entries.len(), succeeded[0]["payment_hash"].as_str()), (1, Some(journaled.as_str())), "{point}");
+            assert_eq!(
+                (entries.len(), succeeded[0]["payment_hash"].as_str()),
+                (1, Some(journaled.as_str())),
+                "{point}"
+            );
         }
         assert!(json(&run(&payer, &data, &["fetch", &u]))["payment"].is_null(), "{point}: token reused");
     }

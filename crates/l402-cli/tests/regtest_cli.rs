@@ -49,3 +49,47 @@ fn up_status_down_leaves_nothing_running() {
     let st = l402(&["regtest", "status", "--dir", dir]);
     assert_eq!(st.status.code(), Some(2), "no network after down");
 }
+
+#[test]
+fn up_with_lnd_prints_what_proxy_and_fetch_need_keeps_macaroons_off_the_terminal_and_down_stops_lnd() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("net");
+    let dir = dir.to_str().expect("utf8");
+    let up = l402(&["regtest", "up", "--lnd", "--dir", dir]);
+    let text = String::from_utf8_lossy(&up.stdout).into_owned();
+    assert!(up.status.success(), "up: {}", String::from_utf8_lossy(&up.stderr));
+    for expected in
+        ["LND payer", "LND operator", "backend = \"lnd\"", "invoice.macaroon", "--lnd-macaroon", "pay.macaroon"]
+    {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(!text.contains("lndconnect://") && !text.contains("AgEDbG5k"), "no macaroon on the terminal:\n{text}");
+
+    let st = l402(&["regtest", "status", "--dir", dir, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).expect("json");
+    let lnd = v["lnd"].as_array().expect("lnd nodes").clone();
+    assert_eq!(lnd.len(), 2);
+    assert!(!String::from_utf8_lossy(&st.stdout).contains("lndconnect://"), "status --json hides the URIs");
+    let pids: Vec<u64> = lnd.iter().map(|n| n["pid"].as_u64().expect("pid")).collect();
+    assert!(pids.iter().all(|p| alive(*p)), "LND runs");
+
+    // The pay-only lndconnect URI kept in state.json (0600) reaches the payer's LND.
+    use std::os::unix::fs::PermissionsExt as _;
+    let state_file = std::path::Path::new(dir).join("state.json");
+    assert_eq!(std::fs::metadata(&state_file).expect("state").permissions().mode() & 0o777, 0o600);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_file).expect("read")).expect("json");
+    let payer = state["lnd"].as_array().expect("lnd").iter().find(|n| n["name"] == "payer").expect("payer").clone();
+    let config =
+        l402_lnd::LndConfig::from_lndconnect(payer["lndconnect_pay"].as_str().expect("uri")).expect("uri parses");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let info = rt.block_on(async {
+        use l402_lightning::Node as _;
+        l402_lnd::LndNode::connect(config).await.expect("connects").info().await.expect("GetInfo")
+    });
+    assert_eq!(info.pubkey, payer["pubkey"].as_str().expect("pubkey"));
+
+    let down = l402(&["regtest", "down", "--dir", dir]);
+    assert!(down.status.success(), "down: {}", String::from_utf8_lossy(&down.stderr));
+    assert!(pids.iter().all(|p| !alive(*p)), "down stopped LND");
+}

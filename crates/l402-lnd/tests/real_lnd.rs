@@ -78,10 +78,8 @@ async fn hold_invoice(lnd: &Lnd, sats: u64) -> (String, PaymentHash, String) {
     let mut preimage = [0u8; 32];
     getrandom::fill(&mut preimage).expect("random");
     let hash = l402_proto::Preimage(preimage).payment_hash();
-    let v = lnd
-        .lncli(&["addholdinvoice", &hex::encode(hash.0), &format!("--amt={sats}")])
-        .await
-        .expect("addholdinvoice");
+    let v =
+        lnd.lncli(&["addholdinvoice", &hex::encode(hash.0), &format!("--amt={sats}")]).await.expect("addholdinvoice");
     (v["payment_request"].as_str().expect("payment_request").to_owned(), hash, hex::encode(preimage))
 }
 
@@ -125,7 +123,10 @@ async fn every_direction_pays_on_real_lnd_and_the_payee_sees_it_within_a_second(
     let bob_pay = n.bob.connect(LndMacaroon::Pay).await.expect("bob, pay-only macaroon");
     let bob_inv = n.bob.connect(LndMacaroon::Invoice).await.expect("bob, invoice macaroon");
     let info = alice_pay.info().await.expect("GetInfo");
-    assert_eq!((info.pubkey.as_str(), info.network), (n.alice.pubkey(), l402_proto::lightning_invoice::Currency::Regtest));
+    assert_eq!(
+        (info.pubkey.as_str(), info.network),
+        (n.alice.pubkey(), l402_proto::lightning_invoice::Currency::Regtest)
+    );
 
     // LND -> LDK.
     let (bolt11, hash) = invoice(n.ldk.as_ref(), 21_000).await;
@@ -168,7 +169,8 @@ async fn every_direction_pays_on_real_lnd_and_the_payee_sees_it_within_a_second(
     assert_eq!(settled_amount(&alice_inv, &hash).await, Msat::from_sat(22_000));
 
     // LND -> LND, both ways; the payee waits with SubscribeSingleInvoice.
-    for (payer, payer_lnd, payee, sats) in [(&alice_pay, &n.alice, &bob_inv, 23_000), (&bob_pay, &n.bob, &alice_inv, 24_000)]
+    for (payer, payer_lnd, payee, sats) in
+        [(&alice_pay, &n.alice, &bob_inv, 23_000), (&bob_pay, &n.bob, &alice_inv, 24_000)]
     {
         let (bolt11, hash) = invoice(payee, sats).await;
         let waiter = {
@@ -268,7 +270,10 @@ async fn interrupted_and_held_payments_on_real_lnd_are_followed_to_their_real_ou
     assert_eq!(hex::encode(tracked.preimage.0), preimage, "the preimage recovered");
     assert_eq!(second.await.expect("join").expect("the second pay follows the first"), tracked);
     assert_eq!(lnd_payments_to(&n.alice, &hash).await.len(), 1, "one payment");
-    assert_eq!(msat_of(&n.bob.lncli(&["lookupinvoice", &hex::encode(hash.0)]).await.expect("lookup")["amt_paid_msat"]), 7_000_000);
+    assert_eq!(
+        msat_of(&n.bob.lncli(&["lookupinvoice", &hex::encode(hash.0)]).await.expect("lookup")["amt_paid_msat"]),
+        7_000_000
+    );
 
     // A stream cut: the payer's LND is restarted while the HTLC is held. `pay` keeps following the payment
     // across the restart (TrackPaymentV2 after reconnecting) and returns its real outcome once bob settles.
@@ -378,7 +383,8 @@ async fn real_lnd_refusals_are_typed_and_move_no_money() {
     let (bolt11, hash) = invoice(&bob_inv, 5_000).await;
     let r = alice_inv.pay(&pay_request(&bolt11, hash, 5_000), &|_| {}).await;
     assert!(matches!(&r, Err(PayError::Node(e)) if e.kind == LightningErrorKind::Unauthenticated), "{r:?}");
-    let req = l402_lightning::InvoiceRequest { amount: Msat::from_sat(1), memo: "x".into(), expiry: Duration::from_secs(60) };
+    let req =
+        l402_lightning::InvoiceRequest { amount: Msat::from_sat(1), memo: "x".into(), expiry: Duration::from_secs(60) };
     let err = alice_pay.create_invoice(&req).await.expect_err("the pay-only macaroon cannot mint");
     assert_eq!(err.kind, LightningErrorKind::Unauthenticated, "{err}");
     let foreign = LndConfig::new(

@@ -229,7 +229,8 @@ impl Regtest {
         self.lnd_open(from, &to_id, addr, sats, push_sat, true, None).await?;
         let from_id = from.pubkey().to_owned();
         self.until_usable(&format!("channel from LND {} to {to_id}", from.name()), || async {
-            let inn = to.inner().list_channels().iter().any(|c| c.counterparty_node_id.to_string() == from_id && c.is_usable);
+            let inn =
+                to.inner().list_channels().iter().any(|c| c.counterparty_node_id.to_string() == from_id && c.is_usable);
             Ok(inn && lnd_has_active(from, &to_id).await? && lnd_can_route(from, &to_id).await)
         })
         .await
@@ -525,7 +526,9 @@ async fn lnd_channel(lnd: &Lnd, peer: &str) -> Result<serde_json::Value, Regtest
 /// Whether LND finds a route to `peer` for 1,000 sat. Right after a channel turns active LND may still give
 /// it no bandwidth (its link is not up yet) and fail payments with INSUFFICIENT_BALANCE: measured on 0.21.
 async fn lnd_can_route(lnd: &Lnd, peer: &str) -> bool {
-    lnd.lncli(&["queryroutes", "--dest", peer, "--amt", "1000"]).await.is_ok_and(|v| v["routes"].as_array().is_some_and(|r| !r.is_empty()))
+    lnd.lncli(&["queryroutes", "--dest", peer, "--amt", "1000"])
+        .await
+        .is_ok_and(|v| v["routes"].as_array().is_some_and(|r| !r.is_empty()))
 }
 
 /// Whether LND has an active channel with `peer`.
