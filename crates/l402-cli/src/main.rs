@@ -43,7 +43,7 @@ enum Command {
     Spend(Box<spend::SpendArgs>),
     /// An MCP server over stdio: a fetch tool for AI agents (per-call price cap, budgets) and budget/ledger tools.
     Mcp(Box<mcp::McpArgs>),
-    /// A local regtest Lightning network (bitcoind and LDK nodes) for trying things out.
+    /// A local regtest Lightning network (bitcoind, LDK nodes and, with --lnd, real LND nodes) for trying things out.
     #[command(subcommand)]
     Regtest(regtest::RegtestCommand),
     /// Run the L402 reverse proxy: a Lightning price on any HTTP or gRPC API.

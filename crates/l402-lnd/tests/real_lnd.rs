@@ -356,6 +356,14 @@ async fn real_lnd_refusals_are_typed_and_move_no_money() {
         PaymentStatus::Failed(PaymentFailure::InsufficientBalance)
     );
 
+    // INCORRECT_PAYMENT_DETAILS: bob canceled the invoice; his node fails the HTLC back.
+    let (bolt11, hash) = invoice(&bob_inv, 4_000).await;
+    n.bob.lncli(&["cancelinvoice", &hex::encode(hash.0)]).await.expect("cancelinvoice");
+    let before = n.alice.outbound_msat().await.expect("channelbalance");
+    let r = alice_pay.pay(&pay_request(&bolt11, hash, 4_000), &|_| {}).await;
+    assert_eq!(r, Err(PayError::Failed(PaymentFailure::IncorrectPaymentDetails)));
+    assert_eq!(n.alice.outbound_msat().await.expect("channelbalance"), before, "the HTLC came back");
+
     // Refused before anything is sent: zero fee limit, wrong amount, wrong hash.
     let (bolt11, hash) = invoice(&bob_inv, 6_000).await;
     let mut zero_fee = pay_request(&bolt11, hash, 6_000);
