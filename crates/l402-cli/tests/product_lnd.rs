@@ -257,6 +257,36 @@ async fn the_proxy_and_every_client_front_end_on_real_lnd_pay_once_and_agree_wit
     let lib_hash = client.ledger(None).await.expect("ledger")[0].payment_hash.clone();
     let lib_fee = client.ledger(None).await.expect("ledger")[0].fee_msat;
 
+    // lnget's credential form: `Authorization: L402 <the paid macaroon with an extra caveat preimage=<hex>>:
+    // <hex>`. lnget itself cannot be built here (the Go module proxy refuses it), so the bytes are built as
+    // lnget builds them (its client/l402 code, PEERS.md) and paid through the same real LND.
+    let raw = reqwest::get(url("/weather/lnget")).await.expect("402");
+    assert_eq!(raw.status(), 402);
+    let lines: Vec<Vec<u8>> = raw.headers().get_all("www-authenticate").iter().map(|v| v.as_bytes().to_vec()).collect();
+    let challenge = l402_proto::Challenge::parse(lines.iter().map(Vec::as_slice)).expect("challenge");
+    let lnget_payer = payer.connect(LndMacaroon::Pay).await.expect("payer");
+    let (_, paid) = l402_regtest::pay_challenge(&lnget_payer, lines.iter().map(Vec::as_slice)).await.expect("paid");
+    let with_caveat = challenge.macaroon.with_caveat(format!("preimage={}", paid.preimage.to_hex()));
+    let lnget_value = format!("L402 {}:{}", with_caveat.to_base64(), paid.preimage.to_hex());
+    let served = reqwest::Client::new()
+        .get(url("/weather/lnget"))
+        .header("authorization", &lnget_value)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(served.status(), 200, "lnget's form is accepted");
+    assert_eq!(served.text().await.expect("body"), "upstream saw /weather/lnget with 0 bytes");
+    // A preimage= caveat that is not the preimage is refused (401), not served.
+    let wrong = challenge.macaroon.with_caveat(format!("preimage={}", "00".repeat(32)));
+    let refused = reqwest::Client::new()
+        .get(url("/weather/lnget"))
+        .header("authorization", format!("L402 {}:{}", wrong.to_base64(), paid.preimage.to_hex()))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(refused.status(), 401);
+    let lnget_hash = paid.preimage.payment_hash().to_hex();
+
     // SIGKILL at each payment stage: the next run never pays twice and recovers the token.
     for (i, point) in ["journal_written", "payment_in_flight", "payment_succeeded"].into_iter().enumerate() {
         let data = tmp.path().join(point);
@@ -285,8 +315,9 @@ async fn the_proxy_and_every_client_front_end_on_real_lnd_pay_once_and_agree_wit
 
     let mut ours = ours(&dirs);
     ours.insert(lib_hash, (10_000, lib_fee.unwrap_or(0)));
+    ours.insert(lnget_hash, (10_000, 0));
     assert_eq!(ours, lnds(&payer).await, "every ledger together equals LND's ListPayments to the msat");
-    assert_eq!(ours.len(), 6, "fetch, mcp, library and three crash runs: one payment each");
+    assert_eq!(ours.len(), 7, "fetch, mcp, library, lnget's form and three crash runs: one payment each");
     drop((client, proxy, payer, operator));
     net.shutdown().await;
 }
