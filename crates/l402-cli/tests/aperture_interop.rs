@@ -4,55 +4,19 @@
 //! tokens: one Aperture minted and one `l402 proxy` minted decode to the same layout.
 #![allow(missing_docs)]
 
+mod cli_support;
 #[path = "../../l402-client/tests/support/mod.rs"]
 mod support;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
+use cli_support::{json, ledger, run_lnd, upstream};
 use l402_client::{Client, ClientConfig};
 use l402_lightning::Payer;
 use l402_proto::lightning_invoice::Currency;
-use l402_regtest::{Aperture, ApertureService, Lnd, LndMacaroon, Regtest};
+use l402_regtest::{Aperture, ApertureService, Regtest};
 use serde_json::Value;
-use support::describe;
-
-async fn upstream() -> std::net::SocketAddr {
-    let app = axum::Router::new().fallback(|uri: axum::http::Uri, body: axum::body::Bytes| async move {
-        format!("upstream saw {} with {} bytes", uri.path(), body.len())
-    });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(l, app).await;
-    });
-    addr
-}
-
-fn fetch(payer: &Lnd, data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_l402"))
-        .arg("fetch")
-        .args(args)
-        .args(["--lnd-address", &payer.rpc_address(), "--lnd-tls-cert"])
-        .arg(payer.tls_cert_path())
-        .arg("--data-dir")
-        .arg(data)
-        .env("L402_LND_MACAROON", payer.macaroon_path(LndMacaroon::Pay))
-        .stdin(Stdio::null())
-        .output()
-        .expect("l402 runs")
-}
-
-fn json(o: &Output) -> Value {
-    assert!(o.status.success(), "{}", describe(o));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(o)))
-}
-
-fn ledger(data: &Path) -> Vec<Value> {
-    let o = Command::new(env!("CARGO_BIN_EXE_l402")).args(["spend", "--json", "--data-dir"]).arg(data).output();
-    json(&o.expect("l402 spend"))["payments"].as_array().expect("payments").clone()
-}
 
 fn decode(input: &str) -> Value {
     let o = Command::new(env!("CARGO_BIN_EXE_l402")).args(["decode", "--json", input]).output();
@@ -101,23 +65,23 @@ async fn our_client_pays_a_real_aperture_through_real_lnd_and_ldk_and_reuses_its
     println!("Aperture's macaroon decoded: {d}");
 
     // l402 fetch through real LND: 402, paid, 200 with the upstream's body.
-    let o = fetch(&payer, &data, &[&aperture.url("/weather/today"), "--max-cost", "100"]);
+    let o = run_lnd(&payer, &data, &["fetch", &aperture.url("/weather/today"), "--max-cost", "100"]);
     let v = json(&o);
     assert_eq!(v["status"], 200, "{v}");
     assert_eq!(v["body"], "upstream saw /weather/today with 0 bytes");
     assert_eq!(v["payment"]["amount_msat"], 10_000, "{v}");
 
     // Reused without paying.
-    let v = json(&fetch(&payer, &data, &[&aperture.url("/weather/today")]));
+    let v = json(&run_lnd(&payer, &data, &["fetch", &aperture.url("/weather/today")]));
     assert_eq!((v["status"].as_u64(), v["payment"].is_null()), (Some(200), true), "{v}");
     assert_eq!(ledger(&data).len(), 1, "one payment so far");
 
     // A second Aperture service on the same host is bought separately.
-    let v = json(&fetch(&payer, &data, &[&aperture.url("/quotes/now"), "-d", "hello"]));
+    let v = json(&run_lnd(&payer, &data, &["fetch", &aperture.url("/quotes/now"), "-d", "hello"]));
     assert_eq!(v["status"], 200, "{v}");
     assert_eq!(v["body"], "upstream saw /quotes/now with 5 bytes");
     assert_eq!(v["payment"]["amount_msat"], 25_000, "{v}");
-    let v = json(&fetch(&payer, &data, &[&aperture.url("/weather/today")]));
+    let v = json(&run_lnd(&payer, &data, &["fetch", &aperture.url("/weather/today")]));
     assert!(v["payment"].is_null(), "the weather token still serves weather: {v}");
 
     // The ledger equals LND's own ListPayments, to the msat.

@@ -3,6 +3,7 @@
 //! LDK wallet.
 #![allow(missing_docs)]
 
+mod cli_support;
 #[path = "../../l402-client/tests/support/mod.rs"]
 mod support;
 
@@ -12,24 +13,12 @@ use l402_proxy::{Config, Proxy, open_store};
 use serde_json::Value;
 use support::{describe, network};
 
-async fn upstream() -> String {
-    let app = axum::Router::new().fallback(|uri: axum::http::Uri, body: axum::body::Bytes| async move {
-        format!("upstream saw {} with {} bytes", uri.path(), body.len())
-    });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(l, app).await;
-    });
-    format!("http://{addr}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fetch_pays_the_project_proxy_and_reuses_its_token() {
     let (net, server_node, payers) = network(&["cli"]).await;
     payers[0].stop().await; // the CLI runs this wallet
     let wallet = net.root().join("ldk").join("cli");
-    let up = upstream().await;
+    let up = format!("http://{}", cli_support::upstream().await);
     let tmp = tempfile::tempdir().expect("tmp");
     let config = format!(
         r#"

@@ -4,16 +4,18 @@
 //! the ledgers equal LND's own `ListPayments`, to the msat.
 #![allow(missing_docs)]
 
+mod cli_support;
 #[path = "../../l402-client/tests/support/mod.rs"]
 mod support;
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cli_support::{json, ledger, lnd_command, run_lnd, upstream};
 use l402_client::{Client, ClientConfig};
 use l402_lightning::Payer;
 use l402_proto::lightning_invoice::Currency;
@@ -22,19 +24,6 @@ use rmcp::ServiceExt as _;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
-use support::describe;
-
-async fn upstream() -> String {
-    let app = axum::Router::new().fallback(|uri: axum::http::Uri, body: axum::body::Bytes| async move {
-        format!("upstream saw {} with {} bytes", uri.path(), body.len())
-    });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(l, app).await;
-    });
-    format!("http://{addr}")
-}
 
 /// `l402 proxy` as its own process, killed on drop.
 struct ProxyProcess {
@@ -92,34 +81,6 @@ price_sat = 10
     ProxyProcess { child, port }
 }
 
-fn fetch_cmd(payer: &Lnd, data: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_l402"));
-    cmd.args(args)
-        .args(["--lnd-address", &payer.rpc_address(), "--lnd-tls-cert"])
-        .arg(payer.tls_cert_path())
-        .arg("--data-dir")
-        .arg(data)
-        .env("L402_LND_MACAROON", payer.macaroon_path(LndMacaroon::Pay))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-fn run(payer: &Lnd, data: &Path, args: &[&str]) -> Output {
-    fetch_cmd(payer, data, args).output().expect("l402 runs")
-}
-
-fn json(o: &Output) -> Value {
-    assert!(o.status.success(), "{}", describe(o));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(o)))
-}
-
-fn ledger(data: &Path) -> Vec<Value> {
-    let o = Command::new(env!("CARGO_BIN_EXE_l402")).args(["spend", "--json", "--data-dir"]).arg(data).output();
-    json(&o.expect("l402 spend"))["payments"].as_array().expect("payments").clone()
-}
-
 /// Succeeded payments as hash -> (amount msat, fee msat): from our ledgers, and from LND's ListPayments.
 fn ours(dirs: &[PathBuf]) -> HashMap<String, (u64, u64)> {
     let mut all = HashMap::new();
@@ -149,7 +110,7 @@ async fn lnds(lnd: &Lnd) -> HashMap<String, (u64, u64)> {
 /// Runs `l402 fetch url` paused at `point` and SIGKILLs it there (for `payment_in_flight` and
 /// `payment_succeeded`, once the proxy's node has settled the invoice).
 async fn kill_at(payer: &Lnd, operator: &Lnd, data: &Path, url: &str, point: &str) {
-    let mut cmd = fetch_cmd(payer, data, &["fetch", url]);
+    let mut cmd = lnd_command(payer, data, &["fetch", url]);
     cmd.env("L402_TEST_PAUSE_AT", point);
     let mut child = cmd.spawn().expect("spawn");
     let err = child.stderr.take().expect("stderr");
@@ -197,7 +158,7 @@ async fn the_proxy_and_every_client_front_end_on_real_lnd_pay_once_and_agree_wit
     let payer = net.lnd_node("payer").await.expect("payer LND");
     net.fund_lnd(&payer, 2_000_000).await.expect("fund payer");
     net.open_channel_lnd_to_lnd(&payer, &operator, 1_000_000, 0, None, &[]).await.expect("payer -> operator");
-    let up = upstream().await;
+    let up = format!("http://{}", upstream().await);
     let tmp = tempfile::tempdir().expect("tmp");
     let proxy = start_proxy(tmp.path(), &operator, &up).await;
     let url = |path: &str| format!("http://127.0.0.1:{}{path}", proxy.port);
@@ -206,7 +167,7 @@ async fn the_proxy_and_every_client_front_end_on_real_lnd_pay_once_and_agree_wit
     // l402 fetch: 402, paid through LND, 200; then reused.
     let data = tmp.path().join("fetch");
     dirs.push(data.clone());
-    let v = json(&run(&payer, &data, &["fetch", &url("/weather/today"), "-d", "hi"]));
+    let v = json(&run_lnd(&payer, &data, &["fetch", &url("/weather/today"), "-d", "hi"]));
     assert_eq!(
         (v["status"].as_u64(), v["body"].as_str()),
         (Some(200), Some("upstream saw /weather/today with 2 bytes"))
@@ -215,7 +176,7 @@ async fn the_proxy_and_every_client_front_end_on_real_lnd_pay_once_and_agree_wit
     let hash = v["payment"]["payment_hash"].as_str().expect("hash").to_owned();
     let invoice = operator.lncli(&["lookupinvoice", &hash]).await.expect("the operator's LND issued it");
     assert_eq!((invoice["state"].as_str(), invoice["amt_paid_msat"].as_str()), (Some("SETTLED"), Some("10000")));
-    let v = json(&run(&payer, &data, &["fetch", &url("/weather/today")]));
+    let v = json(&run_lnd(&payer, &data, &["fetch", &url("/weather/today")]));
     assert!(v["payment"].is_null(), "reused: {v}");
 
     // l402 mcp with the same LND wallet.
@@ -296,7 +257,7 @@ async fn the_proxy_and_every_client_front_end_on_real_lnd_pay_once_and_agree_wit
         let entries = ledger(&data);
         assert_eq!((entries.len(), entries[0]["state"].as_str()), (1, Some("pending")), "{point}: {entries:?}");
         let journaled = entries[0]["payment_hash"].as_str().expect("hash").to_owned();
-        let v = json(&run(&payer, &data, &["fetch", &u]));
+        let v = json(&run_lnd(&payer, &data, &["fetch", &u]));
         assert_eq!(v["status"], 200, "{point}");
         let entries = ledger(&data);
         let succeeded: Vec<&Value> = entries.iter().filter(|e| e["state"] == "succeeded").collect();
@@ -310,7 +271,7 @@ async fn the_proxy_and_every_client_front_end_on_real_lnd_pay_once_and_agree_wit
                 "{point}"
             );
         }
-        assert!(json(&run(&payer, &data, &["fetch", &u]))["payment"].is_null(), "{point}: token reused");
+        assert!(json(&run_lnd(&payer, &data, &["fetch", &u]))["payment"].is_null(), "{point}: token reused");
     }
 
     let mut ours = ours(&dirs);
