@@ -7,7 +7,8 @@
 #
 # Binaries are cached once per machine, keyed by the pin files, the tags and the Go version, under
 # ${L402_PEERS_CACHE:-$HOME/.cache/l402/peers}; .tools/peers/bin links to them. A second run takes a second.
-# A cold build of all of them takes about 10 minutes on 2 cores (measured figures: peers/README.md).
+# A cold build of all of them took 644 s on 2 cores (lnd 373 s, aperture 271 s, downloads included), 1.1 GB of
+# module cache, 3.2 GB of Go build cache and 253 MB of binaries (peers/README.md).
 # Prints each version. Exports L402_LND, L402_LNCLI and L402_APERTURE when sourced.
 set -euo pipefail
 _peers_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
