@@ -6,6 +6,8 @@
 # regtest network where it needs one:
 #   - the criterion benches: l402-proto `verify`; l402-regtest `payments`; l402-testkit `lnd_sim_payments`;
 #   - `l402-bench proxy`, `l402-bench challenges`, `l402-bench client`;
+#   - `l402-bench peers`: `l402 proxy` beside the real Aperture, both on the same real LND node (the peers come
+#     from scripts/install-peers.sh, which install-deps.sh sources), and real payment latency LND <-> LDK;
 # and writes BENCHMARKS.md with `l402-bench report` from what they printed: the machine, then per command the
 # figures (medians and ratios of this run) and a reading against the issues' targets. A benchmark, not a test.
 #
@@ -36,6 +38,7 @@ if [ "${L402_BENCH_QUICK:-0}" = 1 ]; then
   PROXY_ARGS=(--rounds 1 --duration 3 --warmup 1 --tokens 2000 --rotation-cache 200)
   CHALLENGE_ARGS=(--count 50)
   CLIENT_ARGS=(--requests 200 --payments 5)
+  PEERS_ARGS=(--rounds 1 --duration 3 --warmup 1 --challenges 40 --challenge-rounds 1 --payments 5)
   export L402_BENCH_PAYMENTS=5
   OUT=$RESULTS/BENCHMARKS.md
   CRITERION_ARGS=(--warm-up-time 1 --measurement-time 2)
@@ -43,6 +46,7 @@ else
   PROXY_ARGS=()
   CHALLENGE_ARGS=()
   CLIENT_ARGS=()
+  PEERS_ARGS=()
   CRITERION_ARGS=()
 fi
 
@@ -57,6 +61,8 @@ date -u +"%Y-%m-%d %H:%M:%S" >"$RESULTS/started"
   echo "Rust: $(rustc -V)"
   echo "wrk: $(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2)"
   echo "bitcoind: $("$L402_BITCOIND" -version 2>&1 | head -n 1)"
+  echo "LND: $("$L402_LND" --version 2>&1 | head -n 1)"
+  echo "Aperture: $(go version -m "$L402_APERTURE" 2>/dev/null | awk '$1 == "mod" && $2 == "github.com/lightninglabs/aperture" { print $3 }')"
   echo "Commit: $(git describe --always --dirty 2>/dev/null || echo unknown) (\"-dirty\": built from a working tree with uncommitted changes)"
 } >"$RESULTS/versions"
 
@@ -115,6 +121,8 @@ run challenges "$(show "$BENCH") challenges ${CHALLENGE_ARGS[*]}" -- \
   "$BENCH" challenges "${CHALLENGE_ARGS[@]}"
 run client "$(show "$BENCH") client --l402-bin $(show "$L402") ${CLIENT_ARGS[*]}" -- \
   "$BENCH" client --l402-bin "$L402" "${CLIENT_ARGS[@]}"
+run peers "$(show "$BENCH") peers --l402-bin $(show "$L402") ${PEERS_ARGS[*]}" -- \
+  "$BENCH" peers --l402-bin "$L402" "${PEERS_ARGS[@]}"
 
 date -u +"%Y-%m-%d %H:%M:%S" >"$RESULTS/finished"
 "$BENCH" report --dir "$RESULTS" --out "$OUT"

@@ -1,20 +1,25 @@
 //! `l402-bench`: the whole-system benchmarks of l402, on a real regtest network (bitcoind, LDK nodes, real
-//! channels and payments; LND is the project's simulator over a real LDK node). Not published.
+//! channels and payments; LND is the project's simulator over a real LDK node, except in `peers`, which runs
+//! real LND). Not published.
 //!
 //! Subcommands: `proxy` (wrk against `l402 proxy` run as a process: throughput, latency, paywall cost,
 //! 10,000 tokens in rotation, memory), `challenges` (challenges per second with the embedded LDK node and with
-//! LND-sim), `client` (cached-token overhead of `l402_client::Client`, time from 402 to 200), and `report`
-//! (BENCHMARKS.md from a results directory). Each figure is printed as a `RESULT {json}` line and a human
-//! line. `scripts/bench.sh` runs the whole suite. A benchmark, not a test: nothing asserts a speed.
+//! LND-sim), `client` (cached-token overhead of `l402_client::Client`, time from 402 to 200), `peers`
+//! (`l402 proxy` side by side with Aperture, both on the same real LND node; real payment latency LND -> LDK,
+//! LND -> LND, LDK -> LDK), and `report` (BENCHMARKS.md from a results directory). Each figure is printed as
+//! a `RESULT {json}` line and a human line. `scripts/bench.sh` runs the whole suite. A benchmark, not a test:
+//! nothing asserts a speed.
 //!
 //! Modules: `net` (network, LND simulator, upstream, paying a challenge), `proxyproc` (the proxy process and
 //! its memory), `sys` (CPU accounting from /proc), `wrk` (load runs), `tokens` (tokens minted into the store),
-//! `output` (result lines, medians), one module per subcommand, `report` and `report_sections` (the Markdown).
+//! `output` (result lines, medians), one module per subcommand (`peers` reuses `proxy_bench`'s load runs),
+//! `report` and `report_sections` (the Markdown).
 
 mod challenges;
 mod client_bench;
 mod net;
 mod output;
+mod peers;
 mod proxy_bench;
 mod proxyproc;
 mod report;
@@ -40,6 +45,9 @@ enum Command {
     Challenges(challenges::ChallengeArgs),
     /// The paying client: cached-token overhead, time from 402 to 200 with real payments.
     Client(client_bench::ClientArgs),
+    /// `l402 proxy` beside Aperture on the same real LND node (wrk, challenges, memory); payment latency
+    /// LND -> LDK, LND -> LND, LDK -> LDK.
+    Peers(peers::PeersArgs),
     /// Writes BENCHMARKS.md from the outputs collected by scripts/bench.sh.
     Report(report::ReportArgs),
 }
@@ -56,6 +64,7 @@ fn main() {
                             Command::Proxy(args) => proxy_bench::run(args).await,
                             Command::Challenges(args) => challenges::run(args).await,
                             Command::Client(args) => client_bench::run(args).await,
+                            Command::Peers(args) => peers::run(args).await,
                             Command::Report(_) => Ok(()),
                         }
                     })

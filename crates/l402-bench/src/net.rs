@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use l402_ldk::LdkNode;
-use l402_lightning::{PayRequest, Payer};
-use l402_proto::{Challenge, Credential, Msat};
+use l402_lightning::Payer;
 use l402_regtest::Regtest;
 use l402_testkit::LndSimulator;
 
@@ -100,27 +99,19 @@ pub(crate) async fn upstream() -> Result<SocketAddr> {
     Ok(addr)
 }
 
-/// Asks `url` without a credential, pays the 402's invoice from `payer` over Lightning, and returns the
-/// `Authorization` value (the credential) with the time the payment took.
-pub(crate) async fn buy_token(http: &reqwest::Client, url: &str, payer: &LdkNode) -> Result<(String, Duration)> {
+/// Asks `url` without a credential, pays the 402's invoice from `payer` over Lightning (checked and paid by
+/// [`l402_regtest::pay_challenge`]), and returns the `Authorization` value (the credential) with the time the
+/// payment took.
+pub(crate) async fn buy_token(http: &reqwest::Client, url: &str, payer: &dyn Payer) -> Result<(String, Duration)> {
     let resp = http.get(url).send().await.context("asking for a challenge")?;
     anyhow::ensure!(resp.status() == 402, "expected 402 from {url}, got {}", resp.status());
     let lines: Vec<Vec<u8>> =
         resp.headers().get_all("www-authenticate").iter().map(|v| v.as_bytes().to_vec()).collect();
-    let challenge = Challenge::parse(lines.iter().map(Vec::as_slice)).context("parsing the challenge")?;
-    let hash = challenge.macaroon.l402_identifier().context("identifier")?.payment_hash;
-    let (_, info) = l402_proto::invoice::decode_invoice(&challenge.invoice).context("decoding the invoice")?;
-    let request = PayRequest {
-        bolt11: challenge.invoice.clone(),
-        payment_hash: hash,
-        amount: info.amount.context("invoice without an amount")?,
-        max_fee: Msat(10_000),
-        timeout: Duration::from_secs(60),
-    };
     let started = std::time::Instant::now();
-    let paid = payer.pay(&request, &|_| {}).await.context("paying the invoice over Lightning")?;
-    let took = started.elapsed();
-    Ok((Credential::new(challenge.scheme, challenge.macaroon, paid.preimage).header_value(), took))
+    let (credential, _) = l402_regtest::pay_challenge(payer, lines.iter().map(Vec::as_slice))
+        .await
+        .with_context(|| format!("paying the challenge of {url} over Lightning"))?;
+    Ok((credential, started.elapsed()))
 }
 
 /// GETs `url` (with an `Authorization` value if given) and checks the status and body.

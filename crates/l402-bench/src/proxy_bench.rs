@@ -59,16 +59,17 @@ const PRICE: Msat = Msat::from_sat(10);
 const QUIET: &str = "warn";
 
 /// Median over rounds of a run's figures.
-struct Summary {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-    rounds: Vec<f64>,
-    cpu_us: Option<f64>,
-    foreign: Option<f64>,
+pub(crate) struct Summary {
+    pub(crate) rps: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) rounds: Vec<f64>,
+    pub(crate) cpu_us: Option<f64>,
+    pub(crate) foreign: Option<f64>,
 }
 
-fn summarize(runs: &[Run]) -> Summary {
+/// The medians over rounds of `runs`.
+pub(crate) fn summarize(runs: &[Run]) -> Summary {
     let rps: Vec<f64> = runs.iter().map(Run::rps).collect();
     Summary {
         rps: median(&rps),
@@ -82,7 +83,7 @@ fn summarize(runs: &[Run]) -> Summary {
 
 /// A warm-up, then a measured wrk run, with (for a proxy pid) the proxy's CPU time per request, and the share
 /// of the machine other processes used meanwhile.
-async fn load_run(load: &Load, url: &str, script: &Path, pid: Option<u32>, tick: f64) -> Result<Run> {
+pub(crate) async fn load_run(load: &Load, url: &str, script: &Path, pid: Option<u32>, tick: f64) -> Result<Run> {
     wrk::warm_up(load, url, script).await?;
     let proxy_before = pid.and_then(|p| sys::process_cpu_us(p, tick));
     let before = Snapshot::take(tick);
@@ -94,7 +95,8 @@ async fn load_run(load: &Load, url: &str, script: &Path, pid: Option<u32>, tick:
     Ok(run)
 }
 
-fn emit_load(figure: &str, what: &str, runs: &[Run], load: &Load) {
+/// Prints a load figure: medians over rounds, every run, the wrk flags.
+pub(crate) fn emit_load(figure: &str, what: &str, runs: &[Run], load: &Load) {
     let s = summarize(runs);
     emit(
         figure,
@@ -116,7 +118,7 @@ fn emit_load(figure: &str, what: &str, runs: &[Run], load: &Load) {
 }
 
 /// The order of `n` targets in a round: 0..n in odd rounds, reversed in even ones.
-fn order(round: u32, n: usize) -> Vec<usize> {
+pub(crate) fn order(round: u32, n: usize) -> Vec<usize> {
     if round % 2 == 1 { (0..n).collect() } else { (0..n).rev().collect() }
 }
 
@@ -171,7 +173,7 @@ async fn measure(args: &ProxyArgs, bin: &Path, net: &Net) -> Result<()> {
     let rss_started = rss_kib(pid).unwrap_or(0);
     let http = reqwest::Client::new();
     let alice = net.alice()?;
-    let (token, paid_in) = net::buy_token(&http, &format!("{base}/api/hello"), alice).await?;
+    let (token, paid_in) = net::buy_token(&http, &format!("{base}/api/hello"), alice.as_ref()).await?;
     net::expect_ok(&http, &format!("{base}/api/hello"), Some(&token)).await?;
     net::expect_ok(&http, &format!("{base}/open/hello"), None).await?;
     net::expect_ok(&http, &format!("http://{upstream}/hello"), None).await?;

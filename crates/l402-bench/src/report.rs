@@ -83,8 +83,9 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         "Written by `scripts/bench.sh` ({started} to {finished}, UTC) from that one run on the machine below: every \
          number is a median or a ratio of medians measured in that run, under the command named beside it. Nothing \
          is mocked: bitcoind and the LDK nodes are real (regtest), payments are real Lightning payments over real \
-         channels, `l402 proxy` is the release binary run as its own process; only LND is the project's simulator \
-         (LND's gRPC surface over a real LDK node, see `crates/l402-testkit`). Targets are those of issues 4 and 6.\n"
+         channels, `l402 proxy` is the release binary run as its own process; LND is the project's simulator (LND's \
+         gRPC surface over a real LDK node, see `crates/l402-testkit`) except in the side by side with Aperture, \
+         which runs real LND and real Aperture. Targets are those of issues 4 and 6.\n"
     );
     machine(&mut md, &args.dir);
     for step in &steps {
@@ -106,6 +107,7 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
             "proxy" => crate::report_sections::proxy(&mut md, &step.results()),
             "challenges" => crate::report_sections::challenges(&mut md, &step.results()),
             "client" => crate::report_sections::client(&mut md, &step.results()),
+            "peers" => crate::report_sections::peers(&mut md, &step.results()),
             _ => {
                 for line in step.output.lines().filter(|l| l.starts_with("  ")) {
                     let _ = writeln!(md, "- {}", line.trim());
@@ -126,6 +128,7 @@ fn title(name: &str) -> &str {
         "proxy" => "Proxy throughput, latency and memory (wrk, `l402 proxy` as a process)",
         "challenges" => "Challenges per second (mint + invoice)",
         "client" => "Client: cached-token overhead and time from 402 to 200",
+        "peers" => "Side by side with Aperture on real LND, and real payment latency",
         other => other,
     }
 }

@@ -313,3 +313,177 @@ pub(crate) fn client(md: &mut String, r: &Results) {
         _ => missing(md, p),
     }
 }
+
+/// `l402 proxy` beside Aperture, both on the same real LND node, and real payment latency.
+pub(crate) fn peers(md: &mut String, r: &Results) {
+    let (ours, theirs) = ("peers.ours.valid_token", "peers.aperture.valid_token");
+    let wrk = r.get(ours).and_then(|v| v.get("wrk")).and_then(Value::as_str).unwrap_or("?");
+    let rounds = r.get(ours).and_then(|v| v.get("runs")).and_then(Value::as_array).map_or(0, Vec::len);
+    let warmup = num(r, ours, "warmup_s").unwrap_or(0.0);
+    let log = r.get("peers.setup").and_then(|v| v.get("l402_log")).and_then(Value::as_str).unwrap_or("?");
+    let price = num(r, "peers.setup", "price_sat").unwrap_or(0.0);
+    let _ = writeln!(
+        md,
+        "`l402 proxy` (the release binary, as its own process, SQLite store) and Aperture (Lightning Labs' L402 \
+         proxy, its version under Machine; SQLite store), side by side in the same run: both sell `/api/*` for \
+         {price:.0} sat in front of the same upstream (an axum `hello` handler in the bench process) and mint their \
+         invoices on the same real LND node; each token was bought with a real payment from a second real LND node \
+         over a real channel. Each proxy got the same load, `wrk {wrk}` with its valid token, after an unmeasured \
+         {warmup:.0} s warm-up, in {rounds} rounds (odd rounds `l402 proxy` first, even rounds Aperture first): \
+         figures are medians over rounds, ratios (ours / Aperture) medians of per-round ratios unless the reading \
+         says otherwise. Logging: Aperture at `info` (a line per request, to its console and its log file), \
+         `l402 proxy` at `RUST_LOG={log}`. CPU per request: the proxy process's user + system time over the run \
+         (/proc/PID/stat) divided by its requests. A challenge: a request without credential answered 402 with a \
+         fresh invoice from LND (each 402 parsed, its invoice checked to be new), sent over HTTP keep-alive \
+         connections from the bench process.\n"
+    );
+    let _ = writeln!(md, "| Figure | `l402 proxy` | Aperture | ours / Aperture | Reading |");
+    let _ = writeln!(md, "|---|---|---|---|---|");
+    let ratio = |field: &str| num(r, "peers.valid_token_ratio", field);
+    let of_medians = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    let row = |md: &mut String,
+               what: &str,
+               a: Option<f64>,
+               b: Option<f64>,
+               x: Option<f64>,
+               fmt: &dyn Fn(f64) -> String,
+               reading: &str| {
+        let show = |v: Option<f64>| v.map_or_else(|| "missing".to_owned(), fmt);
+        let x = x.map_or_else(|| "-".to_owned(), |x| format!("x{x:.2}"));
+        let _ = writeln!(md, "| {what} | {} | {} | {x} | {reading} |", show(a), show(b));
+    };
+    let us = |v: f64| format!("{v:.0} µs");
+    let per_sec = |v: f64| crate::report::thousands(v);
+    row(
+        md,
+        "valid token: req/s",
+        num(r, ours, "rps"),
+        num(r, theirs, "rps"),
+        ratio("rps"),
+        &per_sec,
+        "higher is better",
+    );
+    row(
+        md,
+        "valid token: p50 latency",
+        num(r, ours, "p50_us"),
+        num(r, theirs, "p50_us"),
+        ratio("p50"),
+        &us,
+        "lower is better",
+    );
+    row(
+        md,
+        "valid token: p99 latency",
+        num(r, ours, "p99_us"),
+        num(r, theirs, "p99_us"),
+        ratio("p99"),
+        &us,
+        "lower is better",
+    );
+    row(
+        md,
+        "proxy process CPU per request (user + system)",
+        num(r, ours, "proxy_cpu_us"),
+        num(r, theirs, "proxy_cpu_us"),
+        ratio("cpu"),
+        &|v| format!("{v:.1} µs"),
+        "the proxy's own cost, apart from wrk and the upstream sharing the cores",
+    );
+    row(
+        md,
+        "other processes' share of the machine during the runs",
+        num(r, ours, "foreign_cpu"),
+        num(r, theirs, "foreign_cpu"),
+        None,
+        &|v| format!("{:.0}%", v * 100.0),
+        "work this benchmark did not start (0% on a quiet machine)",
+    );
+    let m = "peers.memory";
+    for (what, field, reading) in [
+        ("VmRSS at rest (after its paid request)", "rest_kib", "ratio of the two figures"),
+        ("VmRSS peak under the wrk load (sampled every 20 ms)", "peak_load_kib", "ratio of the two figures"),
+        ("VmHWM at the end (after the challenges too)", "vmhwm_kib", "the kernel's high-water mark"),
+    ] {
+        let (a, b) = (num(r, m, &format!("ours_{field}")), num(r, m, &format!("aperture_{field}")));
+        row(md, what, a, b, of_medians(a, b), &mib, reading);
+    }
+    for (name, label) in [("sequential", "one at a time"), ("concurrent", "concurrent")] {
+        let (a, b) = (format!("peers.ours.challenges_{name}"), format!("peers.aperture.challenges_{name}"));
+        let conc = num(r, &a, "concurrency").unwrap_or(1.0);
+        let count = num(r, &a, "count").unwrap_or(0.0);
+        let label = if conc > 1.0 { format!("{conc:.0} {label}") } else { label.to_owned() };
+        let ms = |v: f64| format!("{:.2} ms", v / 1e3);
+        row(
+            md,
+            &format!("challenges per second, {label} (median of rounds; {count:.0} each in all)"),
+            num(r, &a, "per_sec"),
+            num(r, &b, "per_sec"),
+            num(r, "peers.challenges_ratio", name),
+            &|v| format!("{v:.0}"),
+            "higher is better; both wait on the same LND's AddInvoice",
+        );
+        row(
+            md,
+            &format!("challenge latency, {label}: median"),
+            num(r, &a, "median_us"),
+            num(r, &b, "median_us"),
+            of_medians(num(r, &a, "median_us"), num(r, &b, "median_us")),
+            &ms,
+            "ratio of medians; lower is better",
+        );
+        row(
+            md,
+            &format!("challenge latency, {label}: p99"),
+            num(r, &a, "p99_us"),
+            num(r, &b, "p99_us"),
+            of_medians(num(r, &a, "p99_us"), num(r, &b, "p99_us")),
+            &ms,
+            "ratio of the two figures",
+        );
+        row(
+            md,
+            &format!("CPU per challenge, {label}: the proxy process / the LND node"),
+            num(r, &a, "proxy_cpu_us"),
+            num(r, &b, "proxy_cpu_us"),
+            of_medians(num(r, &a, "proxy_cpu_us"), num(r, &b, "proxy_cpu_us")),
+            &|v| format!("{v:.0} µs"),
+            &format!(
+                "LND's CPU per challenge: {} for ours, {} for Aperture",
+                num(r, &a, "lnd_cpu_us").map_or_else(|| "?".to_owned(), |v| format!("{v:.0} µs")),
+                num(r, &b, "lnd_cpu_us").map_or_else(|| "?".to_owned(), |v| format!("{v:.0} µs"))
+            ),
+        );
+    }
+    row(
+        md,
+        "the payment that bought the token (payer LND -> operator LND)",
+        num(r, "peers.ours.real_payment", "ms"),
+        num(r, "peers.aperture.real_payment", "ms"),
+        None,
+        &|v| format!("{v:.1} ms"),
+        "one real payment each, not a median",
+    );
+
+    let _ = writeln!(md, "\nReal Lightning payments on the same network, one at a time (after one unmeasured):\n");
+    let _ = writeln!(md, "| Direction | Median | Min | Max | Payments |");
+    let _ = writeln!(md, "|---|---|---|---|---|");
+    for (key, what) in [
+        ("lnd_to_ldk", "LND -> LDK (real LND, `l402-lnd` SendPaymentV2, to an embedded LDK node)"),
+        ("lnd_to_lnd", "LND -> LND (real LND to real LND, one channel)"),
+        ("ldk_to_ldk", "LDK -> LDK (embedded nodes, one channel)"),
+    ] {
+        let f = format!("peers.payment.{key}");
+        match (num(r, &f, "median_ms"), num(r, &f, "min_ms"), num(r, &f, "max_ms"), num(r, &f, "count")) {
+            (Some(med), Some(lo), Some(hi), Some(n)) => {
+                let _ = writeln!(md, "| {what} | {med:.1} ms | {lo:.1} ms | {hi:.1} ms | {n:.0} |");
+            }
+            _ => {
+                let _ = writeln!(md, "| {what} | missing | | | |");
+            }
+        }
+    }
+    if let Some(reason) = r.get("peers.lnget").and_then(|v| v.get("reason")).and_then(Value::as_str) {
+        let _ = writeln!(md, "\nNot measured: {reason}.");
+    }
+}
