@@ -8,7 +8,7 @@
 //! INSUFFICIENT_BALANCE, a fee-charging LND hop for NO_ROUTE.
 #![allow(missing_docs)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
@@ -18,7 +18,7 @@ use l402_lightning::{
 };
 use l402_lnd::{LndConfig, LndNode};
 use l402_proto::{Msat, PaymentHash};
-use l402_regtest::payments::{invoice, pay_request};
+use l402_regtest::payments::{events_of, invoice, pay_request, recorder};
 use l402_regtest::{ForwardingFee, Lnd, LndMacaroon, Regtest};
 use serde_json::Value;
 
@@ -49,18 +49,6 @@ impl Net {
         drop((self.ldk, self.alice, self.bob));
         self.net.shutdown().await;
     }
-}
-
-type Events = Arc<Mutex<Vec<PaymentEvent>>>;
-
-fn recorder() -> (Events, impl Fn(PaymentEvent) + Send + Sync + 'static) {
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = events.clone();
-    (events, move |e| sink.lock().expect("lock").push(e))
-}
-
-fn events_of(events: &Events) -> Vec<PaymentEvent> {
-    events.lock().expect("lock").clone()
 }
 
 /// LND's own records of its payments to `hash`.

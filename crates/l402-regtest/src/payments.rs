@@ -70,3 +70,18 @@ pub fn latency_summary(sorted: &[Duration]) -> String {
         ms(sorted.last())
     )
 }
+
+/// Where a recorder (see [`recorder`]) keeps the progress events of a payment.
+pub type Events = std::sync::Arc<std::sync::Mutex<Vec<l402_lightning::PaymentEvent>>>;
+
+/// A progress callback for [`Payer::pay`] that records every event, and the record.
+pub fn recorder() -> (Events, impl Fn(l402_lightning::PaymentEvent) + Send + Sync + 'static) {
+    let events = Events::default();
+    let sink = events.clone();
+    (events, move |e| sink.lock().map(|mut v| v.push(e)).unwrap_or_default())
+}
+
+/// The events recorded so far.
+pub fn events_of(events: &Events) -> Vec<l402_lightning::PaymentEvent> {
+    events.lock().map(|v| v.clone()).unwrap_or_default()
+}

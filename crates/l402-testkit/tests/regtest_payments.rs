@@ -4,14 +4,14 @@
 //! HTLCs over a real channel.
 #![allow(missing_docs)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use l402_ldk::LdkNode;
 use l402_lightning::{InvoiceIssuer, InvoiceState, PayError, Payer, PaymentEvent, PaymentFailure, PaymentStatus};
 use l402_lnd::LndNode;
 use l402_regtest::Regtest;
-use l402_regtest::payments::{invoice, outbound_payments_to, pay_request};
+use l402_regtest::payments::{events_of, invoice, outbound_payments_to, pay_request, recorder};
 use l402_testkit::{Fault, LndSimulator};
 
 /// alice and bob, an LDK node each, with a 1M sat channel alice -> bob (300k pushed to bob so both can pay),
@@ -44,18 +44,6 @@ impl Net {
         drop((self.lnd_alice, self.lnd_bob, self.sim_alice, self.sim_bob, self.alice, self.bob));
         self.net.shutdown().await;
     }
-}
-
-type Events = Arc<Mutex<Vec<PaymentEvent>>>;
-
-fn recorder() -> (Events, impl Fn(PaymentEvent) + Send + Sync + 'static) {
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = events.clone();
-    (events, move |e| sink.lock().expect("lock").push(e))
-}
-
-fn events_of(events: &Events) -> Vec<PaymentEvent> {
-    events.lock().expect("lock").clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
