@@ -18,7 +18,10 @@ use crate::config::{Checkpoint, ClientConfig, Progress};
 use crate::error::Error;
 use crate::journal::{self, LedgerEntry};
 use crate::lease::Leases;
-use crate::retry::{retry_after, retryable_error, retryable_status};
+use crate::net::{self, Destinations, PublicResolver};
+use crate::redirect;
+use crate::refusal::{self, Verdict};
+use crate::retry::{idempotent, retry_after, retryable_error, retryable_status};
 use crate::store::{Store, now_unix};
 use crate::tokens::{self, StoredToken, TokenScope};
 
@@ -44,7 +47,8 @@ pub struct L402Response {
     pub response: Response,
     /// The token sent with the request that produced `response`, if any.
     pub token_id: Option<TokenId>,
-    /// The payment made for this request, if one was (or one found in the journal was completed).
+    /// The payment made for this request, if one was (or one found in the journal was completed); after
+    /// redirects, the last one made on the way.
     pub payment: Option<Payment>,
 }
 
@@ -138,22 +142,37 @@ fn challenge_of(resp: &Response) -> Result<Challenge, Error> {
 }
 
 impl Client {
-    /// A client paying through `payer`, with a default reqwest client (rustls).
+    /// A client paying through `payer`, with its own reqwest client (rustls): it follows no redirect by itself
+    /// (the client does: see the crate doc), reads with [`ClientConfig::read_timeout`], and under
+    /// [`Destinations::PublicOnly`] resolves names through [`PublicResolver`] and ignores proxy settings.
     pub fn new(payer: Arc<dyn Payer>, config: ClientConfig) -> Result<Self, Error> {
-        let http = reqwest::Client::builder()
+        config.validate()?;
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| Error::Request(format!("building the HTTP client: {e}")))?;
-        Self::with_http(http, payer, config)
+            .read_timeout(config.read_timeout)
+            .redirect(reqwest::redirect::Policy::none());
+        if let Destinations::PublicOnly { .. } = &config.destinations {
+            builder = builder.no_proxy().dns_resolver(Arc::new(PublicResolver::new(config.destinations.clone())));
+        }
+        let http = builder.build().map_err(|e| Error::Request(format!("building the HTTP client: {e}")))?;
+        Self::build(http, payer, config)
     }
 
-    /// A client using the given reqwest client for HTTP.
+    /// A client using the given reqwest client for HTTP. Build it with `redirect(Policy::none())`: a response
+    /// that was redirected by the HTTP client is refused ([`Error::Redirect`]), since a token must only go to
+    /// the origin it was bought from. [`Destinations::PublicOnly`] needs [`Client::new`] (the resolver is part
+    /// of the HTTP client) and is refused here.
     pub fn with_http(http: reqwest::Client, payer: Arc<dyn Payer>, config: ClientConfig) -> Result<Self, Error> {
-        if config.max_fee.0 == 0 {
+        if config.destinations != Destinations::Any {
             return Err(Error::Request(
-                "max_fee must be positive (a zero fee limit only finds zero-fee routes)".into(),
+                "Destinations::PublicOnly is enforced by the HTTP client's resolver: use Client::new".into(),
             ));
         }
+        Self::build(http, payer, config)
+    }
+
+    fn build(http: reqwest::Client, payer: Arc<dyn Payer>, config: ClientConfig) -> Result<Self, Error> {
+        config.validate()?;
         let store = Store::open(&config.data_dir)?;
         let leases = Leases::new(&config.data_dir);
         Ok(Self {
@@ -213,15 +232,28 @@ impl Client {
         Ok(n.clone())
     }
 
-    /// Sends a request once, and again on the errors and statuses the retry policy allows (if replayable).
+    /// Sends a request once, and again on the errors and statuses the retry policy allows (if replayable; a
+    /// non-idempotent method only after a connection error). The destination is checked first.
     async fn send(&self, mut req: Request) -> Result<Response, Error> {
+        self.config.destinations.check_literal(req.url()).map_err(Error::AddressRefused)?;
         let policy = self.config.retry;
+        let idempotent = idempotent(req.method());
         let mut attempt = 0;
         loop {
             let again = (attempt < policy.max_retries).then(|| req.try_clone()).flatten();
+            let sent_to = req.url().clone();
             let result = self.http.execute(req).await;
+            if let Ok(r) = &result
+                && r.url() != &sent_to
+            {
+                return Err(Error::Redirect(
+                    "the HTTP client followed a redirect by itself (build it with redirect::Policy::none())".into(),
+                ));
+            }
             let delay = match &result {
+                Err(e) if net::refused_in(e).is_some() => None,
                 Err(e) if retryable_error(e) => Some(policy.backoff(attempt)),
+                Ok(_) if !idempotent => None,
                 Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => match retry_after(r.headers()) {
                     Some(d) if d > policy.max_delay => None,
                     Some(d) => Some(d),
@@ -237,7 +269,7 @@ impl Client {
                     req = next;
                     attempt += 1;
                 }
-                _ => return result.map_err(Error::Http),
+                _ => return result.map_err(Error::from_transport),
             }
         }
     }
@@ -250,8 +282,37 @@ impl Client {
 
     /// [`Client::execute`] with a lower price cap for this request (the configured cap still applies: the lower
     /// of the two is used). An agent's per-call maximum.
+    ///
+    /// Redirects are followed here, one request per hop (rules in the crate doc); each hop uses the token of its
+    /// own origin and pays, if asked, for its own origin. [`L402Response::payment`] is the last payment made
+    /// on the way.
     pub async fn execute_capped(&self, request: Request, max_price: Msat) -> Result<L402Response, Error> {
         let max_price = max_price.min(self.config.max_price);
+        let mut request = request;
+        let mut paid_earlier = None;
+        let mut hops = 0;
+        loop {
+            let sent = request.try_clone();
+            let from = request.url().clone();
+            let mut answer = self.exchange(request, max_price).await?;
+            answer.payment = answer.payment.or(paid_earlier);
+            if self.config.max_redirects == 0 {
+                return Ok(answer);
+            }
+            let Some(to) = redirect::target(&answer.response)? else { return Ok(answer) };
+            if hops == self.config.max_redirects {
+                return Err(Error::Redirect(format!("more than {} redirects", self.config.max_redirects)));
+            }
+            hops += 1;
+            tracing::debug!(status = answer.response.status().as_u16(), hop = hops, "following a redirect");
+            request = redirect::follow(sent, &from, answer.response.status(), to)?;
+            paid_earlier = answer.payment;
+        }
+    }
+
+    /// One request to one origin: sent with the token stored for it (if any); a 402 paid (if the rules allow)
+    /// and the request sent again with the new token.
+    async fn exchange(&self, request: Request, max_price: Msat) -> Result<L402Response, Error> {
         let url = request.url().clone();
         let origin = origin_of(&url)?;
         let path = url.path().to_owned();
@@ -265,22 +326,25 @@ impl Client {
         };
         let resp = self.send(first).await?;
         let status = resp.status();
-        let refused_status = status == StatusCode::PAYMENT_REQUIRED || status == StatusCode::UNAUTHORIZED;
-        if !refused_status || (status == StatusCode::UNAUTHORIZED && token.is_none()) {
+        if status != StatusCode::PAYMENT_REQUIRED && status != StatusCode::UNAUTHORIZED {
             return self.done(resp, token.as_ref(), None).await;
         }
         let challenge = if status == StatusCode::PAYMENT_REQUIRED { Some(challenge_of(&resp)) } else { None };
-        if let Some(t) = &token {
-            let other_service = matches!(&challenge, Some(Ok(c)) if !t.grants(TokenScope::of(&c.macaroon).service()));
-            if other_service {
-                tracing::debug!(token_id = %t.token_id, "token is for another service of this origin");
-            } else if t.valid_until.is_some_and(|v| v <= now_unix()) {
-                let id = t.token_id.clone();
-                tracing::info!(token_id = %id, "token expired; dropped");
-                self.store.call(move |c| tokens::remove(c, &id).map(drop)).await?;
-            } else {
-                return Err(self.refused(t, status.as_u16()).await);
-            }
+        match &token {
+            Some(t) => match refusal::judge(t, resp.headers(), challenge.as_ref().and_then(|c| c.as_ref().ok())) {
+                Verdict::NotThePaywall => return self.done(resp, Some(t), None).await,
+                Verdict::OtherService => {
+                    tracing::debug!(token_id = %t.token_id, "token is for another service of this origin");
+                }
+                Verdict::Refused if t.valid_until.is_some_and(|v| v <= now_unix()) => {
+                    let id = t.token_id.clone();
+                    tracing::info!(token_id = %id, "token expired; dropped");
+                    self.store.call(move |c| tokens::remove(c, &id).map(drop)).await?;
+                }
+                Verdict::Refused => return Err(self.refused(t, status.as_u16()).await),
+            },
+            None if status == StatusCode::UNAUTHORIZED => return self.done(resp, None, None).await,
+            None => {}
         }
         let challenge = match challenge {
             Some(c) => c?,
@@ -290,12 +354,24 @@ impl Client {
         let (o, p, s) = (origin.clone(), path.clone(), service.clone());
         self.store.call(move |c| tokens::learn_route(c, &o, &p, &s, now_unix())).await?;
         let Some(replay) = replay else { return Err(Error::NotReplayable) };
+        self.transport_allows_paying(&url, &origin)?;
         let (token, payment) = self.obtain(&origin, &path, &challenge, max_price).await?;
         let resp = self.send(with_token(replay, &token)?).await?;
         if matches!(resp.status(), StatusCode::PAYMENT_REQUIRED | StatusCode::UNAUTHORIZED) {
-            return Err(self.refused(&token, resp.status().as_u16()).await);
+            let again = challenge_of(&resp).ok();
+            if refusal::judge(&token, resp.headers(), again.as_ref()) == Verdict::Refused {
+                return Err(self.refused(&token, resp.status().as_u16()).await);
+            }
         }
         self.done(resp, Some(&token), payment).await
+    }
+
+    /// Refuses to pay over plain http unless [`ClientConfig::allow_http`].
+    fn transport_allows_paying(&self, url: &Url, origin: &str) -> Result<(), Error> {
+        if url.scheme() == "http" && !self.config.allow_http {
+            return Err(Error::PlainHttp { origin: origin.to_owned() });
+        }
+        Ok(())
     }
 
     async fn done(
@@ -344,16 +420,28 @@ impl Client {
         }
     }
 
-    /// Asks for what `request` would cost without paying anything.
+    /// Asks for what `request` would cost without paying anything (following redirects as
+    /// [`Client::execute`] does).
     pub async fn quote(&self, request: Request) -> Result<Quote, Error> {
-        let url = request.url().clone();
-        let origin = origin_of(&url)?;
-        let path = url.path().to_owned();
-        let (o, p) = (origin.clone(), path.clone());
-        if let Some(t) = self.store.call(move |c| tokens::select(c, &o, &p, now_unix())).await? {
-            return Ok(Quote::Token(t));
-        }
-        let resp = self.send(request).await?;
+        let mut request = request;
+        let mut hops = 0;
+        let (resp, url, origin) = loop {
+            let url = request.url().clone();
+            let origin = origin_of(&url)?;
+            let (o, p) = (origin.clone(), url.path().to_owned());
+            if let Some(t) = self.store.call(move |c| tokens::select(c, &o, &p, now_unix())).await? {
+                return Ok(Quote::Token(t));
+            }
+            let sent = request.try_clone();
+            let resp = self.send(request).await?;
+            let to = if self.config.max_redirects == 0 { None } else { redirect::target(&resp)? };
+            let Some(to) = to else { break (resp, url, origin) };
+            if hops == self.config.max_redirects {
+                return Err(Error::Redirect(format!("more than {} redirects", self.config.max_redirects)));
+            }
+            hops += 1;
+            request = redirect::follow(sent, &url, resp.status(), to)?;
+        };
         if resp.status() != StatusCode::PAYMENT_REQUIRED {
             return Ok(Quote::NotRequired { status: resp.status().as_u16() });
         }
@@ -374,7 +462,10 @@ impl Client {
             network: l402_proto::invoice::network_name(&info.currency).to_owned(),
             refusal: None,
         };
-        quote.refusal = self.precheck(&origin, &challenge).await.err();
+        quote.refusal = match self.transport_allows_paying(&url, &origin) {
+            Err(e) => Some(e),
+            Ok(()) => self.precheck(&origin, &challenge).await.err(),
+        };
         Ok(Quote::Payment(quote))
     }
 

@@ -8,6 +8,7 @@ use l402_lightning::PaymentEvent;
 use l402_proto::lightning_invoice::Currency;
 use l402_proto::{Msat, PaymentHash};
 
+use crate::net::Destinations;
 use crate::retry::RetryPolicy;
 
 /// Default [`ClientConfig::max_price`]: 1,000 sat.
@@ -26,6 +27,13 @@ pub const DEFAULT_PAYMENT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default [`ClientConfig::recovery_timeout`].
 pub const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`ClientConfig::read_timeout`]: a server that sends nothing for 60 s is given up on.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`ClientConfig::max_redirects`].
+pub const DEFAULT_MAX_REDIRECTS: usize = 10;
+/// The longest payment, recovery, lease or read timeout a client accepts: one day. A longer one is refused by
+/// [`crate::Client::new`] (a deadline that far ahead would overflow the clock's arithmetic).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
 /// A named point of the payment procedure, for crash tests (see [`ClientConfig::checkpoint`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -116,6 +124,21 @@ pub struct ClientConfig {
     /// Pay again for a service whose token the server refused (default false: a refusing server gets no
     /// more money until the refused token is removed).
     pub repay_after_refusal: bool,
+    /// Pay over plain `http://` (default false: a challenge from an http URL is refused before anything is
+    /// paid, [`crate::Error::PlainHttp`]; anyone on the path could take the credential). Local tests and
+    /// demos on loopback turn it on. Tokens are kept per origin, scheme included: one bought over https is
+    /// never sent over http.
+    pub allow_http: bool,
+    /// Which addresses may be connected to (default any; an agent's tool wants
+    /// [`Destinations::PublicOnly`]). Enforced on resolved addresses and on every redirect.
+    pub destinations: Destinations,
+    /// The longest the server may send nothing while a response (head or body) is read.
+    pub read_timeout: Duration,
+    /// How many redirects are followed (0: none, the `3xx` is returned); one more is
+    /// [`crate::Error::Redirect`]. The client follows them itself: a token is only ever sent to the origin
+    /// (scheme, host, port) it was bought from, and `Authorization`/`Cookie` headers are dropped when a
+    /// redirect leaves the origin.
+    pub max_redirects: usize,
     /// Called with progress.
     pub progress: Option<ProgressFn>,
     /// Called at each [`Checkpoint`].
@@ -133,6 +156,10 @@ impl std::fmt::Debug for ClientConfig {
             .field("payment_timeout", &self.payment_timeout)
             .field("session_budget", &self.session_budget)
             .field("retry", &self.retry)
+            .field("allow_http", &self.allow_http)
+            .field("destinations", &self.destinations)
+            .field("read_timeout", &self.read_timeout)
+            .field("max_redirects", &self.max_redirects)
             .finish_non_exhaustive()
     }
 }
@@ -152,9 +179,38 @@ impl ClientConfig {
             session_budget: None,
             retry: RetryPolicy::default(),
             repay_after_refusal: false,
+            allow_http: false,
+            destinations: Destinations::Any,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            max_redirects: DEFAULT_MAX_REDIRECTS,
             progress: None,
             checkpoint: None,
         }
+    }
+
+    /// Checks the settings a client cannot work with: a zero fee limit, a timeout of zero or over
+    /// [`MAX_TIMEOUT`].
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        if self.max_fee.0 == 0 {
+            return Err(crate::Error::Request(
+                "max_fee must be positive (a zero fee limit only finds zero-fee routes)".into(),
+            ));
+        }
+        for (name, t) in [
+            ("payment_timeout", self.payment_timeout),
+            ("recovery_timeout", self.recovery_timeout),
+            ("lease_timeout", self.lease_timeout),
+            ("read_timeout", self.read_timeout),
+        ] {
+            if t.is_zero() || t > MAX_TIMEOUT {
+                return Err(crate::Error::Request(format!(
+                    "{name} must be positive and at most {} s, not {:?}",
+                    MAX_TIMEOUT.as_secs(),
+                    t
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The first attempt's fee limit for `amount`: 1% of it, at least 10 sat, at most [`Self::max_fee`], and

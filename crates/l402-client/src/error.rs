@@ -1,9 +1,12 @@
 //! What can stop a request, typed by what the caller (or a script reading an exit code) can do about it.
 //!
-//! Refusals before paying ([`Error::Invoice`], [`Error::Budget`], [`Error::NotReplayable`]) moved no money.
+//! Refusals before paying ([`Error::Invoice`], [`Error::Budget`], [`Error::NotReplayable`], [`Error::PlainHttp`],
+//! [`Error::AddressRefused`]) moved no money.
 //! [`Error::PaymentFailed`] moved none either. [`Error::OutcomeUnknown`] may have: its budget reservation stays
 //! in place and the next run looks the payment up by hash. [`Error::PaidButRefused`] means money moved and the
-//! server did not honour the token: the token is kept with its preimage (the proof of payment).
+//! server did not honour the token: the token is kept with its preimage (the proof of payment). A body too large
+//! ([`Error::BodyTooLarge`]) or a server gone silent ([`Error::ReadTimeout`]) after paying leaves the token
+//! stored and valid: the next request uses it.
 
 use l402_lightning::{LightningError, PaymentFailure};
 use l402_proto::{InvoiceError, Msat, PaymentHash, TokenId};
@@ -81,6 +84,28 @@ pub enum Error {
         /// What was paid for it (amount + fee).
         paid: Msat,
     },
+    /// The URL is `http://` and paying over plain http was not allowed ([`crate::ClientConfig::allow_http`]);
+    /// nothing was paid.
+    #[error("refusing to pay over plain http to {origin} (not allowed by the configuration); nothing was paid")]
+    PlainHttp {
+        /// The origin that asked for payment.
+        origin: String,
+    },
+    /// The address is not one the client may connect to ([`crate::net::Destinations`]); nothing was sent.
+    #[error("refusing to connect: {0}")]
+    AddressRefused(crate::net::AddressRefused),
+    /// A redirect that cannot be followed (too many, an unusable `Location`, a streaming body to resend).
+    #[error("redirect: {0}")]
+    Redirect(String),
+    /// The response body is over the size cap; what was paid for is kept (the token stays stored).
+    #[error("the response body is over the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The cap, bytes.
+        limit: u64,
+    },
+    /// The server sent nothing for longer than the read timeout; what was paid for is kept.
+    #[error("the server sent nothing within the read timeout")]
+    ReadTimeout(#[source] reqwest::Error),
     /// The wallet (Lightning node) could not be used.
     #[error("wallet: {0}")]
     Wallet(#[from] LightningError),
@@ -114,7 +139,24 @@ impl Error {
             Error::Wallet(_) => "wallet",
             Error::Store(_) => "store",
             Error::LeaseTimeout(_) => "lease_timeout",
+            Error::PlainHttp { .. } => "plain_http",
+            Error::AddressRefused(_) => "address_refused",
+            Error::Redirect(_) => "redirect",
+            Error::BodyTooLarge { .. } => "body_too_large",
+            Error::ReadTimeout(_) => "read_timeout",
         }
+    }
+
+    /// A transport error, typed: the resolver's refusal ([`Error::AddressRefused`]), a read timeout
+    /// ([`Error::ReadTimeout`]; a connect timeout stays [`Error::Http`]), else [`Error::Http`].
+    pub fn from_transport(e: reqwest::Error) -> Self {
+        if let Some(refused) = crate::net::refused_in(&e) {
+            return Error::AddressRefused(refused);
+        }
+        if e.is_timeout() && !e.is_connect() {
+            return Error::ReadTimeout(e);
+        }
+        Error::Http(e)
     }
 }
 

@@ -5,9 +5,9 @@
 //! challenge and, before paying, refuses on any doubt: the invoice must parse, be for the wallet's network, not
 //! expire within a margin, carry an amount, cost no more than [`ClientConfig::max_price`], and pay the payment
 //! hash the macaroon commits to ([`l402_proto::invoice::check_invoice`]); the budgets ([`Limits`]) must allow
-//! amount + fee limit; the request body must be replayable. Then it pays through an
-//! [`l402_lightning::Payer`] with a non-zero fee limit and a timeout, stores the token, and sends the request
-//! again with `Authorization: <scheme the server used> <macaroon>:<preimage>`.
+//! amount + fee limit; the request body must be replayable; the URL must not be plain http (unless allowed).
+//! Then it pays through an [`l402_lightning::Payer`] with a non-zero fee limit and a timeout, stores the token,
+//! and sends the request again with `Authorization: <scheme the server used> <macaroon>:<preimage>`.
 //!
 //! How the pieces relate:
 //! - [`store`]: one SQLite file per data directory, shared by every process using it: [`tokens`] (paid tokens,
@@ -19,12 +19,24 @@
 //! - [`Client::recover`]: after a crash, a timeout or a lost connection, every journaled payment is looked
 //!   up by hash in the wallet: completed ones yield their token, failed or never-sent ones release their
 //!   reservation, the rest stay `unknown` (never reported as failed, never paid again);
-//! - [`retry`]: HTTP retries (connection errors, 502/503/504, 429 with `Retry-After`); payment retries follow
+//! - redirects are followed by the client, not by reqwest: each hop is a request of its own, sent with the
+//!   token of its own origin and paid (if it asks) under its own origin, so a token is only ever sent to the
+//!   origin (scheme, host, port) it was bought from; `303` becomes `GET`; `Authorization` and `Cookie` are
+//!   dropped when a hop leaves the origin; at most [`ClientConfig::max_redirects`];
+//! - [`net`]: which addresses may be connected to ([`Destinations::PublicOnly`] for an agent's tool: checked
+//!   on the resolved addresses, which are the ones connected to, and on every redirect);
+//! - [`body`]: response bodies read with a size cap, each read bounded by [`ClientConfig::read_timeout`];
+//! - [`retry`]: HTTP retries (connection errors, 502/503/504, 429 with `Retry-After`; a non-idempotent method
+//!   only after a connection error, when nothing was sent); payment retries follow
 //!   [`l402_lightning::PaymentFailure::retry`] (no route: once, with a bounded higher fee limit; timeout: once,
 //!   if the invoice is still valid; never after insufficient balance or incorrect payment details).
 //!
-//! A token the server refuses is kept, with its preimage, as `refused` ([`Error::PaidButRefused`]), and that
-//! origin and service get no more money until the user removes it. Logs name token ids and payment hashes,
+//! Nothing is paid over plain `http://` unless [`ClientConfig::allow_http`] says so ([`Error::PlainHttp`]).
+//!
+//! A token the paywall refuses (a `WWW-Authenticate: L402 error=...`, or a fresh challenge for the token's own
+//! service) is kept, with its preimage, as `refused` ([`Error::PaidButRefused`]), and that origin and service
+//! get no more money until the user removes it. Any other `401` or `402` (the API behind the paywall speaking)
+//! is returned to the caller and the token stays valid. Logs name token ids and payment hashes,
 //! never a preimage, a macaroon or a credential.
 //!
 //! ```no_run
@@ -41,13 +53,17 @@
 //! # Ok(()) }
 //! ```
 
+pub mod body;
 pub mod budget;
 mod client;
 pub mod config;
 mod error;
 pub mod journal;
 mod lease;
+pub mod net;
 mod pay;
+mod redirect;
+mod refusal;
 pub mod retry;
 pub mod store;
 pub mod tokens;
@@ -58,6 +74,7 @@ pub use config::{Checkpoint, ClientConfig, Progress};
 pub use error::Error;
 pub use journal::LedgerEntry;
 pub use lease::lock_exclusive;
+pub use net::Destinations;
 pub use pay::Recovery;
 pub use reqwest;
 pub use store::{Store, default_data_dir};

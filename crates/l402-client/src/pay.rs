@@ -174,7 +174,7 @@ impl Client {
                 }
                 self.progress(Progress::Payment { payment_hash: *hash, event });
             };
-            let limit = self.config().payment_timeout + PAY_MARGIN;
+            let limit = self.config().payment_timeout.saturating_add(PAY_MARGIN);
             let outcome = tokio::time::timeout(limit, self.payer().pay(&request, &on_event)).await;
             let failure = match outcome {
                 Ok(Ok(paid)) => return Ok((paid, reserved(fee_limit))),

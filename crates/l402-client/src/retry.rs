@@ -1,13 +1,17 @@
 //! When an HTTP request is sent again: connection errors, `502`/`503`/`504`, and `429` (after its
 //! `Retry-After`), with exponential backoff and full jitter, only for requests whose body can be replayed.
+//! A non-idempotent method (`POST`, `PATCH`, anything but `GET`, `HEAD`, `PUT`, `DELETE`, `OPTIONS` and
+//! `TRACE`) is sent again only after a connection error, when nothing reached the server: a `502`, `503` or
+//! `504` may come from a gateway after the server acted on the request, and acting twice is not for the
+//! client to decide.
 //!
 //! Payments have their own rules, from [`l402_lightning::PaymentFailure::retry`]: applied in
 //! [`crate::client`], never here.
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
 
 /// The HTTP retry policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +33,11 @@ impl Default for RetryPolicy {
 /// Whether a status is worth retrying.
 pub(crate) fn retryable_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 429 | 502 | 503 | 504)
+}
+
+/// Whether a method may be sent twice with the effect of once (RFC 9110, section 9.2.2).
+pub(crate) fn idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE)
 }
 
 /// Whether a transport error is worth retrying: the connection failed (nothing reached the server).

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
-use l402_client::{Client, ClientConfig, Quote};
+use l402_client::{Client, Quote};
 use l402_proto::lightning_invoice::Currency;
 use l402_proto::*;
 use reqwest::Method;
@@ -38,7 +38,7 @@ fn challenge_response(mac: &str, invoice: &str) -> axum::response::Response {
 }
 
 fn client(fake: Arc<FakeLightning>, dir: &std::path::Path) -> Client {
-    let mut cfg = ClientConfig::new(dir);
+    let mut cfg = support::loopback_config(dir);
     cfg.network = Some(Currency::Regtest);
     Client::new(fake, cfg).expect("client")
 }

@@ -6,7 +6,7 @@ mod support;
 
 use std::sync::Arc;
 
-use l402_client::{Client, ClientConfig, Error};
+use l402_client::{Client, Error};
 use l402_lightning::{PayError, PaymentFailure};
 use l402_proto::Msat;
 use reqwest::Method;
@@ -26,7 +26,7 @@ async fn case() -> Case {
 
 impl Case {
     fn client(&self, max_fee_sat: u64) -> Client {
-        let mut cfg = ClientConfig::new(self.dir.path());
+        let mut cfg = support::loopback_config(self.dir.path());
         cfg.max_fee = Msat::from_sat(max_fee_sat);
         Client::new(self.fake.clone(), cfg).expect("client")
     }
@@ -215,7 +215,7 @@ async fn a_payment_that_failed_may_be_paid_again_when_the_server_repeats_its_cha
     });
 
     let dir = tempfile::tempdir().expect("tmp");
-    let c = Client::new(fake.clone(), ClientConfig::new(dir.path())).expect("client");
+    let c = Client::new(fake.clone(), support::loopback_config(dir.path())).expect("client");
     fake.script([failed(PaymentFailure::InsufficientBalance)]);
     let e = c.execute(c.request(Method::GET, &url).build().expect("req")).await.expect_err("fails");
     assert!(matches!(e, Error::PaymentFailed { .. }), "{e}");

@@ -14,7 +14,7 @@ use reqwest::Method;
 use support::{Mode, Server, network, node_payment_count, node_payments};
 
 fn client(payer: Arc<dyn Payer>, dir: &std::path::Path) -> Client {
-    Client::new(payer, ClientConfig::new(dir)).expect("client")
+    Client::new(payer, support::loopback_config(dir)).expect("client")
 }
 
 async fn get(c: &Client, url: &str) -> Result<l402_client::L402Response, Error> {
@@ -157,7 +157,7 @@ async fn refuses_before_paying_and_keeps_refused_tokens() {
     server.set_mode(Mode::Normal);
 
     // Over the price cap.
-    let mut cfg = ClientConfig::new(dir.path().join("a"));
+    let mut cfg = support::loopback_config(dir.path().join("a"));
     cfg.max_price = Msat::from_sat(50);
     let capped = Client::new(alice.clone(), cfg).expect("client");
     let e = get(&capped, &url).await.expect_err("over cap");
@@ -173,7 +173,7 @@ async fn refuses_before_paying_and_keeps_refused_tokens() {
     let e = get(&c, &url).await.expect_err("total budget (price + fee limit > 100 sat)");
     assert!(matches!(e, Error::Budget { limit: LimitKind::Total, .. }), "{e}");
     // A session budget.
-    let mut cfg = ClientConfig::new(dir.path().join("b"));
+    let mut cfg = support::loopback_config(dir.path().join("b"));
     cfg.session_budget = Some(Msat::from_sat(50));
     let e = get(&Client::new(alice.clone(), cfg).expect("client"), &url).await.expect_err("session budget");
     assert!(matches!(e, Error::Budget { limit: LimitKind::Session, .. }), "{e}");
@@ -240,7 +240,7 @@ async fn routing_fees_are_capped_retried_once_and_recorded() {
     };
 
     // Capped: first limit 10 sat, the retry 12 sat (max_fee), both under bob's 15.1 sat.
-    let mut cfg = ClientConfig::new(dir.path().join("capped"));
+    let mut cfg = support::loopback_config(dir.path().join("capped"));
     cfg.max_fee = Msat::from_sat(12);
     let tried = limits_tried(&mut cfg);
     let capped = Client::new(alice.clone(), cfg).expect("client");
@@ -255,7 +255,7 @@ async fn routing_fees_are_capped_retried_once_and_recorded() {
     assert_eq!(ledger.iter().map(|e| e.state.as_str()).collect::<Vec<_>>(), vec!["failed"]);
 
     // Defaults (max_fee 50 sat): 10 sat finds no route, the retry at 20 sat pays bob's fee.
-    let mut cfg = ClientConfig::new(dir.path().join("paid"));
+    let mut cfg = support::loopback_config(dir.path().join("paid"));
     let tried = limits_tried(&mut cfg);
     let c = Client::new(alice.clone(), cfg).expect("client");
     let r = get(&c, &server.url("/svc/data")).await.expect("paid through bob");

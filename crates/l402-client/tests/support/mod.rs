@@ -7,7 +7,13 @@
 //! answers an invalid one with a fresh 402. Tests can make it misbehave ([`Mode`]) or fail transiently
 //! ([`Server::fail_next`]).
 //!
-//! Paths: `/free...` costs nothing; `/other...` is service `other`; anything else is service `svc`.
+//! Paths: `/free...` costs nothing; `/other...` is service `other`; anything else is service `svc`. Behind the
+//! paywall (once a credential verifies), `.../upstream401` answers like an API wanting its own credentials
+//! (`401`, `WWW-Authenticate: Bearer`), `.../upstream402` with a `402` carrying no challenge, `.../big` with
+//! [`ServerState::big_bytes`] bytes, and `.../stall` with the start of a body that never ends.
+//!
+//! [`RawServer`] is the hostile one: it answers whatever a test scripts, byte for byte, and records every
+//! request head it was sent.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::collections::{HashMap, VecDeque};
@@ -52,6 +58,9 @@ pub enum Mode {
     RefuseValid,
     /// Valid credentials are answered after an hour (takes the money, then keeps the client waiting).
     HangPaid,
+    /// Valid credentials are answered `401` with `WWW-Authenticate: L402 error="invalid_credential"` (the
+    /// paywall's own refusal, as `l402-server` words it).
+    RefuseWithError,
 }
 
 pub struct ServerState {
@@ -72,6 +81,8 @@ pub struct ServerState {
     pub last_scheme: Mutex<Option<String>>,
     /// The body of the last request served.
     pub last_body: Mutex<Vec<u8>>,
+    /// The size of the `.../big` body.
+    pub big_bytes: AtomicU64,
 }
 
 pub struct Server {
@@ -111,6 +122,7 @@ impl Server {
             requests: AtomicU64::new(0),
             last_scheme: Mutex::new(None),
             last_body: Mutex::new(Vec::new()),
+            big_bytes: AtomicU64::new(1 << 20),
         });
         let app = axum::Router::new().fallback(handle).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -192,6 +204,16 @@ async fn handle(
         if mode == Mode::HangPaid {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
+        if mode == Mode::RefuseWithError {
+            let mut r = (StatusCode::UNAUTHORIZED, "refused").into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("L402 error=\"invalid_credential\""));
+            return r;
+        }
+        if let Some(r) = upstream_behaviour(&s, &path) {
+            s.served_paid.fetch_add(1, Ordering::SeqCst);
+            return r;
+        }
         *s.last_scheme.lock().expect("lock") = Some(scheme);
         *s.last_body.lock().expect("lock") = body.to_vec();
         s.served_paid.fetch_add(1, Ordering::SeqCst);
@@ -199,6 +221,29 @@ async fn handle(
             .into_response();
     }
     challenge(&s, service, mode).await
+}
+
+/// What the API behind the paywall answers on the special paths (see the module doc).
+fn upstream_behaviour(s: &ServerState, path: &str) -> Option<Response> {
+    if path.ends_with("/upstream401") {
+        let mut r = (StatusCode::UNAUTHORIZED, "the API wants its own login").into_response();
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"api\""));
+        return Some(r);
+    }
+    if path.ends_with("/upstream402") {
+        return Some((StatusCode::PAYMENT_REQUIRED, "the API's own 402, no challenge").into_response());
+    }
+    if path.ends_with("/big") {
+        let n = s.big_bytes.load(Ordering::SeqCst) as usize;
+        return Some((StatusCode::OK, vec![b'x'; n]).into_response());
+    }
+    if path.ends_with("/stall") {
+        let start = futures_util::stream::once(async { Ok::<_, std::io::Error>(Bytes::from_static(b"the start, ")) });
+        let body =
+            axum::body::Body::from_stream(futures_util::StreamExt::chain(start, futures_util::stream::pending()));
+        return Some((StatusCode::OK, body).into_response());
+    }
+    None
 }
 
 /// The scheme of a credential that verifies for `service` under a root key this server minted, if any.
@@ -286,6 +331,126 @@ async fn challenge(s: &ServerState, service: &str, mode: Mode) -> Response {
     }
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// A client configuration for the servers here, which are plain http on loopback: paying over http is asked
+/// for explicitly.
+pub fn loopback_config(dir: impl Into<std::path::PathBuf>) -> l402_client::ClientConfig {
+    let mut cfg = l402_client::ClientConfig::new(dir);
+    cfg.allow_http = true;
+    cfg
+}
+
+/// A request as [`RawServer`] read it: the head as sent (request line and header lines) and the body.
+#[derive(Clone, Debug)]
+pub struct RawRequest {
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawRequest {
+    /// The request line's method.
+    pub fn method(&self) -> &str {
+        self.head.split(' ').next().unwrap_or("")
+    }
+
+    /// The request line's target.
+    pub fn target(&self) -> &str {
+        self.head.split(' ').nth(1).unwrap_or("")
+    }
+
+    /// The value of header `name` (case-insensitive), if sent.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+}
+
+/// What a [`RawServer`] answers: the bytes written back for a request (the connection is closed after them).
+pub type Script = Arc<dyn Fn(&RawRequest) -> Vec<u8> + Send + Sync>;
+
+/// A server that answers each request with the bytes its script returns, one request per connection, and
+/// records every request and every connection accepted.
+pub struct RawServer {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<RawRequest>>>,
+    pub connections: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A complete HTTP/1.1 response with `Connection: close` (extra header lines end with `\r\n`).
+pub fn http_response(status: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len())
+        .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+impl RawServer {
+    /// Listens on `ip` (port chosen by the system) and answers with `script`.
+    pub async fn start(ip: &str, script: impl Fn(&RawRequest) -> Vec<u8> + Send + Sync + 'static) -> RawServer {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let script: Script = Arc::new(script);
+        let seen: Arc<Mutex<Vec<RawRequest>>> = Arc::default();
+        let connections = Arc::new(AtomicU64::new(0));
+        let (rec, count) = (seen.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                let (script, rec) = (script.clone(), rec.clone());
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i;
+                        }
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                    let mut req = RawRequest { head, body: buf[head_end + 4..].to_vec() };
+                    let want: usize = req.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    while req.body.len() < want {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => req.body.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    rec.lock().expect("lock").push(req.clone());
+                    let answer = script(&req);
+                    let _ = stream.write_all(&answer).await;
+                    let _ = stream.flush().await;
+                    // An answer without `Connection: close` holds the connection open (a server gone silent).
+                    if !answer.windows(17).any(|w| w.eq_ignore_ascii_case(b"connection: close")) {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                    }
+                });
+            }
+        });
+        RawServer { addr, seen, connections, task }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<RawRequest> {
+        self.seen.lock().expect("lock").clone()
+    }
 }
 
 /// Lightning without a network, for the rules that need a scripted wallet: it issues self-signed regtest
