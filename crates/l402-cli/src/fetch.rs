@@ -1,19 +1,27 @@
 //! `l402 fetch URL`: a curl-like request that pays for itself (within caps and budgets).
 //!
-//! Output: the response body on stdout (or `-o FILE`), with the status line and headers first under `-i`.
-//! With `--json`, or when stdout is not a terminal (unless `--raw`), one JSON object instead: status,
-//! headers, body (`body`, or `body_base64` if not UTF-8), the token used, and the payment made (hash,
-//! preimage, amount, fee): the one place this tool prints a preimage. While a payment is in flight a progress
-//! line goes to stderr.
+//! Output: the response body on stdout (or `-o FILE`), with the status line and headers first under `-i`,
+//! streamed as it arrives. With `--json`, or when stdout is not a terminal (unless `--raw`), one JSON object
+//! instead: status, headers, body (`body`, or `body_base64` if not UTF-8), the token used, and the payment made
+//! (payment hash, amount, fee, token id; never the preimage, which stays in the store). While a payment is in
+//! flight a progress line goes to stderr.
+//!
+//! The body is read up to `--max-body` bytes (default 64 MiB), and the server may send nothing for at most
+//! `--read-timeout` seconds (default 60) at any point; past either the command stops (exits 23 and 24), and a
+//! token paid for on the way stays stored for the next run. A payment over plain `http://` needs
+//! `--allow-http`; it is refused before anything is paid otherwise. Redirects are followed (at most 10) by the
+//! client itself: a token is only sent to the origin it was bought from.
 //!
 //! Exit codes (see also `main.rs`): 0 a response was received (whatever its status); 2 usage; 3 HTTP
-//! transport error; 4 wallet unavailable; 5 a 402 without a usable L402 challenge; 6 local store error;
-//! refused before paying: 10 price over the cap, 11 amountless invoice, 12 wrong network, 13 invoice expired
-//! (or expiring within the margin), 14 invoice payment hash differs from the macaroon's, 15 budget exhausted,
-//! 16 request body not replayable; after trying to pay: 20 payment failed (no money moved), 21 payment outcome
-//! unknown (reservation kept; the next run looks it up), 22 paid but refused (token kept as proof of payment);
-//! 28 `--max-time` ran out (before paying, or after paying with the token stored; if it runs out while a
-//! payment is in flight the exit is 21).
+//! transport error (or a redirect that cannot be followed); 4 wallet unavailable; 5 a 402 without a usable
+//! L402 challenge; 6 local store error; refused before paying: 10 price over the cap, 11 amountless invoice,
+//! 12 wrong network, 13 invoice expired (or expiring within the margin), 14 invoice payment hash differs from
+//! the macaroon's, 15 budget exhausted, 16 request body not replayable, 17 plain http without `--allow-http`,
+//! 18 address refused; after trying to pay: 20 payment failed (no money moved), 21 payment outcome unknown
+//! (reservation kept; the next run looks it up), 22 paid but refused (token kept as proof of payment); reading
+//! the response: 23 body over `--max-body`, 24 `--read-timeout` passed with nothing from the server (a token
+//! paid for stays stored); 28 `--max-time` ran out (before paying, or after paying with the token stored; if
+//! it runs out while a payment is in flight the exit is 21).
 //!
 //! Test hook: `L402_TEST_PAUSE_AT=journal_written|payment_in_flight|payment_succeeded` makes the process print
 //! `l402: test pause at <name>` on stderr and stop there (for crash tests, which SIGKILL it).
@@ -27,7 +35,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use clap::Args;
 use l402_client::reqwest::{Method, header};
-use l402_client::{Client, ClientConfig, Error, Progress, Quote};
+use l402_client::{Client, ClientConfig, Destinations, Error, Progress, Quote};
 use l402_lightning::PaymentEvent;
 use l402_proto::{InvoiceError, Msat};
 use serde_json::{Value, json};
@@ -72,11 +80,21 @@ pub(crate) struct FetchArgs {
     /// Print the raw body (or the dry run's text) even when stdout is not a terminal.
     #[arg(long)]
     raw: bool,
+    /// Pay over plain http (an http:// URL's 402 is refused before paying otherwise: anyone on the path could
+    /// read the credential). For local tests and demos.
+    #[arg(long)]
+    allow_http: bool,
+    /// The most of the response body read, in bytes; a longer body stops the command (exit 23).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BODY, value_parser = clap::value_parser!(u64).range(1..))]
+    max_body: u64,
+    /// The longest the server may send nothing, in seconds (exit 24).
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = timeout_secs())]
+    read_timeout: u64,
     /// The payment timeout, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = timeout_secs())]
     payment_timeout: u64,
     /// How long to follow an interrupted payment found in flight before reporting its outcome as unknown.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = timeout_secs())]
     recovery_timeout: u64,
     /// The most the whole command may take, in seconds (exit 28). A payment is never abandoned unrecorded:
     /// if time runs out while one is in flight, the exit is 21 and the next run looks it up.
@@ -88,11 +106,20 @@ pub(crate) struct FetchArgs {
     wallet: WalletArgs,
 }
 
+/// Default `--max-body`: 64 MiB.
+const DEFAULT_MAX_BODY: u64 = 64 << 20;
+
+/// A timeout option's range: 1 s to [`l402_client::config::MAX_TIMEOUT`] (a larger one would overflow the
+/// clock's arithmetic further down).
+pub(crate) fn timeout_secs() -> clap::builder::RangedU64ValueParser {
+    clap::value_parser!(u64).range(1..=l402_client::config::MAX_TIMEOUT.as_secs())
+}
+
 /// The exit code of a client error (documented in the module doc).
 pub(crate) fn exit_code(e: &Error) -> u8 {
     match e {
         Error::Request(_) => 2,
-        Error::Http(_) => 3,
+        Error::Http(_) | Error::Redirect(_) => 3,
         Error::Wallet(_) => 4,
         Error::Challenge(_) => 5,
         Error::Store(_) | Error::LeaseTimeout(_) => 6,
@@ -104,6 +131,10 @@ pub(crate) fn exit_code(e: &Error) -> u8 {
         Error::Invoice(_) => 5,
         Error::Budget { .. } => 15,
         Error::NotReplayable => 16,
+        Error::PlainHttp { .. } => 17,
+        Error::AddressRefused(_) => 18,
+        Error::BodyTooLarge { .. } => 23,
+        Error::ReadTimeout(_) => 24,
         Error::PaymentFailed { .. } | Error::PaymentRejected { .. } => 20,
         Error::OutcomeUnknown { .. } => 21,
         Error::PaidButRefused { .. } => 22,
@@ -115,6 +146,8 @@ pub(crate) fn exit_code(e: &Error) -> u8 {
 pub(crate) fn failure(e: Error) -> Failure {
     let note = match &e {
         Error::Invoice(_) | Error::Budget { .. } | Error::NotReplayable => " (nothing was paid)",
+        Error::PlainHttp { .. } => " (pass --allow-http to pay over plain http)",
+        Error::AddressRefused(_) => " (nothing was sent)",
         Error::PaymentFailed { .. } | Error::PaymentRejected { .. } => " (no money moved; reservation released)",
         Error::OutcomeUnknown { .. } => {
             " (the payment may have gone through: it will not be paid again; the next run looks it up)"
@@ -204,6 +237,9 @@ pub(crate) struct Knobs {
     pub(crate) budget: Option<u64>,
     pub(crate) payment_timeout: u64,
     pub(crate) recovery_timeout: u64,
+    pub(crate) read_timeout: u64,
+    pub(crate) allow_http: bool,
+    pub(crate) destinations: Destinations,
     /// Told of every progress report, if set.
     pub(crate) phase: Option<Arc<Phase>>,
 }
@@ -224,6 +260,9 @@ pub(crate) fn client(
     config.session_budget = knobs.budget.map(Msat::from_sat);
     config.payment_timeout = Duration::from_secs(knobs.payment_timeout);
     config.recovery_timeout = Duration::from_secs(knobs.recovery_timeout);
+    config.read_timeout = Duration::from_secs(knobs.read_timeout);
+    config.allow_http = knobs.allow_http;
+    config.destinations = knobs.destinations.clone();
     config.network = wallet.currency()?;
     config.checkpoint = pause_hook();
     let phase = knobs.phase.clone();
@@ -284,6 +323,9 @@ pub(crate) fn run(args: FetchArgs) -> Result<(), Failure> {
             budget: args.budget,
             payment_timeout: bounded(args.payment_timeout),
             recovery_timeout: bounded(args.recovery_timeout),
+            read_timeout: args.read_timeout,
+            allow_http: args.allow_http,
+            destinations: Destinations::Any,
             phase: Some(phase.clone()),
         };
         let (client, wallet) = client(&args.store, &args.wallet, &knobs)?;
@@ -359,58 +401,117 @@ fn print_quote(json: bool, v: &Value, text: &str) {
     }
 }
 
+/// A failure while reading the response, saying what became of a token paid for on the way.
+fn reading_failure(e: Error, token_id: Option<l402_proto::TokenId>) -> Failure {
+    let f = failure(e);
+    match (f, token_id) {
+        (Failure::Code(code, why), Some(id)) => Failure::Code(
+            code,
+            format!("{why} (token {id} is stored and stays valid: the next request uses it; see `l402 token list`)"),
+        ),
+        (f, _) => f,
+    }
+}
+
+/// Where the body goes: a file, standard output, or memory (for the JSON object).
+enum Sink {
+    File(std::fs::File),
+    Stdout,
+    Memory(Vec<u8>),
+}
+
 async fn fetch(client: &Client, args: &FetchArgs, json: bool) -> Result<(), Failure> {
     let req = build_request(client, args)?;
-    let answer = client.execute(req).await.map_err(failure)?;
+    let mut answer = client.execute(req).await.map_err(failure)?;
     let status = answer.response.status();
     let version = answer.response.version();
     let headers = answer.response.headers().clone();
-    let body = answer.response.bytes().await.map_err(|e| failure(Error::Http(e)))?;
-    if let Some(path) = &args.output {
-        std::fs::write(path, &body).with_context(|| format!("writing {}", path.display()))?;
-    }
-    if json {
-        let mut v = json!({
-            "status": status.as_u16(),
-            "token_id": answer.token_id.map(|t| t.to_hex()),
-            "payment": answer.payment.map(|p| json!({
-                "payment_hash": p.payment_hash.to_hex(),
-                "preimage": p.preimage.to_hex(),
-                "amount_msat": p.amount.0,
-                "fee_msat": p.fee.0,
-                "token_id": p.token_id.to_hex(),
-            })),
-        });
-        if args.include {
-            let h: serde_json::Map<String, Value> = headers
-                .iter()
-                .map(|(k, val)| (k.as_str().to_owned(), json!(String::from_utf8_lossy(val.as_bytes()))))
-                .collect();
-            v["headers"] = Value::Object(h);
-        }
-        if args.output.is_none() {
-            match std::str::from_utf8(&body) {
-                Ok(text) => v["body"] = json!(text),
-                Err(_) => {
-                    use base64::Engine as _;
-                    v["body_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(&body));
-                }
-            }
-        }
-        println!("{v}");
-        return Ok(());
-    }
-    let mut stdout = std::io::stdout().lock();
-    if args.include {
+    let token_id = answer.token_id;
+    l402_client::body::check_declared(&answer.response, args.max_body).map_err(|e| reading_failure(e, token_id))?;
+    if !json && args.include {
+        let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{version:?} {status}");
         for (k, val) in &headers {
             let _ = writeln!(stdout, "{k}: {}", String::from_utf8_lossy(val.as_bytes()));
         }
         let _ = writeln!(stdout);
+        let _ = stdout.flush();
     }
-    if args.output.is_none() {
-        let _ = stdout.write_all(&body);
+    let mut sink = match &args.output {
+        Some(path) => Sink::File(std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?),
+        None if json => Sink::Memory(Vec::new()),
+        None => Sink::Stdout,
+    };
+    let streamed = stream_body(&mut answer.response, args.max_body, &mut sink).await;
+    if let Err(e) = streamed {
+        if let Some(path) = &args.output {
+            let _ = std::fs::remove_file(path); // a cut body is not left looking like the whole one
+        }
+        return Err(match e {
+            Streamed::Client(e) => reading_failure(e, token_id),
+            Streamed::Write(e) => Failure::Input(e),
+        });
     }
-    let _ = stdout.flush();
+    if !json {
+        return Ok(());
+    }
+    let mut v = json!({
+        "status": status.as_u16(),
+        "token_id": token_id.map(|t| t.to_hex()),
+        "payment": answer.payment.map(|p| json!({
+            "payment_hash": p.payment_hash.to_hex(),
+            "amount_msat": p.amount.0,
+            "fee_msat": p.fee.0,
+            "token_id": p.token_id.to_hex(),
+        })),
+    });
+    if args.include {
+        let h: serde_json::Map<String, Value> = headers
+            .iter()
+            .map(|(k, val)| (k.as_str().to_owned(), json!(String::from_utf8_lossy(val.as_bytes()))))
+            .collect();
+        v["headers"] = Value::Object(h);
+    }
+    if let Sink::Memory(body) = sink {
+        match String::from_utf8(body) {
+            Ok(text) => v["body"] = json!(text),
+            Err(e) => {
+                use base64::Engine as _;
+                v["body_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(e.as_bytes()));
+            }
+        }
+    }
+    println!("{v}");
+    Ok(())
+}
+
+/// Why streaming a body stopped.
+enum Streamed {
+    /// Reading it: too large, the server silent, the connection lost.
+    Client(Error),
+    /// Writing it to the output file.
+    Write(anyhow::Error),
+}
+
+/// Streams the body into `sink`, at most `max` bytes (more is [`Error::BodyTooLarge`]). Standard output closed
+/// early (`| head`) ends the stream quietly.
+async fn stream_body(response: &mut l402_client::reqwest::Response, max: u64, sink: &mut Sink) -> Result<(), Streamed> {
+    let mut total: u64 = 0;
+    while let Some(chunk) = l402_client::body::next_chunk(response).await.map_err(Streamed::Client)? {
+        total = total.saturating_add(chunk.len() as u64);
+        if total > max {
+            return Err(Streamed::Client(Error::BodyTooLarge { limit: max }));
+        }
+        match sink {
+            Sink::File(f) => f.write_all(&chunk).context("writing the output file").map_err(Streamed::Write)?,
+            Sink::Memory(buf) => buf.extend_from_slice(&chunk),
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                if out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
     Ok(())
 }

@@ -2,8 +2,8 @@
 //!
 //! Each subcommand lives in its own module; this file only parses arguments and maps errors to exit codes:
 //! 0 success, 1 refused (a credential that does not verify), 2 bad input or usage. `fetch`, `spend` and `mcp`
-//! add the client's codes (3-6 transport/wallet/challenge/store, 10-16 refused before paying, 20-22 after
-//! paying), listed in `fetch.rs`.
+//! add the client's codes (3-6 transport/wallet/challenge/store, 10-18 refused before paying, 20-22 after
+//! paying, 23-24 reading the response), listed in `fetch.rs`.
 
 mod decode;
 mod demo;
@@ -63,12 +63,13 @@ pub(crate) enum Failure {
     Code(u8, String),
 }
 
-const FETCH_EXIT_CODES: &str = "Exit codes: 0 a response was received; 2 usage; 3 HTTP transport error; 4 wallet \
-unavailable; 5 402 without a usable L402 challenge; 6 local store error; refused before paying: 10 price over \
+const FETCH_EXIT_CODES: &str = "Exit codes: 0 a response was received; 2 usage; 3 HTTP transport error (or a redirect \
+that cannot be followed); 4 wallet unavailable; 5 402 without a usable L402 challenge; 6 local store error; refused before paying: 10 price over \
 --max-cost, 11 amountless invoice, 12 wrong network, 13 invoice expired, 14 invoice payment hash differs from the \
-macaroon's, 15 budget exhausted, 16 body not replayable; 20 payment failed (no money moved), 21 payment outcome \
-unknown (not paid again; looked up on the next run), 22 paid but refused (token kept; see `l402 token list`), \
-28 --max-time ran out (before paying, or after paying with the token stored).";
+macaroon's, 15 budget exhausted, 16 body not replayable, 17 plain http without --allow-http, 18 address refused; \
+20 payment failed (no money moved), 21 payment outcome unknown (not paid again; looked up on the next run), 22 \
+paid but refused (token kept; see `l402 token list`); 23 body over --max-body, 24 --read-timeout passed (a token \
+paid for stays stored); 28 --max-time ran out (before paying, or after paying with the token stored).";
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {

@@ -6,7 +6,14 @@
 //!   the agent's per-call maximum; it can only lower the cap set on the command line (`--max-cost`), never
 //!   raise it (a higher value is refused before any request). The stored budget limits and `--budget` (this
 //!   server's whole life) apply as always. The result names the payment (hash, amount, fee, token id) but never
-//!   the preimage or the macaroon: the token stays in the store.
+//!   the preimage or the macaroon: the token stays in the store. At most `--max-body` bytes of the body are
+//!   read and returned (`body_truncated` says there was more); a server silent for `--read-timeout` seconds
+//!   ends the call.
+//!
+//! A URL handed to an agent is not trusted: the tool connects to public addresses only (loopback, private,
+//! link-local, unique-local, CGNAT and unspecified addresses are refused, checked on the addresses a name
+//! resolves to, which are the ones connected to, and on every redirect) unless the operator passes
+//! `--allow-private`, and pays over plain http only with `--allow-http`.
 //! - `budget`: the limits, what counts against them, and what is left of `--budget`.
 //! - `ledger`: the most recent payments.
 //!
@@ -21,7 +28,7 @@ use anyhow::Context;
 use clap::Args;
 use l402_client::budget::Usage;
 use l402_client::reqwest::Method;
-use l402_client::{Client, Error, LimitKind, Limits};
+use l402_client::{Client, Destinations, Error, LimitKind, Limits};
 use l402_proto::Msat;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -35,8 +42,8 @@ use crate::Failure;
 use crate::fetch::Knobs;
 use crate::wallet::{StoreArgs, WalletArgs};
 
-/// The most of a response body returned to the agent.
-const MAX_BODY: usize = 256 * 1024;
+/// Default `--max-body`: the most of a response body read and returned to the agent.
+const DEFAULT_MAX_BODY: usize = 256 * 1024;
 /// A fetch call's time limit when the caller names none, and the most it may name, in seconds.
 const DEFAULT_TIMEOUT_SECS: u64 = 120;
 const MAX_TIMEOUT_SECS: u64 = 600;
@@ -52,6 +59,19 @@ pub(crate) struct McpArgs {
     /// The most this server may spend while it runs (amount + fees), in sat, on top of the stored limits.
     #[arg(long, value_name = "SAT")]
     budget: Option<u64>,
+    /// Let the fetch tool connect to loopback, private, link-local, unique-local and CGNAT addresses (refused
+    /// by default, on the resolved addresses and every redirect).
+    #[arg(long)]
+    allow_private: bool,
+    /// Let the fetch tool pay over plain http (refused before paying otherwise).
+    #[arg(long)]
+    allow_http: bool,
+    /// The most of a response body read and returned, in bytes; the rest is not read (`body_truncated`).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BODY, value_parser = max_body_bytes)]
+    max_body: usize,
+    /// The longest a server may send nothing during a call, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = crate::fetch::timeout_secs())]
+    read_timeout: u64,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -87,10 +107,18 @@ pub(crate) struct LedgerParams {
     limit: Option<usize>,
 }
 
+fn max_body_bytes(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a positive number of bytes")),
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct L402Mcp {
     client: Arc<Client>,
     cap_sat: u64,
+    max_body: usize,
     tool_router: ToolRouter<Self>,
 }
 
@@ -108,7 +136,9 @@ impl L402Mcp {
     #[tool(description = "Fetch an HTTP(S) URL. If the server asks for a Lightning payment (HTTP 402, L402), pay it \
                           only if the price is at most max_cost_sat (itself capped by the operator) and within the \
                           budgets, then return the response. Tokens are reused automatically. The call gives up \
-                          after timeout_secs (default 120) without ever losing or repeating a payment.")]
+                          after timeout_secs (default 120) without ever losing or repeating a payment. Loopback \
+                          and private addresses, and payments over plain http, are refused unless the operator \
+                          allowed them.")]
     async fn fetch(&self, Parameters(p): Parameters<FetchParams>) -> Result<CallToolResult, ErrorData> {
         if p.max_cost_sat > self.cap_sat {
             return Ok(tool_error(format!(
@@ -136,15 +166,25 @@ impl L402Mcp {
         };
         let secs = p.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS).clamp(1, MAX_TIMEOUT_SECS);
         let call = async {
-            let answer = self.client.execute_capped(req, Msat::from_sat(p.max_cost_sat)).await?;
+            let mut answer =
+                self.client.execute_capped(req, Msat::from_sat(p.max_cost_sat)).await.map_err(|e| (e, None))?;
             let status = answer.response.status().as_u16();
-            let body = answer.response.bytes().await.map_err(Error::Http)?;
-            Ok::<_, Error>((status, answer.token_id, answer.payment, body))
+            let read = l402_client::body::read_prefix(&mut answer.response, self.max_body).await;
+            let kept = answer.token_id;
+            let (body, complete) = read.map_err(|e| (e, kept))?;
+            Ok::<_, (Error, Option<l402_proto::TokenId>)>((status, answer.token_id, answer.payment, body, complete))
         };
         // Dropping a call mid-payment is what a crash does to it, and the journal is made for that.
-        let (status, token_id, payment, body) = match tokio::time::timeout(Duration::from_secs(secs), call).await {
+        let outcome = tokio::time::timeout(Duration::from_secs(secs), call).await;
+        let (status, token_id, payment, body, complete) = match outcome {
             Ok(Ok(done)) => done,
-            Ok(Err(e)) => return Ok(tool_error(format!("{}: {e}", e.reason()))),
+            Ok(Err((e, Some(id)))) => {
+                return Ok(tool_error(format!(
+                    "{}: {e} (token {id} was used or paid for; it is stored and the next call uses it)",
+                    e.reason()
+                )));
+            }
+            Ok(Err((e, None))) => return Ok(tool_error(format!("{}: {e}", e.reason()))),
             Err(_) => {
                 return Ok(tool_error(format!(
                     "timeout: no complete answer within {secs} s. A payment started for this call, if any, is \
@@ -153,12 +193,10 @@ impl L402Mcp {
                 )));
             }
         };
-        let truncated = body.len() > MAX_BODY;
-        let shown = String::from_utf8_lossy(&body[..body.len().min(MAX_BODY)]).into_owned();
         let v = json!({
             "status": status,
-            "body": shown,
-            "body_truncated": truncated,
+            "body": String::from_utf8_lossy(&body),
+            "body_truncated": !complete,
             "token_id": token_id.map(|t| t.to_hex()),
             "payment": payment.map(|p| json!({
                 "payment_hash": p.payment_hash.to_hex(),
@@ -236,10 +274,22 @@ pub(crate) fn run(args: McpArgs) -> Result<(), Failure> {
             budget: args.budget,
             payment_timeout: 60,
             recovery_timeout: 60,
+            read_timeout: args.read_timeout,
+            allow_http: args.allow_http,
+            destinations: if args.allow_private {
+                Destinations::Any
+            } else {
+                Destinations::PublicOnly { except: Vec::new() }
+            },
             phase: None,
         };
         let (client, wallet) = crate::fetch::client(&args.store, &args.wallet, &knobs)?;
-        let server = L402Mcp { client: Arc::new(client), cap_sat: args.max_cost, tool_router: L402Mcp::tool_router() };
+        let server = L402Mcp {
+            client: Arc::new(client),
+            cap_sat: args.max_cost,
+            max_body: args.max_body,
+            tool_router: L402Mcp::tool_router(),
+        };
         let served = server.serve(rmcp::transport::stdio()).await.context("MCP handshake");
         let result = match served {
             Ok(running) => running.waiting().await.map(drop).context("MCP session"),

@@ -6,6 +6,10 @@
 //! SIGTERM or SIGINT. `status` reads that file and asks bitcoind for its height, and prints for each LND node
 //! what `l402 proxy` (the operator: its invoice macaroon) and `l402 fetch` (the payer: a pay-only macaroon)
 //! need; `down` sends SIGTERM and waits until the server is gone.
+//!
+//! `up` starts from a clean directory: it deletes what an earlier network left there, but only in a directory
+//! that is absent, empty, or marked as one of ours (the [`MARKER`] file `up` writes, or a `state.json`); any
+//! other directory is refused untouched, so a mistyped `--dir` never deletes someone's data.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -62,6 +66,24 @@ fn default_dir() -> PathBuf {
     std::env::temp_dir().join("l402-regtest")
 }
 
+/// The file that marks a directory as a regtest network's (written by `up`).
+pub(crate) const MARKER: &str = "l402-regtest.dir";
+
+/// Whether `up` may clear `dir`: absent, empty, or holding our marker or state file.
+fn clearable(dir: &Path) -> anyhow::Result<bool> {
+    if !dir.exists() {
+        return Ok(true);
+    }
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    if dir.join(MARKER).is_file() || state_path(dir).is_file() {
+        return Ok(true);
+    }
+    let mut entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    Ok(entries.next().is_none())
+}
+
 fn state_path(dir: &Path) -> PathBuf {
     dir.join("state.json")
 }
@@ -92,10 +114,22 @@ fn up(dir: &Path, lnd: bool) -> anyhow::Result<()> {
             bail!("a network is already running in {} (l402 regtest down first)", dir.display());
         }
     }
+    if !clearable(dir)? {
+        bail!(
+            "{} is not a regtest network's directory (no {MARKER}): refusing to delete what is in it; pass an \
+             empty or new --dir",
+            dir.display()
+        );
+    }
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(
+        dir.join(MARKER),
+        "a local regtest network made by `l402 regtest up`; `up` may clear this directory\n",
+    )
+    .with_context(|| format!("marking {}", dir.display()))?;
     let log = std::fs::File::create(dir.join("serve.log")).context("creating serve.log")?;
     let exe = std::env::current_exe().context("finding the l402 executable")?;
     let mut child = Command::new(exe)
@@ -189,10 +223,8 @@ fn status(dir: &Path, as_json: bool) -> anyhow::Result<()> {
             s(payer, "tls_cert"),
             s(payer, "pay_macaroon")
         );
-        println!(
-            "    (or --lndconnect with the URI kept in {} under lnd[].lndconnect_pay: it carries the macaroon)",
-            state_path(dir).display()
-        );
+        println!("    (or --lndconnect-file {}: the pay-only lndconnect URI, 0600)", s(payer, "lndconnect_pay_file"));
+        println!("    add --allow-http to pay a plain-http URL, such as a proxy on loopback");
     }
     Ok(())
 }
@@ -244,6 +276,20 @@ fn down(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes a file readable by its owner only (created `0600`).
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))
+}
+
 fn serve(dir: &Path, with_lnd: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?;
     rt.block_on(async {
@@ -274,6 +320,9 @@ fn serve(dir: &Path, with_lnd: bool) -> anyhow::Result<()> {
             channels.push(json!({ "from": "payer", "to": "operator", "sats": 1_000_000 }));
             for n in [&payer, &operator] {
                 use l402_regtest::LndMacaroon::{Admin, Invoice, Pay};
+                // The URI carries the macaroon: a 0600 file for --lndconnect-file, never an argument.
+                let pay_file = dir.join(format!("{}-pay.lndconnect", n.name()));
+                write_private(&pay_file, n.lndconnect_uri(Pay)?.as_bytes())?;
                 lnd.push(json!({
                     "name": n.name(),
                     "pubkey": n.pubkey(),
@@ -285,6 +334,7 @@ fn serve(dir: &Path, with_lnd: bool) -> anyhow::Result<()> {
                     "invoice_macaroon": n.macaroon_path(Invoice),
                     "pay_macaroon": n.macaroon_path(Pay),
                     "lndconnect_pay": n.lndconnect_uri(Pay)?,
+                    "lndconnect_pay_file": pay_file,
                     "lndconnect_invoice": n.lndconnect_uri(Invoice)?,
                 }));
             }
@@ -303,13 +353,8 @@ fn serve(dir: &Path, with_lnd: bool) -> anyhow::Result<()> {
             "channels": channels,
         });
         let tmp = dir.join("state.json.tmp");
-        {
-            use std::io::Write as _;
-            use std::os::unix::fs::OpenOptionsExt as _;
-            // It holds bitcoind's RPC password: readable by its owner only.
-            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(&state)?)?;
-        }
+        // It holds bitcoind's RPC password: readable by its owner only.
+        write_private(&tmp, &serde_json::to_vec_pretty(&state)?)?;
         std::fs::rename(&tmp, state_path(dir))?;
         eprintln!("l402 regtest: ready");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

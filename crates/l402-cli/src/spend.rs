@@ -108,6 +108,9 @@ fn recover(args: &SpendArgs) -> Result<(), Failure> {
             budget: None,
             payment_timeout: 60,
             recovery_timeout: 60,
+            read_timeout: 60,
+            allow_http: false, // recovery pays nothing
+            destinations: l402_client::Destinations::Any,
             phase: None,
         };
         let (client, wallet) = crate::fetch::client(&args.store, &args.wallet, &knobs)?;

@@ -1,6 +1,5 @@
 //! `l402 token list|show|rm`: the client's token store, named by token id. Neither the macaroon nor the
-//! preimage is ever printed (`l402 fetch --json` is the only command that shows a preimage, for the payment it
-//! made).
+//! preimage is ever printed (by any command: `l402 fetch --json` names a payment by its hash and token id).
 
 use anyhow::{Context, anyhow, bail};
 use clap::Args;

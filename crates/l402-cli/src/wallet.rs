@@ -69,24 +69,59 @@ pub(crate) struct WalletArgs {
     /// LDK chain source: bitcoind RPC user.
     #[arg(long, env = "L402_BITCOIND_RPC_USER")]
     pub(crate) bitcoind_rpc_user: Option<String>,
-    /// LDK chain source: bitcoind RPC password (prefer the environment variable: arguments show in `ps`).
+    /// LDK chain source: bitcoind RPC password (a secret: prefer the environment variable, arguments show in
+    /// `ps`).
     #[arg(long, env = "L402_BITCOIND_RPC_PASSWORD", hide_env_values = true)]
     pub(crate) bitcoind_rpc_password: Option<String>,
     /// LDK chain source: an Esplora server URL (instead of bitcoind RPC).
     #[arg(long, env = "L402_ESPLORA_URL", conflicts_with = "bitcoind_rpc_port")]
     pub(crate) esplora_url: Option<String>,
     /// LND: gRPC address `host:port` (instead of the LDK node).
-    #[arg(long, env = "L402_LND_ADDRESS", conflicts_with_all = ["ldk_dir", "lndconnect"], requires_all = ["lnd_tls_cert", "lnd_macaroon"])]
+    #[arg(long, env = "L402_LND_ADDRESS", conflicts_with_all = ["ldk_dir", "lndconnect", "lndconnect_file"], requires_all = ["lnd_tls_cert", "lnd_macaroon"])]
     pub(crate) lnd_address: Option<String>,
     /// LND: the node's tls.cert (path, PEM, or DER as hex/base64); pinned.
     #[arg(long, env = "L402_LND_TLS_CERT", value_name = "PATH|PEM")]
     pub(crate) lnd_tls_cert: Option<String>,
-    /// LND: a macaroon with offchain:read/write (path, hex or base64).
+    /// LND: a macaroon with offchain:read/write: a file path, or hex/base64 (a secret: give a value in
+    /// L402_LND_MACAROON or as a file, not as an argument: arguments show in `ps`).
     #[arg(long, env = "L402_LND_MACAROON", value_name = "PATH|HEX", hide_env_values = true)]
     pub(crate) lnd_macaroon: Option<String>,
-    /// LND: an lndconnect:// URI (address, certificate and macaroon in one).
-    #[arg(long, env = "L402_LNDCONNECT", hide_env_values = true, conflicts_with = "ldk_dir")]
+    /// LND: an lndconnect:// URI (address, certificate and macaroon in one). It carries the macaroon: prefer
+    /// --lndconnect-file or the environment variable (arguments show in `ps`).
+    #[arg(long, env = "L402_LNDCONNECT", hide_env_values = true, conflicts_with_all = ["ldk_dir", "lndconnect_file"])]
     pub(crate) lndconnect: Option<String>,
+    /// LND: a file holding an lndconnect:// URI (what `l402 regtest status` points to).
+    #[arg(long, env = "L402_LNDCONNECT_FILE", value_name = "PATH", conflicts_with = "ldk_dir")]
+    pub(crate) lndconnect_file: Option<PathBuf>,
+}
+
+/// The secret options, and whether a file path given to one is not a secret on the command line.
+const SECRET_FLAGS: [(&str, &str, bool); 3] = [
+    ("--lnd-macaroon", "L402_LND_MACAROON (or a file path)", true),
+    ("--lndconnect", "L402_LNDCONNECT or --lndconnect-file", false),
+    ("--bitcoind-rpc-password", "L402_BITCOIND_RPC_PASSWORD", false),
+];
+
+/// The secret options given as values on this process's command line (what `ps` shows to every user), with
+/// where the value should come from instead. A macaroon given as an existing file's path is not a secret.
+pub(crate) fn secrets_on_command_line(argv: &[String]) -> Vec<(&'static str, &'static str)> {
+    let mut found = Vec::new();
+    for (i, arg) in argv.iter().enumerate() {
+        for (flag, instead, path_ok) in SECRET_FLAGS {
+            let value = match arg.strip_prefix(flag) {
+                Some("") => argv.get(i + 1).map(String::as_str),
+                Some(v) if v.starts_with('=') => Some(&v[1..]),
+                _ => continue,
+            };
+            if path_ok && value.is_some_and(|v| std::path::Path::new(v).is_file()) {
+                continue;
+            }
+            if !found.iter().any(|(f, _)| *f == flag) {
+                found.push((flag, instead));
+            }
+        }
+    }
+    found
 }
 
 impl WalletArgs {
@@ -104,7 +139,7 @@ impl WalletArgs {
     }
 
     fn uses_lnd(&self) -> bool {
-        self.lnd_address.is_some() || self.lndconnect.is_some()
+        self.lnd_address.is_some() || self.lndconnect.is_some() || self.lndconnect_file.is_some()
     }
 
     fn ldk_network(&self) -> anyhow::Result<Network> {
@@ -119,8 +154,19 @@ impl WalletArgs {
 
     /// Checks the options now (so usage errors come before any request); the wallet itself starts later.
     pub(crate) fn wallet(&self) -> anyhow::Result<Arc<LazyWallet>> {
+        let argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+        for (flag, instead) in secrets_on_command_line(&argv) {
+            eprintln!(
+                "l402: warning: {flag} was given a secret on the command line, which other users of this machine \
+                 can read (ps); use {instead} instead"
+            );
+        }
         let kind = if let Some(uri) = &self.lndconnect {
             WalletKind::Lnd(l402_lnd::LndConfig::from_lndconnect(uri).context("--lndconnect")?)
+        } else if let Some(path) = &self.lndconnect_file {
+            let uri = std::fs::read_to_string(path)
+                .with_context(|| format!("--lndconnect-file: reading {}", path.display()))?;
+            WalletKind::Lnd(l402_lnd::LndConfig::from_lndconnect(uri.trim()).context("--lndconnect-file")?)
         } else if let Some(address) = &self.lnd_address {
             let (Some(cert), Some(mac)) = (&self.lnd_tls_cert, &self.lnd_macaroon) else {
                 bail!("--lnd-address needs --lnd-tls-cert and --lnd-macaroon");

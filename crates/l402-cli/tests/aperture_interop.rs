@@ -100,6 +100,7 @@ async fn our_client_pays_a_real_aperture_through_real_lnd_and_ldk_and_reuses_its
     // The library with an embedded LDK wallet, against the same Aperture.
     let mut cfg = ClientConfig::new(tmp.path().join("library"));
     cfg.network = Some(Currency::Regtest);
+    cfg.allow_http = true; // Aperture is plain http on loopback here
     let wallet: Arc<dyn Payer> = agent.clone();
     let client = Client::new(wallet, cfg).expect("client");
     let get = |path: &str| client.request(reqwest::Method::GET, &aperture.url(path)).build().expect("request");

@@ -134,3 +134,91 @@ fn verify_refuses_an_uppercase_preimage() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("lowercase hex"));
 }
+
+/// `l402 <args>` with no wallet or client settings from the environment.
+fn l402_clean(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_l402"));
+    cmd.args(args).stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("L402_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("l402 runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A DER-shaped certificate and a V2-shaped macaroon: enough for the options to parse (nothing connects).
+const CERT_HEX: &str = "3003020100";
+const MACAROON_HEX: &str = "020101010101010101";
+const LNDCONNECT: &str = "lndconnect://127.0.0.1:1?cert=MAMCAQA&macaroon=AgEBAQEBAQEB";
+
+#[test]
+fn secret_wallet_options_given_as_values_are_warned_about_and_have_file_alternatives() {
+    let help = stdout(&l402_clean(&["fetch", "--help"], &[]));
+    assert!(help.contains("--lndconnect-file"), "{help}");
+    assert!(help.matches("show in `ps`").count() >= 3, "macaroon, lndconnect and RPC password warn: {help}");
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let data = data.to_str().expect("utf8");
+    let url = "http://127.0.0.1:1/free"; // refused at once: these runs only get as far as the request
+    let lnd = ["--lnd-address", "127.0.0.1:1", "--lnd-tls-cert", CERT_HEX];
+    let run = |extra: &[&str], env: &[(&str, &str)]| {
+        l402_clean(&[&["fetch", url, "--data-dir", data][..], extra].concat(), env)
+    };
+
+    let o = run(&[&lnd[..], &["--lnd-macaroon", MACAROON_HEX]].concat(), &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("warning: --lnd-macaroon"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains(MACAROON_HEX), "the warning does not echo the secret");
+    let o = run(&[&lnd[..], &[&format!("--lnd-macaroon={MACAROON_HEX}")]].concat(), &[]);
+    assert!(stderr(&o).contains("warning: --lnd-macaroon"), "{}", stderr(&o));
+    let o = run(&["--lndconnect", LNDCONNECT], &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("warning: --lndconnect"), "{}", stderr(&o));
+
+    // The alternatives: a macaroon file, the environment, an lndconnect file. No warning.
+    let mac_file = tmp.path().join("pay.macaroon");
+    std::fs::write(&mac_file, hex_bytes(MACAROON_HEX)).expect("write");
+    let uri_file = tmp.path().join("payer.lndconnect");
+    std::fs::write(&uri_file, format!("{LNDCONNECT}\n")).expect("write");
+    for o in [
+        run(&[&lnd[..], &["--lnd-macaroon", mac_file.to_str().expect("utf8")]].concat(), &[]),
+        run(&lnd, &[("L402_LND_MACAROON", MACAROON_HEX)]),
+        run(&["--lndconnect-file", uri_file.to_str().expect("utf8")], &[]),
+        run(&[], &[("L402_LNDCONNECT_FILE", uri_file.to_str().expect("utf8"))]),
+    ] {
+        assert_eq!(o.status.code(), Some(3), "the options were accepted: {}", stderr(&o));
+        assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    }
+    std::fs::write(&uri_file, "not a uri").expect("write");
+    let o = run(&["--lndconnect-file", uri_file.to_str().expect("utf8")], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--lndconnect-file"), "{}", stderr(&o));
+}
+
+fn hex_bytes(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+}
+
+#[test]
+fn timeouts_too_large_for_the_clock_and_empty_caps_are_usage_errors_not_panics() {
+    let url = "http://127.0.0.1:1/";
+    for (args, flag) in [
+        (vec!["fetch", url, "--payment-timeout", "18446744073709551615"], "--payment-timeout"),
+        (vec!["fetch", url, "--recovery-timeout", "18446744073709551615"], "--recovery-timeout"),
+        (vec!["fetch", url, "--read-timeout", "0"], "--read-timeout"),
+        (vec!["fetch", url, "--max-body", "0"], "--max-body"),
+        (vec!["mcp", "--read-timeout", "86401"], "--read-timeout"),
+        (vec!["mcp", "--max-body", "0"], "--max-body"),
+    ] {
+        let o = l402_clean(&args, &[]);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(flag), "{args:?}: {}", stderr(&o));
+    }
+}

@@ -22,7 +22,7 @@ struct Lnd {
 
 fn fetch(lnd: &Lnd, data: &Path, url: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_l402"))
-        .args(["fetch", url, "--lnd-address", &lnd.sim.address().to_string(), "--lnd-tls-cert"])
+        .args(["fetch", url, "--allow-http", "--lnd-address", &lnd.sim.address().to_string(), "--lnd-tls-cert"])
         .arg(&lnd.cert)
         .arg("--data-dir")
         .arg(data)

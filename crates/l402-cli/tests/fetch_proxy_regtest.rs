@@ -42,7 +42,7 @@ price_sat = 150
     let (user, password) = net.bitcoind().rpc_auth();
     let fetch = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_l402"))
-            .arg("fetch")
+            .args(["fetch", "--allow-http"])
             .args(args)
             .arg("--data-dir")
             .arg(tmp.path().join("client"))

@@ -42,9 +42,18 @@ impl Env {
     }
 
     fn cmd(&self, wallet: usize, data: &Path, args: &[&str]) -> Command {
+        self.cmd_http(wallet, data, args, true)
+    }
+
+    /// [`Env::cmd`], with `--allow-http` for `fetch` and `mcp` only if `allow_http` (the test server is plain
+    /// http on loopback).
+    fn cmd_http(&self, wallet: usize, data: &Path, args: &[&str], allow_http: bool) -> Command {
         let (user, password) = self.net.bitcoind().rpc_auth();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_l402"));
         cmd.args(args).arg("--data-dir").arg(data);
+        if allow_http && matches!(args.first(), Some(&"fetch" | &"mcp")) {
+            cmd.arg("--allow-http");
+        }
         if matches!(args.first(), Some(&"fetch" | &"spend" | &"mcp")) {
             cmd.arg("--ldk-dir")
                 .arg(&self.wallets[wallet])
@@ -77,6 +86,13 @@ impl Env {
 
 fn json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("JSON ({e}): {}", describe(o)))
+}
+
+/// The preimage the store keeps for a token (read with the library: no command prints it).
+fn stored_preimage(data: &Path, token_id: &str) -> l402_proto::Preimage {
+    let store = l402_client::Store::open(data).expect("store");
+    let found = store.blocking(|c| l402_client::tokens::find(c, token_id)).expect("find");
+    found.first().expect("the token is stored").credential().expect("credential").preimage
 }
 
 fn stderr(o: &Output) -> String {
@@ -119,7 +135,7 @@ async fn fetch_pays_reuses_refuses_with_exit_codes_and_the_ledger_matches_the_no
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("price:       100 sat") && text.contains("would pay:   yes"), "{text}");
 
-    // Pay: JSON (stdout is a pipe) with the payment and its preimage; a progress line on stderr.
+    // Pay: JSON (stdout is a pipe) with the payment, named by hash and token id; a progress line on stderr.
     let o = env.run(0, &data, &["fetch", &url]);
     assert!(o.status.success(), "{}", describe(&o));
     let v = json(&o);
@@ -127,11 +143,12 @@ async fn fetch_pays_reuses_refuses_with_exit_codes_and_the_ledger_matches_the_no
     assert!(v["body"].as_str().expect("body").starts_with("paid GET /svc/data"));
     let p = &v["payment"];
     assert_eq!(p["amount_msat"], 100_000);
-    let preimage = l402_proto::Preimage::from_hex(p["preimage"].as_str().expect("preimage")).expect("hex");
-    assert_eq!(preimage.payment_hash().to_hex(), p["payment_hash"].as_str().expect("hash"));
     assert!(stderr(&o).contains("in flight"), "progress line: {}", stderr(&o));
-    assert!(!stderr(&o).contains(&preimage.to_hex()), "no preimage on stderr");
     let token_id = v["token_id"].as_str().expect("token").to_owned();
+    let preimage = stored_preimage(&data, &token_id);
+    assert_eq!(preimage.payment_hash().to_hex(), p["payment_hash"].as_str().expect("hash"));
+    let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(!all.contains(&preimage.to_hex()), "preimage printed: {all}");
 
     // Again: the stored token, no payment; --raw prints the body; -i the status line.
     let o = env.run(0, &data, &["fetch", &url, "--raw", "-i"]);
@@ -426,6 +443,93 @@ async fn max_time_stops_the_command_and_never_loses_a_payment() {
     assert_eq!(env.server.challenges(), 1);
     let node = env.node(0).await;
     assert_eq!(node_payments(&node).len(), 1, "one payment left the wallet");
+    node.stop().await;
+    env.net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fetch_json_names_a_payment_by_hash_and_token_id_never_by_its_preimage() {
+    let env = env(&["cli"]).await;
+    let data = env.data("json");
+    let o = env.run(0, &data, &["fetch", &env.server.url("/svc/data"), "--json", "-i"]);
+    assert!(o.status.success(), "{}", describe(&o));
+    let v = json(&o);
+    let p = v["payment"].as_object().expect("a payment was made");
+    assert!(!p.contains_key("preimage"), "the JSON carries a preimage: {v}");
+    let token_id = v["token_id"].as_str().expect("token id");
+    assert_eq!(p["token_id"].as_str(), Some(token_id));
+    let preimage = stored_preimage(&data, token_id);
+    assert_eq!(p["payment_hash"].as_str(), Some(preimage.payment_hash().to_hex().as_str()), "the payment, by hash");
+    let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(!all.contains(&preimage.to_hex()), "preimage printed: {all}");
+    env.net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fetch_over_plain_http_pays_nothing_without_allow_http() {
+    let env = env(&["cli"]).await;
+    let data = env.data("strict");
+    let url = env.server.url("/svc/data");
+
+    let o = env.cmd_http(0, &data, &["fetch", &url], false).output().expect("l402 runs");
+    assert_eq!(o.status.code(), Some(17), "{}", describe(&o));
+    assert!(stderr(&o).contains("plain_http") && stderr(&o).contains("--allow-http"), "{}", stderr(&o));
+    let o = env.cmd_http(0, &data, &["fetch", "--dry-run", "--json", &url], false).output().expect("l402 runs");
+    assert_eq!(o.status.code(), Some(17), "{}", describe(&o));
+    let q = json(&o);
+    assert_eq!((q["would_pay"].as_bool(), q["refusal"]["reason"].as_str()), (Some(false), Some("plain_http")), "{q}");
+    let ledger = json(&env.run(0, &data, &["spend", "--json"]));
+    assert_eq!(ledger["payments"].as_array().map(Vec::len), Some(0), "nothing journaled: {ledger}");
+    let node = env.node(0).await;
+    assert_eq!(support::node_payment_count(&node), 0, "no payment attempted");
+    node.stop().await;
+
+    // A free page over http needs no permission; a payment with --allow-http goes through.
+    let o = env.cmd_http(0, &data, &["fetch", &env.server.url("/free")], false).output().expect("l402 runs");
+    assert!(o.status.success(), "{}", describe(&o));
+    let v = json(&env.run(0, &data, &["fetch", &url]));
+    assert_eq!(v["status"], 200);
+    assert!(!v["payment"].is_null());
+    env.net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fetch_stops_at_max_body_and_read_timeout_and_keeps_the_paid_token() {
+    let env = env(&["cli"]).await;
+    let data = env.data("capped");
+
+    // The body (1 MiB) is over --max-body: exit 23, after paying; the token is kept and reused.
+    let o = env.run(0, &data, &["fetch", &env.server.url("/svc/big"), "--max-body", "1000"]);
+    assert_eq!(o.status.code(), Some(23), "{}", describe(&o));
+    assert!(stderr(&o).contains("body_too_large") && stderr(&o).contains("is stored"), "{}", stderr(&o));
+    assert!(o.stdout.len() < 2_000, "the body was not printed whole");
+    let tokens = json(&env.run(0, &data, &["token", "list", "--json"]))["tokens"].clone();
+    assert_eq!(tokens.as_array().map(Vec::len), Some(1), "the token paid for is stored");
+    assert_eq!(tokens[0]["state"], "valid");
+    let v = json(&env.run(0, &data, &["fetch", &env.server.url("/svc/data")]));
+    assert_eq!((v["status"].as_u64(), v["payment"].is_null()), (Some(200), true), "reused, not paid again: {v}");
+
+    // Streamed to a file: cut at the cap, and the partial file removed.
+    let out = env.tmp.path().join("big.out");
+    let args = ["fetch", "--raw", "-o", out.to_str().expect("utf8"), "--max-body", "1000"];
+    let o = env.run(0, &data, &[&args[..], &[env.server.url("/svc/big").as_str()]].concat());
+    assert_eq!(o.status.code(), Some(23), "{}", describe(&o));
+    assert!(!out.exists(), "no partial file left");
+    // Within the cap, the whole body.
+    let o = env.run(0, &data, &["fetch", "--raw", "-o", out.to_str().expect("utf8"), &env.server.url("/svc/big")]);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert_eq!(std::fs::metadata(&out).expect("written").len(), 1 << 20);
+
+    // A body that stops coming: exit 24 after --read-timeout, the token still valid.
+    let started = std::time::Instant::now();
+    let o = env.run(0, &data, &["fetch", &env.server.url("/svc/stall"), "--read-timeout", "1"]);
+    assert_eq!(o.status.code(), Some(24), "{}", describe(&o));
+    assert!(stderr(&o).contains("read_timeout"), "{}", stderr(&o));
+    assert!(started.elapsed() < Duration::from_secs(60), "given up on");
+    let tokens = json(&env.run(0, &data, &["token", "list", "--json"]))["tokens"].clone();
+    assert_eq!(tokens[0]["state"], "valid");
+    let node = env.node(0).await;
+    assert_eq!(node_payments(&node).len(), 1, "one payment in all");
     node.stop().await;
     env.net.shutdown().await;
 }

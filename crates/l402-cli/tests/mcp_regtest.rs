@@ -29,7 +29,9 @@ async fn an_mcp_client_fetches_and_pays_within_the_per_call_cap() {
 
     let (user, password) = net.bitcoind().rpc_auth();
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_l402"));
-    cmd.args(["mcp", "--max-cost", "150", "--network", "regtest", "--bitcoind-rpc-user", user])
+    // The test server is plain http on loopback: both are asked for explicitly.
+    cmd.args(["mcp", "--allow-http", "--allow-private", "--max-cost", "150", "--network", "regtest"])
+        .args(["--bitcoind-rpc-user", user])
         .arg("--bitcoind-rpc-port")
         .arg(net.bitcoind().rpc_port().to_string())
         .arg("--ldk-dir")
@@ -113,4 +115,79 @@ async fn an_mcp_client_fetches_and_pays_within_the_per_call_cap() {
     assert_eq!((paid[0].1, paid[0].2), (100_000, fee), "ledger == node");
     node.stop().await;
     net.shutdown().await;
+}
+
+/// `l402 mcp` with no wallet (nothing here pays), the given options, and a fresh data directory.
+async fn mcp_without_wallet(
+    options: &[&str],
+    data: &std::path::Path,
+) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_l402"));
+    cmd.arg("mcp").args(options).arg("--data-dir").arg(data);
+    ().serve(TokioChildProcess::new(cmd).expect("spawn")).await.expect("MCP handshake")
+}
+
+async fn fetch_tool(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>, a: Value) -> CallToolResult {
+    client.call_tool(CallToolRequestParams::new("fetch").with_arguments(args(a))).await.expect("tools/call")
+}
+
+#[tokio::test]
+async fn mcp_fetch_refuses_loopback_and_private_addresses_unless_allowed() {
+    let internal =
+        support::RawServer::start("127.0.0.1", |_| support::http_response("200 OK", "", b"internal only")).await;
+    let port = internal.addr.port();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let strict = mcp_without_wallet(&[], &tmp.path().join("strict")).await;
+    for url in [
+        format!("http://127.0.0.1:{port}/"),
+        format!("http://localhost:{port}/"),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+        "http://10.0.0.1/".to_owned(),
+        "http://192.168.1.1/".to_owned(),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://100.64.0.1/".to_owned(),
+        "http://[fd00::1]/".to_owned(),
+        "http://[fe80::1]/".to_owned(),
+        "http://0.0.0.0/".to_owned(),
+    ] {
+        let r = fetch_tool(&strict, json!({ "url": url, "max_cost_sat": 1 })).await;
+        assert_eq!(r.is_error, Some(true), "{url}: {}", text(&r));
+        assert!(text(&r).starts_with("address_refused"), "{url}: {}", text(&r));
+    }
+    assert_eq!(internal.connections.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing reached the server");
+    strict.cancel().await.expect("close");
+
+    let open = mcp_without_wallet(&["--allow-private"], &tmp.path().join("open")).await;
+    let r = fetch_tool(&open, json!({ "url": format!("http://127.0.0.1:{port}/"), "max_cost_sat": 1 })).await;
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    let v: Value = serde_json::from_str(&text(&r)).expect("json");
+    assert_eq!((v["status"].as_u64(), v["body"].as_str()), (Some(200), Some("internal only")));
+    open.cancel().await.expect("close");
+}
+
+#[tokio::test]
+async fn mcp_fetch_reads_at_most_max_body_and_gives_up_on_a_silent_server() {
+    let server = support::RawServer::start("127.0.0.1", |req| match req.target() {
+        "/big" => support::http_response("200 OK", "", &vec![b'x'; 4 << 20]),
+        "/stall" => b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nthe start".to_vec(),
+        _ => support::http_response("200 OK", "", b"small"),
+    })
+    .await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mcp = mcp_without_wallet(&["--allow-private", "--max-body", "1000", "--read-timeout", "1"], tmp.path()).await;
+
+    let r = fetch_tool(&mcp, json!({ "url": server.url("/big"), "max_cost_sat": 1 })).await;
+    let v: Value = serde_json::from_str(&text(&r)).expect("json");
+    assert_eq!(v["body"].as_str().map(str::len), Some(1000), "at most --max-body bytes");
+    assert_eq!(v["body_truncated"], true);
+    let r = fetch_tool(&mcp, json!({ "url": server.url("/small"), "max_cost_sat": 1 })).await;
+    let v: Value = serde_json::from_str(&text(&r)).expect("json");
+    assert_eq!((v["body"].as_str(), v["body_truncated"].as_bool()), (Some("small"), Some(false)));
+
+    let started = std::time::Instant::now();
+    let r = fetch_tool(&mcp, json!({ "url": server.url("/stall"), "max_cost_sat": 1, "timeout_secs": 60 })).await;
+    assert_eq!(r.is_error, Some(true), "{}", text(&r));
+    assert!(text(&r).starts_with("read_timeout"), "{}", text(&r));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "gave up after --read-timeout, not timeout_secs");
+    mcp.cancel().await.expect("close");
 }

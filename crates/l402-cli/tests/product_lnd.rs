@@ -183,7 +183,8 @@ async fn the_proxy_and_every_client_front_end_on_real_lnd_pay_once_and_agree_wit
     let mcp_data = tmp.path().join("mcp");
     dirs.push(mcp_data.clone());
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_l402"));
-    cmd.args(["mcp", "--max-cost", "50", "--lnd-address", &payer.rpc_address(), "--lnd-tls-cert"])
+    cmd.args(["mcp", "--allow-http", "--allow-private", "--max-cost", "50", "--lnd-address", &payer.rpc_address()])
+        .arg("--lnd-tls-cert")
         .arg(payer.tls_cert_path())
         .arg("--data-dir")
         .arg(&mcp_data)
@@ -208,6 +209,7 @@ async fn the_proxy_and_every_client_front_end_on_real_lnd_pay_once_and_agree_wit
     // The library with the LND wallet.
     let mut cfg = ClientConfig::new(tmp.path().join("library"));
     cfg.network = Some(Currency::Regtest);
+    cfg.allow_http = true; // the proxy is plain http on loopback
     let wallet: Arc<dyn Payer> = Arc::new(payer.connect(LndMacaroon::Pay).await.expect("pay-only client"));
     let client = Client::new(wallet, cfg).expect("client");
     let get = || client.request(reqwest::Method::GET, &url("/weather/lib")).build().expect("request");

@@ -80,6 +80,11 @@ fn up_with_lnd_prints_what_proxy_and_fetch_need_keeps_macaroons_off_the_terminal
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state_file).expect("read")).expect("json");
     let payer = state["lnd"].as_array().expect("lnd").iter().find(|n| n["name"] == "payer").expect("payer").clone();
+    // And in a file of its own (0600), for --lndconnect-file, which the status output points to.
+    let pay_file = std::path::PathBuf::from(payer["lndconnect_pay_file"].as_str().expect("pay file"));
+    assert_eq!(std::fs::metadata(&pay_file).expect("pay file").permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(&pay_file).expect("read"), payer["lndconnect_pay"].as_str().expect("uri"));
+    assert!(text.contains(&format!("--lndconnect-file {}", pay_file.display())), "{text}");
     let config =
         l402_lnd::LndConfig::from_lndconnect(payer["lndconnect_pay"].as_str().expect("uri")).expect("uri parses");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
@@ -92,4 +97,36 @@ fn up_with_lnd_prints_what_proxy_and_fetch_need_keeps_macaroons_off_the_terminal
     let down = l402(&["regtest", "down", "--dir", dir]);
     assert!(down.status.success(), "down: {}", String::from_utf8_lossy(&down.stderr));
     assert!(pids.iter().all(|p| !alive(*p)), "down stopped LND");
+}
+
+#[test]
+fn regtest_up_refuses_to_clear_a_directory_that_is_not_a_regtest_directory() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // Someone's data, passed as --dir by mistake: refused, untouched.
+    let precious = tmp.path().join("home");
+    std::fs::create_dir_all(precious.join("photos")).expect("dir");
+    std::fs::write(precious.join("photos").join("cat.jpg"), b"meow").expect("write");
+    std::fs::write(precious.join("notes.txt"), b"keep me").expect("write");
+    let up = l402(&["regtest", "up", "--dir", precious.to_str().expect("utf8")]);
+    assert_eq!(up.status.code(), Some(2), "{}", String::from_utf8_lossy(&up.stderr));
+    assert!(String::from_utf8_lossy(&up.stderr).contains("not a regtest network's directory"));
+    assert_eq!(std::fs::read(precious.join("notes.txt")).expect("still there"), b"keep me");
+    assert_eq!(std::fs::read(precious.join("photos").join("cat.jpg")).expect("still there"), b"meow");
+    // A file is refused too.
+    let file = precious.join("notes.txt");
+    let up = l402(&["regtest", "up", "--dir", file.to_str().expect("utf8")]);
+    assert_eq!(up.status.code(), Some(2));
+    assert_eq!(std::fs::read(&file).expect("still there"), b"keep me");
+
+    // An empty directory is used, marked, and may be cleared by the next `up` once the network is down.
+    let net = tmp.path().join("empty");
+    std::fs::create_dir_all(&net).expect("dir");
+    let dir = net.to_str().expect("utf8");
+    for round in 0..2 {
+        let up = l402(&["regtest", "up", "--dir", dir]);
+        assert!(up.status.success(), "up {round}: {}", String::from_utf8_lossy(&up.stderr));
+        assert!(net.join("l402-regtest.dir").is_file(), "marked");
+        let down = l402(&["regtest", "down", "--dir", dir]);
+        assert!(down.status.success(), "down {round}: {}", String::from_utf8_lossy(&down.stderr));
+    }
 }

@@ -25,8 +25,11 @@ pub async fn upstream() -> SocketAddr {
 /// `l402 <args>` with `payer`'s LND as the wallet (its pay-only macaroon) and `data` as the data dir.
 pub fn lnd_command(payer: &Lnd, data: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_l402"));
-    cmd.args(args)
-        .args(["--lnd-address", &payer.rpc_address(), "--lnd-tls-cert"])
+    cmd.args(args);
+    if matches!(args.first(), Some(&"fetch" | &"mcp")) {
+        cmd.arg("--allow-http"); // the servers under test are plain http on loopback
+    }
+    cmd.args(["--lnd-address", &payer.rpc_address(), "--lnd-tls-cert"])
         .arg(payer.tls_cert_path())
         .arg("--data-dir")
         .arg(data)

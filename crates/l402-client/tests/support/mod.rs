@@ -10,7 +10,7 @@
 //! Paths: `/free...` costs nothing; `/other...` is service `other`; anything else is service `svc`. Behind the
 //! paywall (once a credential verifies), `.../upstream401` answers like an API wanting its own credentials
 //! (`401`, `WWW-Authenticate: Bearer`), `.../upstream402` with a `402` carrying no challenge, `.../big` with
-//! [`ServerState::big_bytes`] bytes, and `.../stall` with the start of a body that never ends.
+//! [`ServerState::big_bytes`] bytes (streamed, no `Content-Length`), and `.../stall` with the start of a body that never ends.
 //!
 //! [`RawServer`] is the hostile one: it answers whatever a test scripts, byte for byte, and records every
 //! request head it was sent.
@@ -234,8 +234,13 @@ fn upstream_behaviour(s: &ServerState, path: &str) -> Option<Response> {
         return Some((StatusCode::PAYMENT_REQUIRED, "the API's own 402, no challenge").into_response());
     }
     if path.ends_with("/big") {
+        // Streamed in 64 KiB chunks, with no Content-Length: the client only learns the size by reading.
         let n = s.big_bytes.load(Ordering::SeqCst) as usize;
-        return Some((StatusCode::OK, vec![b'x'; n]).into_response());
+        let chunks: Vec<Result<Bytes, std::io::Error>> =
+            (0..n).step_by(1 << 16).map(|i| Ok(Bytes::from(vec![b'x'; (n - i).min(1 << 16)]))).collect();
+        return Some(
+            (StatusCode::OK, axum::body::Body::from_stream(futures_util::stream::iter(chunks))).into_response(),
+        );
     }
     if path.ends_with("/stall") {
         let start = futures_util::stream::once(async { Ok::<_, std::io::Error>(Bytes::from_static(b"the start, ")) });
