@@ -122,8 +122,12 @@ fn step(n: u32, title: &str) {
     println!("\n\x1b[1m{n}. {title}\x1b[0m");
 }
 
+/// The first `n` characters of `s` (a header value may hold any UTF-8: cut on a character, never inside one).
 fn short(s: &str, n: usize) -> String {
-    if s.len() > n { format!("{}…", &s[..n]) } else { s.to_owned() }
+    match s.char_indices().nth(n) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_owned(),
+    }
 }
 
 pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
