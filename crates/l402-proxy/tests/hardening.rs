@@ -542,3 +542,44 @@ lightning = { backend = "ldk", data_dir = "unused", network = "regtest", bitcoin
     let err = Config::parse(&format!("{base}{svc}timeout_secs = 18446744073709551615\n")).expect_err("huge timeout");
     assert!(err.to_string().contains("timeout_secs"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_tls_handshake_is_cut_at_the_handshake_timeout() {
+    let (net, node) = invoicing_node().await;
+    let up = upstream().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).expect("write");
+    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).expect("write");
+    let extra = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}\n[listener]\nhandshake_timeout_secs = 1\nheader_read_timeout_secs = 30",
+        cert_pem.display(),
+        key_pem.display()
+    );
+    let p = proxy(&config(dir.path(), &up, &extra), &node).await;
+    let wait = Duration::from_secs(6);
+    // Nothing at all, then the first bytes of a TLS record and nothing more.
+    for (what, bytes) in
+        [("nothing", b"".as_slice()), ("a partial ClientHello", b"\x16\x03\x01\x02\x00\x01".as_slice())]
+    {
+        let t =
+            closed_after(p.addr(), bytes, wait).await.unwrap_or_else(|| panic!("{what}: still open after {wait:?}"));
+        assert!(t >= Duration::from_millis(900) && t < Duration::from_secs(4), "{what}: closed after {t:?}");
+    }
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_head_over_max_header_bytes_is_refused_with_431() {
+    let (net, node) = invoicing_node().await;
+    let up = upstream().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = proxy(&config(dir.path(), &up, "[listener]\nmax_header_bytes = 8192"), &node).await;
+    let big = format!("X-Big: {}", "b".repeat(10_000));
+    let r = http_get(p.addr(), "/open/x", &[&big]).await;
+    assert_eq!(r.status, 431, "{:?}", r.status);
+    let fits = format!("X-Big: {}", "b".repeat(6_000));
+    assert_eq!(http_get(p.addr(), "/open/x", &[&fits]).await.status, 200);
+    net.shutdown().await;
+}
