@@ -82,6 +82,13 @@ pub fn canonical_path(path: &str) -> Result<String, PathError> {
     if raw.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
+    // The common case, checked in one pass: no escape, no backslash, no empty segment (`//`) and no segment
+    // starting with '.' (so no dot segment). Such a path is already canonical.
+    let plain = !raw.iter().any(|&b| b == b'%' || b == b'\\')
+        && !raw.windows(2).any(|w| w[0] == b'/' && (w[1] == b'/' || w[1] == b'.'));
+    if plain {
+        return Ok(path.to_owned());
+    }
     // First pass: escapes normalised, one segment at a time (a decoded byte can never be '/' or '.').
     let mut segments: Vec<String> = Vec::new();
     let mut trailing_slash = false;
