@@ -57,7 +57,10 @@ for target in challenge credential macaroon proxy_request; do
   log="fuzz/artifacts/$target.log"
   mkdir -p fuzz/artifacts
   set +e
-  cargo fuzz run --fuzz-dir fuzz -s none "$target" -- -max_total_time="$secs" -max_len=4096 -print_final_stats=1 > "$log" 2>&1
+  dict=()
+  [ -f "fuzz/$target.dict" ] && dict=(-dict="fuzz/$target.dict")
+  cargo fuzz run --fuzz-dir fuzz -s none "$target" -- -max_total_time="$secs" -max_len=4096 -print_final_stats=1 \
+    "${dict[@]}" > "$log" 2>&1
   rc=$?
   set -e
   execs=$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' || true)
