@@ -4,8 +4,8 @@
 //! and no `\`; after stripping, no L402/LSAT credential and no `x-l402-*` header is left; nothing panics.
 #![no_main]
 
-use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use http::HeaderMap;
+use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use l402_proto::credential::MAX_CREDENTIAL_LEN;
 use l402_proto::{Credential, DecodeError};
 use l402_proxy::client::{ClientPrefix, TrustedProxies};

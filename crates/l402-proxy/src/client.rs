@@ -12,6 +12,8 @@ use std::net::IpAddr;
 use http::HeaderMap;
 use ipnet::IpNet;
 
+use crate::config::ConfigError;
+
 /// What limits count by: an IPv4 address (/32) or an IPv6 /64 (one subscriber usually holds a whole /64, so
 /// counting single IPv6 addresses would give each of them 2^64 identities).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,13 +40,13 @@ pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
     /// Parses CIDR blocks (a bare address is a /32 or /128).
-    pub fn parse(blocks: &[String]) -> Result<Self, String> {
+    pub fn parse(blocks: &[String]) -> Result<Self, ConfigError> {
         let mut nets = Vec::with_capacity(blocks.len());
         for b in blocks {
             let net = b
                 .parse::<IpNet>()
                 .or_else(|_| b.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("trusted_proxies: {b:?} is not an address or CIDR block"))?;
+                .map_err(|_| ConfigError(format!("trusted_proxies: {b:?} is not an address or CIDR block")))?;
             nets.push(net);
         }
         Ok(Self(nets))

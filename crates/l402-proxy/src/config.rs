@@ -391,7 +391,7 @@ impl Config {
             return Err(ConfigError("no [[service]] configured".into()));
         }
         config.check_limits()?;
-        crate::client::TrustedProxies::parse(&config.trusted_proxies).map_err(ConfigError)?;
+        crate::client::TrustedProxies::parse(&config.trusted_proxies)?;
         let mut names = std::collections::HashSet::new();
         for s in &config.services {
             if !names.insert(s.name.as_str()) {

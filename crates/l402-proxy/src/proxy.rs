@@ -172,7 +172,7 @@ impl State {
             tls: config.tls.is_some(),
             requests: AtomicU64::new(0),
             listener: config.listener.clone(),
-            trusted: TrustedProxies::parse(&config.trusted_proxies).map_err(ConfigError)?,
+            trusted: TrustedProxies::parse(&config.trusted_proxies)?,
             challenges: ChallengeLimiter::new(&config.challenge_limit, capacity),
         })
     }
@@ -193,21 +193,26 @@ impl State {
     }
 }
 
-/// An extra header on a proxy's own answer.
+/// An extra on a proxy's own answer.
 enum Extra {
     None,
     RetryAfter(Duration),
     Allow(String),
+    /// A stable reason code in the JSON body beside the message (`{"error":..., "reason":...}`).
+    Reason(&'static str),
 }
 
-fn status_response(status: StatusCode, msg: &str, grpc: bool, extra: Extra) -> Response<Body> {
+/// A proxy's own answer; `msg` and the reason are static ASCII without quotes (no escaping needed).
+fn status_response(status: StatusCode, msg: &'static str, grpc: bool, extra: Extra) -> Response<Body> {
     let mut b = Response::builder();
+    let extra_reason = if let Extra::Reason(r) = extra { Some(r) } else { None };
     match extra {
         Extra::None => {}
         Extra::RetryAfter(d) => {
             b = b.header(http::header::RETRY_AFTER, d.as_secs_f64().ceil().clamp(1.0, 1e6).to_string());
         }
         Extra::Allow(methods) => b = b.header(http::header::ALLOW, methods),
+        Extra::Reason(_) => {}
     }
     let r = if grpc {
         let code = match status {
@@ -223,9 +228,11 @@ fn status_response(status: StatusCode, msg: &str, grpc: bool, extra: Extra) -> R
             .header("grpc-message", msg)
             .body(Body::empty())
     } else {
-        b.status(status)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Body::from(format!("{{\"error\":\"{msg}\"}}")))
+        let body = match extra_reason {
+            Some(reason) => format!("{{\"error\":\"{msg}\",\"reason\":\"{reason}\"}}"),
+            None => format!("{{\"error\":\"{msg}\"}}"),
+        };
+        b.status(status).header(http::header::CONTENT_TYPE, "application/json").body(Body::from(body))
     };
     r.unwrap_or_else(|_| Response::new(Body::empty()))
 }
@@ -242,7 +249,7 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
         Err(e) => {
             state.metrics.count(Outcome::BadRequest);
             tracing::info!(%method, %client, reason = e.reason(), "request path refused");
-            return status_response(StatusCode::BAD_REQUEST, e.reason(), grpc, Extra::None);
+            return status_response(StatusCode::BAD_REQUEST, "bad request path", grpc, Extra::Reason(e.reason()));
         }
     };
     let lower = if state.any_case_insensitive { path.to_ascii_lowercase() } else { String::new() };

@@ -139,7 +139,8 @@ async fn encoded_separators_and_backslashes_are_refused_with_400() {
     ] {
         let r = http_get(p.addr(), path, &[]).await;
         assert_eq!(r.status, 400, "{path}: {r:?}");
-        assert_eq!(r.json()["error"], reason, "{path}");
+        assert_eq!(r.json()["error"], "bad request path", "{path}");
+        assert_eq!(r.json()["reason"], reason, "{path}");
     }
     net.shutdown().await;
 }
