@@ -401,6 +401,10 @@ impl Config {
                     s.name
                 )));
             }
+            let patterns = std::iter::once(&s.path).chain(&s.free_paths).chain(s.routes.iter().map(|r| &r.path));
+            for p in patterns {
+                check_pattern(&s.name, p)?;
+            }
             if let Some(r) = &s.rate_limit {
                 positive(&format!("service {}: rate_limit.per_second", s.name), r.per_second)?;
             }
@@ -459,6 +463,21 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// A path pattern is matched against canonical paths only: one that no canonical path can match (`//`, a dot
+/// segment, an escape that canonicalisation rewrites) is a mistake, named with the form that would match.
+fn check_pattern(service: &str, pattern: &str) -> Result<(), ConfigError> {
+    if !pattern.starts_with('/') {
+        return Ok(()); // `*`, `*.json`: not tied to the path's form.
+    }
+    match crate::routing::canonical_path(pattern) {
+        Ok(c) if c == pattern => Ok(()),
+        Ok(c) => Err(ConfigError(format!(
+            "service {service}: pattern {pattern:?} never matches (paths are matched in canonical form): write {c:?}"
+        ))),
+        Err(e) => Err(ConfigError(format!("service {service}: pattern {pattern:?} never matches: {e}"))),
     }
 }
 

@@ -584,3 +584,25 @@ async fn a_request_head_over_max_header_bytes_is_refused_with_431() {
     assert_eq!(http_get(p.addr(), "/open/x", &[&fits]).await.status, 200);
     net.shutdown().await;
 }
+
+#[test]
+fn a_pattern_no_canonical_path_can_match_is_a_configuration_error() {
+    let base = r#"listen = "127.0.0.1:0"
+store = { kind = "sqlite", path = "x.db" }
+lightning = { backend = "ldk", data_dir = "unused", network = "regtest", bitcoind_rpc = "x", bitcoind_user = "x" }
+[[service]]
+name = "a"
+upstream = "http://127.0.0.1:1"
+price_sat = 1
+"#;
+    for (keys, named) in [
+        ("path = \"/api//*\"", "\"/api/*\""),
+        ("path = \"/api/*\"\nfree_paths = [\"/api/%7Euser*\"]", "\"/api/~user*\""),
+        ("path = \"/api/*\"\nfree_paths = [\"/api/docs/../x\"]", "\"/api/x\""),
+        ("path = \"/api/*\"\nfree_paths = [\"/api/%2Fx\"]", "encoded '/'"),
+    ] {
+        let err = Config::parse(&format!("{base}{keys}\n")).expect_err(keys);
+        assert!(err.to_string().contains("never matches") && err.to_string().contains(named), "{keys}: {err}");
+    }
+    Config::parse(&format!("{base}path = \"*\"\nfree_paths = [\"/api/docs*\", \"*.json\"]\n")).expect("fine");
+}
