@@ -498,12 +498,15 @@ async fn a_503_to_an_anonymous_client_carries_no_internal_error() {
     net.shutdown().await;
 }
 
-#[test]
-fn duplicate_service_names_are_refused() {
-    let base = r#"listen = "127.0.0.1:0"
+/// The top of a config for the tests that only parse one (no file or node is touched).
+const BASE: &str = r#"listen = "127.0.0.1:0"
 store = { kind = "sqlite", path = "x.db" }
 lightning = { backend = "ldk", data_dir = "unused", network = "regtest", bitcoind_rpc = "x", bitcoind_user = "x" }
 "#;
+
+#[test]
+fn duplicate_service_names_are_refused() {
+    let base = BASE;
     let svc = |name: &str, path: &str, price: u32| {
         format!(
             "[[service]]\nname = \"{name}\"\npath = \"{path}\"\nupstream = \"http://127.0.0.1:1\"\nprice_sat = {price}\n"
@@ -518,10 +521,7 @@ lightning = { backend = "ldk", data_dir = "unused", network = "regtest", bitcoin
 
 #[test]
 fn absurd_limits_are_configuration_errors_not_panics() {
-    let base = r#"listen = "127.0.0.1:0"
-store = { kind = "sqlite", path = "x.db" }
-lightning = { backend = "ldk", data_dir = "unused", network = "regtest", bitcoind_rpc = "x", bitcoind_user = "x" }
-"#;
+    let base = BASE;
     let svc = "[[service]]\nname = \"a\"\npath = \"/*\"\nupstream = \"http://127.0.0.1:1\"\nprice_sat = 1\n";
     for (extra, key) in [
         ("[listener]\nmax_header_bytes = 100\n", "max_header_bytes"),
@@ -587,14 +587,7 @@ async fn a_request_head_over_max_header_bytes_is_refused_with_431() {
 
 #[test]
 fn a_pattern_no_canonical_path_can_match_is_a_configuration_error() {
-    let base = r#"listen = "127.0.0.1:0"
-store = { kind = "sqlite", path = "x.db" }
-lightning = { backend = "ldk", data_dir = "unused", network = "regtest", bitcoind_rpc = "x", bitcoind_user = "x" }
-[[service]]
-name = "a"
-upstream = "http://127.0.0.1:1"
-price_sat = 1
-"#;
+    let base = format!("{BASE}[[service]]\nname = \"a\"\nupstream = \"http://127.0.0.1:1\"\nprice_sat = 1\n");
     for (keys, named) in [
         ("path = \"/api//*\"", "\"/api/*\""),
         ("path = \"/api/*\"\nfree_paths = [\"/api/%7Euser*\"]", "\"/api/~user*\""),
