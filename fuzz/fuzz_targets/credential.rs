@@ -1,8 +1,8 @@
 //! Authorization and Macaroon-header parsing, then verification of whatever parsed.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use l402_proto::{Access, Credential, MacaroonKey, RootKey, verify};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let values = data.split(|&b| b == b'\n');

@@ -1,8 +1,8 @@
 //! The V2 binary codec: parse, re-encode identically, attenuate, check the chain.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use l402_proto::{Macaroon, MacaroonKey, RootKey};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = Macaroon::from_bytes(data) {

@@ -72,6 +72,19 @@ impl Credential {
         Ok(Self { form: CredentialForm::Authorization(scheme), macaroon, preimage })
     }
 
+    /// Whether one `Authorization` value holds anything [`Credential::from_authorization`] reads as an L402
+    /// or LSAT credential, well formed or not: a comma-separated piece whose first word (after blanks) is
+    /// `L402` or `LSAT`, any case. Whatever the paywall would accept as a credential makes this true; a proxy
+    /// drops such values before forwarding (the upstream must never see a credential).
+    pub fn names_l402_scheme(value: &[u8]) -> bool {
+        value.split(|&b| b == b',').any(|piece| {
+            let start = piece.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(piece.len());
+            let word = &piece[start..];
+            let end = word.iter().position(|&b| b == b' ' || b == b'\t').unwrap_or(word.len());
+            std::str::from_utf8(&word[..end]).ok().and_then(Scheme::from_name).is_some()
+        })
+    }
+
     /// Picks the credential from every `Authorization` value of a request (each may hold comma-joined
     /// values): the first well-formed L402 one, else the first well-formed LSAT one. If none is well formed,
     /// the error is that of the first L402/LSAT value, or [`DecodeError::NoCredential`].

@@ -40,6 +40,21 @@ pub struct Config {
     /// more store lookups, never a longer revocation bound.
     #[serde(default = "default_key_cache_size")]
     pub key_cache_size: usize,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` is believed: for a connection from one of
+    /// them, the client is the right-most entry that is not itself trusted. Used for freebies, rate limits
+    /// and logs. Default: none (the client is the connection's peer).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// How many clients (or tokens) each limit table tracks: the challenge limiter, and each service's
+    /// freebies and rate limit. Past it the least recently seen are forgotten (memory stays bounded).
+    #[serde(default = "default_max_tracked")]
+    pub max_tracked_clients: usize,
+    /// Bounds on connections and request heads.
+    #[serde(default)]
+    pub listener: ListenerConfig,
+    /// The limit on 402 challenges, always on.
+    #[serde(default)]
+    pub challenge_limit: ChallengeLimitConfig,
     /// The priced services, matched in order: the first whose host and path match takes the request.
     #[serde(rename = "service")]
     pub services: Vec<ServiceConfig>,
@@ -54,6 +69,12 @@ fn default_key_cache_ttl() -> u64 {
 fn default_key_cache_size() -> usize {
     l402_server::DEFAULT_KEY_CACHE_SIZE
 }
+fn default_max_tracked() -> usize {
+    100_000
+}
+fn default_max_body() -> u64 {
+    10 << 20
+}
 fn default_timeout() -> u64 {
     30
 }
@@ -62,6 +83,71 @@ fn default_host() -> String {
 }
 fn yes() -> bool {
     true
+}
+
+/// Bounds on the listener: what a connection may hold and for how long. The defaults follow nginx's where it
+/// has one (`client_header_timeout 60s`, `keepalive_timeout 75s`, `http2_max_concurrent_streams 128`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// A request head (HTTP/1.1) must arrive whole within this many seconds, and a new connection must
+    /// start its first request within it; past it the connection is closed (no 408 is sent). On an
+    /// HTTP/1.1 keep-alive connection the time waiting for the next request counts too.
+    pub header_read_timeout_secs: u64,
+    /// A TLS handshake must complete within this many seconds (nginx: 60).
+    pub handshake_timeout_secs: u64,
+    /// A connection with no request in progress (no request being read, answered or streamed) for this
+    /// many seconds is closed.
+    pub idle_timeout_secs: u64,
+    /// HTTP/2: a PING is sent after this many seconds without a frame from the client (0: never)...
+    pub http2_keep_alive_interval_secs: u64,
+    /// ...and the connection is closed if it is not acknowledged within this many seconds.
+    pub http2_keep_alive_timeout_secs: u64,
+    /// HTTP/2: concurrent streams per connection.
+    pub http2_max_concurrent_streams: u32,
+    /// The largest request head, bytes (at least 8192; nginx's default is 4 buffers of 8 KiB). Over it:
+    /// 431 (HTTP/1.1) or a stream reset (HTTP/2). The default leaves room for the largest L402 credential.
+    pub max_header_bytes: usize,
+    /// Connections served at once. Past it, new connections wait in the kernel's accept queue until one
+    /// closes (nothing is refused by the proxy itself).
+    pub max_connections: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 60,
+            handshake_timeout_secs: 10,
+            idle_timeout_secs: 75,
+            http2_keep_alive_interval_secs: 20,
+            http2_keep_alive_timeout_secs: 20,
+            http2_max_concurrent_streams: 128,
+            max_header_bytes: 64 << 10,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// The limit on challenges (each one an invoice on the Lightning node): per client prefix (an IPv4
+/// address, an IPv6 /64) and for all clients together. Over it: 429 with `Retry-After`. It applies whatever
+/// a service's own `rate_limit` says.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChallengeLimitConfig {
+    /// Sustained challenges per second for one client prefix.
+    pub per_client_per_second: f64,
+    /// Burst for one client prefix.
+    pub per_client_burst: u32,
+    /// Sustained challenges per second for all clients together.
+    pub global_per_second: f64,
+    /// Burst for all clients together.
+    pub global_burst: u32,
+}
+
+impl Default for ChallengeLimitConfig {
+    fn default() -> Self {
+        Self { per_client_per_second: 2.0, per_client_burst: 20, global_per_second: 200.0, global_burst: 400 }
+    }
 }
 
 /// TLS termination from PEM files.
@@ -183,7 +269,8 @@ pub struct ServiceConfig {
     /// Paths (patterns) served without payment.
     #[serde(default)]
     pub free_paths: Vec<String>,
-    /// Free requests per client address before payment is asked (Aperture's freebies).
+    /// Free requests per client (an IPv4 address, an IPv6 /64) before payment is asked (Aperture's freebies).
+    /// A freebie never opens a route that needs a capability.
     #[serde(default)]
     pub freebies: u32,
     /// A token-bucket rate limit.
@@ -198,6 +285,15 @@ pub struct ServiceConfig {
     /// Ask for payment (false: a plain reverse proxy, e.g. to measure the paywall's cost).
     #[serde(default = "yes")]
     pub payment: bool,
+    /// The largest request body, bytes: a larger `Content-Length` is answered 413 before anything is
+    /// forwarded; a body without one (chunked, HTTP/2) is cut when it passes the limit.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    /// Match this service's path, free-path and route patterns without regard to ASCII case, for an
+    /// upstream that serves `/Admin` as `/admin` (else `/Admin` would escape a `/admin/*` route). The path
+    /// forwarded keeps its case.
+    #[serde(default)]
+    pub case_insensitive_paths: bool,
 }
 
 /// A route's capability requirement.
@@ -206,7 +302,8 @@ pub struct ServiceConfig {
 pub struct RouteConfig {
     /// Path pattern.
     pub path: String,
-    /// Methods (empty: all).
+    /// Methods (empty: all). A request whose path matches a route with methods, but whose method matches
+    /// no route for that path, is answered 405 with `Allow` (it never passes as needing no capability).
     #[serde(default)]
     pub methods: Vec<String>,
     /// The capability required.
@@ -293,7 +390,24 @@ impl Config {
         if config.services.is_empty() {
             return Err(ConfigError("no [[service]] configured".into()));
         }
+        config.check_limits()?;
+        crate::client::TrustedProxies::parse(&config.trusted_proxies)?;
+        let mut names = std::collections::HashSet::new();
         for s in &config.services {
+            if !names.insert(s.name.as_str()) {
+                return Err(ConfigError(format!(
+                    "service {}: the name is already used by another [[service]] (names must be unique: a \
+                     token names its service)",
+                    s.name
+                )));
+            }
+            let patterns = std::iter::once(&s.path).chain(&s.free_paths).chain(s.routes.iter().map(|r| &r.path));
+            for p in patterns {
+                check_pattern(&s.name, p)?;
+            }
+            if let Some(r) = &s.rate_limit {
+                positive(&format!("service {}: rate_limit.per_second", s.name), r.per_second)?;
+            }
             let price = s.price()?;
             if s.payment && price == 0 {
                 return Err(ConfigError(format!("service {}: a paid service needs a price above 0", s.name)));
@@ -312,4 +426,64 @@ impl Config {
         }
         Ok(config)
     }
+
+    fn check_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.listener;
+        for (key, v) in [
+            ("header_read_timeout_secs", l.header_read_timeout_secs),
+            ("handshake_timeout_secs", l.handshake_timeout_secs),
+            ("idle_timeout_secs", l.idle_timeout_secs),
+            ("http2_keep_alive_timeout_secs", l.http2_keep_alive_timeout_secs),
+        ] {
+            if v == 0 || v > MAX_TIMEOUT_SECS {
+                return Err(ConfigError(format!("listener.{key}: between 1 and {MAX_TIMEOUT_SECS} seconds")));
+            }
+        }
+        if l.http2_keep_alive_interval_secs > MAX_TIMEOUT_SECS {
+            return Err(ConfigError(format!("listener.http2_keep_alive_interval_secs: at most {MAX_TIMEOUT_SECS}")));
+        }
+        if !(8192..=u32::MAX as usize).contains(&l.max_header_bytes) {
+            return Err(ConfigError("listener.max_header_bytes: at least 8192".into()));
+        }
+        if l.max_connections == 0 || l.http2_max_concurrent_streams == 0 {
+            return Err(ConfigError("listener: max_connections and http2_max_concurrent_streams: at least 1".into()));
+        }
+        if self.max_tracked_clients == 0 {
+            return Err(ConfigError("max_tracked_clients: at least 1".into()));
+        }
+        let c = &self.challenge_limit;
+        positive("challenge_limit.per_client_per_second", c.per_client_per_second)?;
+        positive("challenge_limit.global_per_second", c.global_per_second)?;
+        if c.per_client_burst == 0 || c.global_burst == 0 {
+            return Err(ConfigError("challenge_limit: bursts must be at least 1".into()));
+        }
+        for s in &self.services {
+            if s.timeout_secs == 0 || s.timeout_secs > MAX_TIMEOUT_SECS {
+                return Err(ConfigError(format!("service {}: timeout_secs between 1 and {MAX_TIMEOUT_SECS}", s.name)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A path pattern is matched against canonical paths only: one that no canonical path can match (`//`, a dot
+/// segment, an escape that canonicalisation rewrites) is a mistake, named with the form that would match.
+fn check_pattern(service: &str, pattern: &str) -> Result<(), ConfigError> {
+    if !pattern.starts_with('/') {
+        return Ok(()); // `*`, `*.json`: not tied to the path's form.
+    }
+    match crate::routing::canonical_path(pattern) {
+        Ok(c) if c == pattern => Ok(()),
+        Ok(c) => Err(ConfigError(format!(
+            "service {service}: pattern {pattern:?} never matches (paths are matched in canonical form): write {c:?}"
+        ))),
+        Err(e) => Err(ConfigError(format!("service {service}: pattern {pattern:?} never matches: {e}"))),
+    }
+}
+
+/// The longest timeout accepted (a day): keeps every deadline computation far from overflow.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+fn positive(key: &str, v: f64) -> Result<(), ConfigError> {
+    if v.is_finite() && v > 0.0 { Ok(()) } else { Err(ConfigError(format!("{key}: a finite number above 0"))) }
 }

@@ -1,10 +1,11 @@
 //! Forwarding a request to its upstream and the response back, bodies streamed both ways.
 //!
-//! Hop-by-hop headers (RFC 9110 7.6.1: `Connection` and the headers it names, `Keep-Alive`, `Proxy-*`, `TE`
-//! except `trailers`, `Trailer`, `Transfer-Encoding`, `Upgrade`) are dropped in both directions. The L402
-//! credential never reaches the upstream; it gets `X-L402-Token-Id` and `X-L402-Service` instead, and
-//! `X-Forwarded-For` / `-Proto` / `-Host`. An upstream that cannot be reached is a 502, one that does not
-//! answer in time a 504.
+//! The request goes to the canonical path ([`crate::routing::canonical_path`]) with its query as sent.
+//! Hop-by-hop headers are dropped in both directions; the credential and any client-sent `X-L402-*` header
+//! never reach the upstream ([`crate::headers`]); a verified token adds `X-L402-Token-Id` and
+//! `X-L402-Service`; every request gets `X-Forwarded-For` / `-Proto` / `-Host`. The request body is cut at the
+//! service's `max_body_bytes` (413). An upstream that cannot be reached is a 502, one that does not answer in
+//! time a 504.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -13,13 +14,17 @@ use std::time::Duration;
 use axum::body::Body;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::ConfigError;
+use crate::headers::{strip_hop_by_hop, strip_request};
 
+/// The body sent upstream: the client's, cut at the service's limit.
+type UpBody = Limited<Incoming>;
 type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// A client for one upstream.
@@ -38,8 +43,8 @@ pub(crate) struct Upstream {
 
 #[derive(Clone, Debug)]
 enum UpstreamClient {
-    Plain(Client<HttpConnector, Incoming>),
-    Tls(Client<HttpsConnector, Incoming>),
+    Plain(Client<HttpConnector, UpBody>),
+    Tls(Client<HttpsConnector, UpBody>),
 }
 
 /// Why forwarding failed.
@@ -49,6 +54,8 @@ pub(crate) enum ForwardError {
     Unreachable(String),
     /// No response in time: 504.
     Timeout,
+    /// The request body passed the service's limit: 413.
+    BodyTooLarge,
 }
 
 impl std::fmt::Display for ForwardError {
@@ -56,6 +63,7 @@ impl std::fmt::Display for ForwardError {
         match self {
             ForwardError::Unreachable(why) => write!(f, "upstream unreachable: {why}"),
             ForwardError::Timeout => f.write_str("upstream timed out"),
+            ForwardError::BodyTooLarge => f.write_str("request body over the service's max_body_bytes"),
         }
     }
 }
@@ -117,21 +125,26 @@ impl Upstream {
         Ok(Self { client, scheme, version, authority, base_path, timeout, extra })
     }
 
-    /// Sends the request upstream and returns its response, headers cleaned.
+    /// Sends the request upstream at `path` (canonical) and returns its response, headers cleaned. `peer` is
+    /// the connection's address (appended to `X-Forwarded-For`); `max_body` cuts the request body.
     pub(crate) async fn forward(
         &self,
-        mut req: Request<Incoming>,
-        client: IpAddr,
+        req: Request<Incoming>,
+        path: &str,
+        peer: IpAddr,
         tls: bool,
         l402: Option<(&str, &str)>,
+        max_body: u64,
     ) -> Result<Response<Body>, ForwardError> {
-        let path_q = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
-            .path_and_query(format!("{}{path_q}", self.base_path))
+            .path_and_query(format!("{}{path}{query}", self.base_path))
             .build()
             .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
+        let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
+        let mut req = req.map(|b| Limited::new(b, limit));
         let original_host = req
             .headers()
             .get(http::header::HOST)
@@ -140,10 +153,9 @@ impl Upstream {
         *req.uri_mut() = uri;
         *req.version_mut() = self.version;
         let headers = req.headers_mut();
-        strip_hop_by_hop(headers);
-        strip_credentials(headers);
+        strip_request(headers);
         headers.remove(http::header::HOST);
-        append_forwarded_for(headers, client);
+        append_forwarded_for(headers, peer);
         headers.insert("x-forwarded-proto", HeaderValue::from_static(if tls { "https" } else { "http" }));
         if let Some(h) = original_host {
             headers.insert("x-forwarded-host", h);
@@ -165,6 +177,7 @@ impl Upstream {
         };
         let resp = match tokio::time::timeout(self.timeout, fut).await {
             Err(_) => return Err(ForwardError::Timeout),
+            Ok(Err(e)) if cut_at_limit(&e) => return Err(ForwardError::BodyTooLarge),
             Ok(Err(e)) => return Err(ForwardError::Unreachable(error_chain(&e))),
             Ok(Ok(r)) => r,
         };
@@ -172,6 +185,18 @@ impl Upstream {
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Body::new(body)))
     }
+}
+
+/// Whether the request failed because its body passed the limit.
+fn cut_at_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut src = Some(e);
+    while let Some(inner) = src {
+        if inner.is::<LengthLimitError>() {
+            return true;
+        }
+        src = inner.source();
+    }
+    false
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -183,61 +208,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s
-}
-
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Removes hop-by-hop headers, keeping `TE: trailers` (gRPC needs it end to end).
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    let trailers = headers
-        .get_all(http::header::TE)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if trailers {
-        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
-    }
-}
-
-/// Removes L402 credentials (the upstream gets the token id instead); other Authorization schemes pass.
-fn strip_credentials(headers: &mut HeaderMap) {
-    let keep: Vec<HeaderValue> = headers
-        .get_all(http::header::AUTHORIZATION)
-        .iter()
-        .filter(|v| {
-            let s = v.as_bytes();
-            let scheme = s.split(|&b| b == b' ').next().unwrap_or_default();
-            !(scheme.eq_ignore_ascii_case(b"L402") || scheme.eq_ignore_ascii_case(b"LSAT"))
-        })
-        .cloned()
-        .collect();
-    headers.remove(http::header::AUTHORIZATION);
-    for v in keep {
-        headers.append(http::header::AUTHORIZATION, v);
-    }
-    headers.remove("macaroon");
-    headers.remove("grpc-metadata-macaroon");
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
@@ -255,6 +225,7 @@ pub(crate) fn failure_response(err: &ForwardError, grpc: bool) -> Response<Body>
     let (status, grpc_status, msg) = match err {
         ForwardError::Unreachable(_) => (StatusCode::BAD_GATEWAY, "14", "upstream unavailable"),
         ForwardError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "4", "upstream timed out"),
+        ForwardError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "8", "request body too large"),
     };
     let builder = Response::builder();
     let resp = if grpc {

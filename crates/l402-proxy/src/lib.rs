@@ -1,18 +1,25 @@
 //! `l402 proxy`: a reverse proxy that puts a Lightning price on any HTTP/1.1, HTTP/2 or gRPC API, the job
 //! Aperture does, configured by one TOML file ([`Config`]; `l402.sample.toml` documents every key).
 //!
-//! A request is matched to the first service whose host and path patterns match; then it passes free (a free
-//! path, a freebie, a service with payment off), or the paywall authenticates it (`l402-server`: no call to
-//! the Lightning node), or the paywall answers (402 challenge, 401, 403, 503). Paid requests are rate-limited
-//! if configured (429 with `Retry-After`) and forwarded with streaming bodies ([`forward`]). `/metrics` and an
-//! admin API listen apart ([`admin`]).
+//! A request's path is first put in its one canonical form ([`routing::canonical_path`]; 400 if it has none),
+//! and every decision is taken on it: the first service whose host and path patterns match; then it passes
+//! free (a free path, a freebie on a route needing no capability, a service with payment off), or the paywall
+//! authenticates it (`l402-server`: no call to the Lightning node), or the paywall answers (402 challenge,
+//! limited per client prefix and globally; 401, 403, 503). Paid requests are rate-limited if configured (429
+//! with `Retry-After`) and forwarded to the canonical path with streaming bodies, the credential and any
+//! client-sent `X-L402-*` header removed ([`headers`]). The listener bounds header reads, TLS handshakes,
+//! idle connections, head sizes, bodies and the number of connections ([`config::ListenerConfig`]).
+//! `/metrics` and an admin API listen apart ([`admin`]).
 //!
 //! This crate names no Lightning backend: [`Proxy::start`] takes any `InvoiceIssuer` (the `l402` command
 //! builds LND or an embedded LDK node from the config's `[lightning]` section).
 
 pub mod admin;
+pub mod client;
 pub mod config;
+mod conn;
 mod forward;
+pub mod headers;
 mod limits;
 pub mod metrics;
 mod proxy;
@@ -20,9 +27,10 @@ pub mod routing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use config::{Config, ConfigError, LightningConfig, StoreConfig};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use l402_lightning::InvoiceIssuer;
 use l402_server::Paywall;
@@ -30,6 +38,7 @@ use l402_server::store::TokenStore;
 pub use metrics::ProxyMetrics;
 pub use proxy::open_store;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::proxy::State;
@@ -145,37 +154,81 @@ impl Drop for Proxy {
     }
 }
 
+/// The HTTP/1.1 + HTTP/2 server settings of the listener.
+fn http_builder(l: &config::ListenerConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(l.header_read_timeout_secs))
+        .max_buf_size(l.max_header_bytes);
+    let interval =
+        (l.http2_keep_alive_interval_secs > 0).then(|| Duration::from_secs(l.http2_keep_alive_interval_secs));
+    b.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(interval)
+        .keep_alive_timeout(Duration::from_secs(l.http2_keep_alive_timeout_secs))
+        .max_concurrent_streams(l.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(l.max_header_bytes).unwrap_or(u32::MAX));
+    b
+}
+
 async fn serve(listener: TcpListener, acceptor: Option<tokio_rustls::TlsAcceptor>, state: Arc<State>) {
+    let limits = state.listener.clone();
+    let builder = Arc::new(http_builder(&limits));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let first = Duration::from_secs(limits.header_read_timeout_secs);
+    let idle = Duration::from_secs(limits.idle_timeout_secs);
+    let handshake = Duration::from_secs(limits.handshake_timeout_secs);
     loop {
+        // At the cap, stop accepting: new connections wait in the kernel's queue until one closes.
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let acceptor = acceptor.clone();
+        let builder = builder.clone();
         tokio::spawn(async move {
+            let _permit = permit;
+            let activity = conn::Activity::new();
+            let watched = activity.clone();
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(proxy::handle(state, peer, req).await) }
+                let guard = watched.begin();
+                async move {
+                    let resp = proxy::handle(state, peer, req).await;
+                    Ok::<_, std::convert::Infallible>(resp.map(|b| conn::Tracked::new(b, guard)))
+                }
             });
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let result = match acceptor {
-                Some(acc) => match acc.accept(stream).await {
-                    Ok(tls) => builder.serve_connection(TokioIo::new(tls), svc).await,
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                },
-                None => builder.serve_connection(TokioIo::new(stream), svc).await,
+            let serve = async {
+                match acceptor {
+                    Some(acc) => match tokio::time::timeout(handshake, acc.accept(stream)).await {
+                        Ok(Ok(tls)) => builder.serve_connection(TokioIo::new(tls), svc).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    },
+                    None => builder.serve_connection(TokioIo::new(stream), svc).await,
+                }
             };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            tokio::select! {
+                result = serve => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                () = activity.watch(first, idle) => tracing::debug!(%peer, "connection closed: no request in time"),
             }
         });
     }

@@ -67,9 +67,13 @@ pub(crate) enum Outcome {
     RateLimited,
     UpstreamError,
     NoRoute,
+    /// Refused by the proxy itself before the paywall: a path without a canonical form (400), a method no
+    /// route allows (405), a body over the limit (413).
+    BadRequest,
 }
 
-const OUTCOMES: [&str; 6] = ["forwarded", "challenged", "refused", "rate_limited", "upstream_error", "no_route"];
+const OUTCOMES: [&str; 7] =
+    ["forwarded", "challenged", "refused", "rate_limited", "upstream_error", "no_route", "bad_request"];
 
 impl ProxyMetrics {
     pub(crate) fn count(&self, outcome: Outcome) {

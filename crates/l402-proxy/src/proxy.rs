@@ -1,4 +1,6 @@
-//! The request path: match a service, then free path, freebie, payment, rate limit, forward.
+//! The request path: the client's address, the canonical path (400 without one), the service, the body
+//! limit (413), free path, capability route (405 for a method no route lists), freebie, payment (with the
+//! challenge limit, 429), rate limit, forward.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use l402_lightning::InvoiceIssuer;
 use l402_proto::Msat;
@@ -16,11 +19,30 @@ use l402_server::response::is_grpc;
 use l402_server::store::{PostgresStore, SqliteStore, TokenStore};
 use l402_server::{Charge, Paywall, ServiceSpec};
 
-use crate::config::{Config, ConfigError, RateKey, ServiceConfig, StoreConfig};
-use crate::forward::{Upstream, failure_response};
-use crate::limits::{Freebies, RateLimiter};
+use crate::client::{ClientPrefix, TrustedProxies};
+use crate::config::{Config, ConfigError, ListenerConfig, RateKey, ServiceConfig, StoreConfig};
+use crate::forward::{ForwardError, Upstream, failure_response};
+use crate::limits::{ChallengeLimiter, Freebies, LimitKey, RateLimiter};
 use crate::metrics::{Outcome, ProxyMetrics};
-use crate::routing::{glob, host_only};
+use crate::routing::{canonical_path, glob, host_only};
+
+/// A capability route, its patterns ready.
+pub(crate) struct Route {
+    path: String,
+    methods: Vec<String>,
+    capability: String,
+}
+
+/// What a request needs from the routes of its service.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Need<'a> {
+    /// No route matches the path: any token of the service (or a freebie) will do.
+    Open,
+    /// The first route matching path and method requires this capability.
+    Capability(&'a str),
+    /// Routes match the path but none lists the method: 405, with these methods in `Allow`.
+    MethodNotAllowed(String),
+}
 
 /// One configured service, ready to serve.
 pub(crate) struct Service {
@@ -28,7 +50,39 @@ pub(crate) struct Service {
     pub(crate) spec: Arc<ServiceSpec>,
     pub(crate) upstream: Upstream,
     pub(crate) freebies: Freebies,
-    pub(crate) limiter: Option<(RateKey, RateLimiter)>,
+    pub(crate) limiter: Option<(RateKey, RateLimiter<LimitKey>)>,
+    /// The path patterns, lower-cased when the service matches without regard to case.
+    path: String,
+    free_paths: Vec<String>,
+    routes: Vec<Route>,
+}
+
+impl Service {
+    /// The pattern form of a path for this service: `path` as is, or `lower` (lower-cased) for a service
+    /// with `case_insensitive_paths`.
+    fn subject<'a>(&self, path: &'a str, lower: &'a str) -> &'a str {
+        if self.config.case_insensitive_paths { lower } else { path }
+    }
+
+    fn is_free_path(&self, subject: &str) -> bool {
+        self.free_paths.iter().any(|p| glob(p, subject))
+    }
+
+    /// What the routes ask of a request (`subject` from [`Service::subject`]).
+    pub(crate) fn need(&self, subject: &str, method: &http::Method) -> Need<'_> {
+        let mut allow: Vec<&str> = Vec::new();
+        for r in self.routes.iter().filter(|r| glob(&r.path, subject)) {
+            if r.methods.is_empty() || r.methods.iter().any(|m| m.eq_ignore_ascii_case(method.as_str())) {
+                return Need::Capability(&r.capability);
+            }
+            for m in &r.methods {
+                if !allow.contains(&m.as_str()) {
+                    allow.push(m);
+                }
+            }
+        }
+        if allow.is_empty() { Need::Open } else { Need::MethodNotAllowed(allow.join(", ")) }
+    }
 }
 
 /// Everything a request needs.
@@ -38,6 +92,11 @@ pub(crate) struct State {
     pub(crate) metrics: Arc<ProxyMetrics>,
     pub(crate) tls: bool,
     pub(crate) requests: AtomicU64,
+    pub(crate) listener: ListenerConfig,
+    trusted: TrustedProxies,
+    challenges: ChallengeLimiter,
+    /// Whether some service matches paths without regard to case (then a lower-cased path is made).
+    any_case_insensitive: bool,
 }
 
 /// Opens the configured store.
@@ -66,6 +125,7 @@ impl State {
             .metrics(metrics.paywall.clone())
             .build();
         let mut services = Vec::new();
+        let capacity = config.max_tracked_clients;
         for s in &config.services {
             let mut extra = Vec::new();
             for (name, source) in &s.headers {
@@ -84,18 +144,42 @@ impl State {
                 lifetime: s.lifetime_secs.map(Duration::from_secs),
                 capabilities: s.capabilities.clone(),
             };
+            let case = |p: &str| if s.case_insensitive_paths { p.to_ascii_lowercase() } else { p.to_owned() };
             services.push(Service {
                 spec: Arc::new(spec),
                 upstream,
-                freebies: Freebies::new(s.freebies),
-                limiter: s.rate_limit.as_ref().map(|r| (r.per, RateLimiter::new(r.per_second, r.burst))),
+                freebies: Freebies::new(s.freebies, capacity),
+                limiter: s.rate_limit.as_ref().map(|r| (r.per, RateLimiter::new(r.per_second, r.burst, capacity))),
+                path: case(&s.path),
+                free_paths: s.free_paths.iter().map(|p| case(p)).collect(),
+                routes: s
+                    .routes
+                    .iter()
+                    .map(|r| Route {
+                        path: case(&r.path),
+                        methods: r.methods.clone(),
+                        capability: r.capability.clone(),
+                    })
+                    .collect(),
                 config: s.clone(),
             });
         }
-        Ok(Self { services, paywall, metrics, tls: config.tls.is_some(), requests: AtomicU64::new(0) })
+        Ok(Self {
+            any_case_insensitive: config.services.iter().any(|s| s.case_insensitive_paths),
+            services,
+            paywall,
+            metrics,
+            tls: config.tls.is_some(),
+            requests: AtomicU64::new(0),
+            listener: config.listener.clone(),
+            trusted: TrustedProxies::parse(&config.trusted_proxies)?,
+            challenges: ChallengeLimiter::new(&config.challenge_limit, capacity),
+        })
     }
 
-    fn route(&self, req: &Request<Incoming>) -> Option<&Service> {
+    /// The service for a request whose canonical path is `path` (`lower`: lower-cased, if some service
+    /// wants it).
+    fn route(&self, req: &Request<Incoming>, path: &str, lower: &str) -> Option<&Service> {
         let host = req
             .headers()
             .get(http::header::HOST)
@@ -103,20 +187,39 @@ impl State {
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .map(host_only)
             .unwrap_or_default();
-        let path = req.uri().path();
-        self.services.iter().find(|s| glob(&s.config.host.to_ascii_lowercase(), &host) && glob(&s.config.path, path))
+        self.services
+            .iter()
+            .find(|s| glob(&s.config.host.to_ascii_lowercase(), &host) && glob(&s.path, s.subject(path, lower)))
     }
 }
 
-fn status_response(status: StatusCode, msg: &str, grpc: bool, retry_after: Option<Duration>) -> Response<Body> {
+/// An extra on a proxy's own answer.
+enum Extra {
+    None,
+    RetryAfter(Duration),
+    Allow(String),
+    /// A stable reason code in the JSON body beside the message (`{"error":..., "reason":...}`).
+    Reason(&'static str),
+}
+
+/// A proxy's own answer; `msg` and the reason are static ASCII without quotes (no escaping needed).
+fn status_response(status: StatusCode, msg: &'static str, grpc: bool, extra: Extra) -> Response<Body> {
     let mut b = Response::builder();
-    if let Some(d) = retry_after {
-        b = b.header(http::header::RETRY_AFTER, d.as_secs_f64().ceil().max(1.0).to_string());
+    let extra_reason = if let Extra::Reason(r) = extra { Some(r) } else { None };
+    match extra {
+        Extra::None => {}
+        Extra::RetryAfter(d) => {
+            b = b.header(http::header::RETRY_AFTER, d.as_secs_f64().ceil().clamp(1.0, 1e6).to_string());
+        }
+        Extra::Allow(methods) => b = b.header(http::header::ALLOW, methods),
+        Extra::Reason(_) => {}
     }
     let r = if grpc {
         let code = match status {
             StatusCode::TOO_MANY_REQUESTS => "8",
-            StatusCode::NOT_FOUND => "12",
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => "12",
+            StatusCode::BAD_REQUEST => "3",
+            StatusCode::PAYLOAD_TOO_LARGE => "8",
             _ => "13",
         };
         b.status(StatusCode::OK)
@@ -125,9 +228,11 @@ fn status_response(status: StatusCode, msg: &str, grpc: bool, retry_after: Optio
             .header("grpc-message", msg)
             .body(Body::empty())
     } else {
-        b.status(status)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Body::from(format!("{{\"error\":\"{msg}\"}}")))
+        let body = match extra_reason {
+            Some(reason) => format!("{{\"error\":\"{msg}\",\"reason\":\"{reason}\"}}"),
+            None => format!("{{\"error\":\"{msg}\"}}"),
+        };
+        b.status(status).header(http::header::CONTENT_TYPE, "application/json").body(Body::from(body))
     };
     r.unwrap_or_else(|_| Response::new(Body::empty()))
 }
@@ -138,36 +243,77 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
     state.requests.fetch_add(1, Ordering::Relaxed);
     let grpc = is_grpc(req.headers());
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let Some(service) = state.route(&req) else {
-        state.metrics.count(Outcome::NoRoute);
-        return status_response(StatusCode::NOT_FOUND, "no service for this host and path", grpc, None);
+    let client: IpAddr = state.trusted.client(peer.ip(), req.headers());
+    let path = match canonical_path(req.uri().path()) {
+        Ok(p) => p,
+        Err(e) => {
+            state.metrics.count(Outcome::BadRequest);
+            tracing::info!(%method, %client, reason = e.reason(), "request path refused");
+            return status_response(StatusCode::BAD_REQUEST, "bad request path", grpc, Extra::Reason(e.reason()));
+        }
     };
-    let client: IpAddr = peer.ip();
+    let lower = if state.any_case_insensitive { path.to_ascii_lowercase() } else { String::new() };
+    let Some(service) = state.route(&req, &path, &lower) else {
+        state.metrics.count(Outcome::NoRoute);
+        return status_response(StatusCode::NOT_FOUND, "no service for this host and path", grpc, Extra::None);
+    };
     let name = service.spec.name.as_str();
+    if req.body().size_hint().lower() > service.config.max_body_bytes {
+        state.metrics.count(Outcome::BadRequest);
+        tracing::info!(%method, path, %client, service = name, "request body over max_body_bytes");
+        return status_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large", grpc, Extra::None);
+    }
+    let prefix = ClientPrefix::of(client);
+    let subject = service.subject(&path, &lower);
 
-    let free = !service.config.payment
-        || service.config.free_paths.iter().any(|p| glob(p, &path))
-        || service.freebies.take(client);
+    // Free paths are the operator's explicit choice and win over routes; a freebie never opens a route that
+    // needs a capability.
+    let free_path = !service.config.payment || service.is_free_path(subject);
+    let mut capability = None;
+    if !free_path {
+        match service.need(subject, &method) {
+            Need::Open => {}
+            Need::Capability(c) => capability = Some(c.to_owned()),
+            Need::MethodNotAllowed(allow) => {
+                state.metrics.count(Outcome::BadRequest);
+                tracing::info!(%method, path, %client, service = name, "method not allowed by the routes");
+                return status_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method not allowed",
+                    grpc,
+                    Extra::Allow(allow),
+                );
+            }
+        }
+    }
+    let free = free_path || (capability.is_none() && service.freebies.take(prefix));
     let mut token_id = None;
     if !free {
-        let capability = service
-            .config
-            .routes
-            .iter()
-            .find(|r| {
-                glob(&r.path, &path)
-                    && (r.methods.is_empty() || r.methods.iter().any(|m| m.eq_ignore_ascii_case(method.as_str())))
-            })
-            .map(|r| r.capability.clone());
         let charge = Charge { service: service.spec.clone(), price: service.spec.price, capability };
         match state.paywall.authenticate(req.headers(), &charge).await {
-            Ok(token) => token_id = Some(token.token_id.to_hex()),
+            Ok(token) => token_id = Some(token.token_id),
             Err(refusal) => {
                 if let Some((RateKey::Address, limiter)) = &service.limiter {
-                    if let Err(wait) = limiter.check(&format!("a:{client}")) {
+                    if let Err(wait) = limiter.check(LimitKey::Client(prefix)) {
                         state.metrics.count(Outcome::RateLimited);
-                        return status_response(StatusCode::TOO_MANY_REQUESTS, "rate limited", grpc, Some(wait));
+                        return status_response(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "rate limited",
+                            grpc,
+                            Extra::RetryAfter(wait),
+                        );
+                    }
+                }
+                if refusal.wants_challenge() {
+                    if let Err(wait) = state.challenges.check(prefix) {
+                        state.metrics.count(Outcome::RateLimited);
+                        tracing::info!(%method, path, %client, service = name, "challenge rate limited");
+                        return status_response(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "too many challenges",
+                            grpc,
+                            Extra::RetryAfter(wait),
+                        );
                     }
                 }
                 let resp = answer(&state.paywall, &charge, refusal, grpc).await;
@@ -176,34 +322,40 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
                 } else {
                     Outcome::Refused
                 });
-                tracing::info!(%method, path, service = name, status = resp.status().as_u16(), "not forwarded");
+                tracing::info!(%method, path, %client, service = name, status = resp.status().as_u16(), "not forwarded");
                 return resp.map(Body::new);
             }
         }
     }
     if let Some((key, limiter)) = &service.limiter {
-        let k = match (key, &token_id) {
-            (RateKey::Token, Some(t)) => format!("t:{t}"),
-            _ => format!("a:{client}"),
+        let k = match (key, token_id) {
+            (RateKey::Token, Some(t)) => LimitKey::Token(t),
+            _ => LimitKey::Client(prefix),
         };
-        if let Err(wait) = limiter.check(&k) {
+        if let Err(wait) = limiter.check(k) {
             state.metrics.count(Outcome::RateLimited);
-            return status_response(StatusCode::TOO_MANY_REQUESTS, "rate limited", grpc, Some(wait));
+            return status_response(StatusCode::TOO_MANY_REQUESTS, "rate limited", grpc, Extra::RetryAfter(wait));
         }
     }
-    let l402 = token_id.as_deref().map(|t| (t, name));
-    let result = service.upstream.forward(req, client, state.tls, l402).await;
+    let token_hex = token_id.map(|t| t.to_hex());
+    let l402 = token_hex.as_deref().map(|t| (t, name));
+    let result = service.upstream.forward(req, &path, peer.ip(), state.tls, l402, service.config.max_body_bytes).await;
     let elapsed = started.elapsed();
     state.metrics.upstream_latency.observe(elapsed);
     match result {
         Ok(resp) => {
             state.metrics.count(Outcome::Forwarded);
-            tracing::info!(%method, path, service = name, token_id = token_id.as_deref().unwrap_or("-"), status = resp.status().as_u16(), ms = elapsed.as_millis() as u64, "forwarded");
+            tracing::info!(%method, path, %client, service = name, token_id = token_hex.as_deref().unwrap_or("-"), status = resp.status().as_u16(), ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX), "forwarded");
             resp
+        }
+        Err(ForwardError::BodyTooLarge) => {
+            state.metrics.count(Outcome::BadRequest);
+            tracing::info!(%method, path, %client, service = name, "request body cut at max_body_bytes");
+            failure_response(&ForwardError::BodyTooLarge, grpc)
         }
         Err(e) => {
             state.metrics.count(Outcome::UpstreamError);
-            tracing::warn!(%method, path, service = name, error = %e, "upstream failed");
+            tracing::warn!(%method, path, %client, service = name, error = %e, "upstream failed");
             failure_response(&e, grpc)
         }
     }

@@ -2,88 +2,22 @@
 //! Lightning channel, a real PostgreSQL for the shared-store test.
 #![allow(missing_docs)]
 
-use std::sync::Arc;
+mod support;
+
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::Request;
-use axum::routing::{any, get, post};
 use futures_util::StreamExt as _;
 use l402_ldk::LdkNode;
 use l402_proto::Credential;
-use l402_proxy::{Config, Proxy, open_store};
-use l402_regtest::{Postgres, Regtest};
-
-/// The upstream: echoes what it received, counts uploads, streams events, or answers slowly.
-async fn upstream() -> String {
-    let echo = |req: Request| async move {
-        let headers: serde_json::Map<String, serde_json::Value> = req
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into())))
-            .collect();
-        axum::Json(serde_json::json!({ "path": req.uri().path(), "headers": headers }))
-    };
-    let upload = |body: Body| async move {
-        let mut n = 0usize;
-        let mut stream = body.into_data_stream();
-        while let Some(chunk) = stream.next().await {
-            n += chunk.map(|c| c.len()).unwrap_or(0);
-        }
-        n.to_string()
-    };
-    let events = || async {
-        let stream = futures_util::stream::unfold(0u32, |i| async move {
-            if i == 3 {
-                return None;
-            }
-            if i > 0 {
-                tokio::time::sleep(Duration::from_millis(700)).await;
-            }
-            Some((Ok::<_, std::convert::Infallible>(format!("data: event {i}\n\n")), i + 1))
-        });
-        ([("content-type", "text/event-stream")], Body::from_stream(stream))
-    };
-    let slow = || async {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        "late"
-    };
-    let app = Router::new()
-        .route("/upload", post(upload))
-        .route("/events", get(events))
-        .route("/slow", get(slow))
-        .fallback(any(echo));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(l, app).await });
-    format!("http://{addr}")
-}
-
-struct Net {
-    net: Regtest,
-    alice: Arc<LdkNode>,
-    server: Arc<LdkNode>,
-}
-
-async fn network() -> Net {
-    let net = Regtest::start().await.expect("regtest (is bitcoind installed? scripts/install-bitcoind.sh)");
-    let (alice, server) = net.channel_pair("alice", "server", 1_000_000, 800_000).await.expect("alice -> server");
-    Net { net, alice, server }
-}
+use l402_proxy::{Config, Proxy};
+use l402_regtest::Postgres;
+use support::{network, proxy, upstream};
 
 const ADMIN: &str = "admin-secret-0123456789";
 
-async fn proxy(config: &str, server: &Arc<LdkNode>) -> Proxy {
-    let config = Config::parse(config).expect("config");
-    let store = open_store(&config.store).await.expect("store");
-    Proxy::start(&config, store, server.clone()).await.expect("proxy starts")
-}
-
 /// Pays a 402's challenge from alice and returns the Authorization value.
 async fn pay(alice: &LdkNode, headers: &reqwest::header::HeaderMap) -> String {
-    let lines: Vec<&[u8]> = headers.get_all("www-authenticate").iter().map(|v| v.as_bytes()).collect();
-    l402_regtest::pay_challenge(alice, lines).await.expect("paid").0
+    support::pay(alice, headers.get_all("www-authenticate").iter().map(|v| v.as_bytes())).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -78,9 +78,21 @@ pub fn challenge(minted: &Minted, service: &str, grpc: bool) -> Response<Full<By
     finish(b.header(CONTENT_TYPE, "application/json"), Bytes::from(body))
 }
 
-/// A refusal that is not a challenge (401, 403, 503).
+/// What a client is told of a refusal: the reason for its own credential (401, 403), but of a 5xx only that
+/// the service is unavailable. The detail of a store or Lightning failure (error chains naming hosts,
+/// databases, node state) is for the operator's log, never for an anonymous client.
+fn client_message(r: &Refusal) -> std::borrow::Cow<'static, str> {
+    if r.status().is_server_error() { "service temporarily unavailable".into() } else { r.to_string().into() }
+}
+
+/// A refusal that is not a challenge (401, 403, 503). A 503 is logged here with its detail (which the
+/// client does not get).
 pub fn refusal(r: &Refusal, grpc: bool) -> Response<Full<Bytes>> {
     let status = r.status();
+    if status.is_server_error() {
+        tracing::warn!(reason = r.reason(), error = %r, "answered {} (detail not sent to the client)", status.as_u16());
+    }
+    let message = client_message(r);
     let mut b = base(status, grpc);
     if status == StatusCode::UNAUTHORIZED {
         b = b.header(WWW_AUTHENTICATE, "L402 error=\"invalid_credential\"");
@@ -95,11 +107,44 @@ pub fn refusal(r: &Refusal, grpc: bool) -> Response<Full<Bytes>> {
             StatusCode::SERVICE_UNAVAILABLE => "14",
             _ => "13",
         };
-        return finish(
-            b.header("grpc-status", code).header("grpc-message", grpc_message(&r.to_string())),
-            Bytes::new(),
-        );
+        return finish(b.header("grpc-status", code).header("grpc-message", grpc_message(&message)), Bytes::new());
     }
-    let body = format!("{{\"error\":\"{}\",\"reason\":\"{}\"}}", json_escape(&r.to_string()), r.reason());
+    let body = format!("{{\"error\":\"{}\",\"reason\":\"{}\"}}", json_escape(&message), r.reason());
     finish(b.header(CONTENT_TYPE, "application/json"), Bytes::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+    use l402_lightning::{LightningError, LightningErrorKind};
+
+    fn body(r: &Response<Full<Bytes>>) -> String {
+        use http_body_util::BodyExt as _;
+        let full = r.body().clone();
+        let bytes = futures_util::FutureExt::now_or_never(full.collect()).expect("ready").expect("body").to_bytes();
+        String::from_utf8(bytes.to_vec()).expect("utf-8")
+    }
+
+    #[test]
+    fn a_503_tells_anonymous_clients_nothing_of_the_internal_error() {
+        let secret = "connection to 10.1.2.3:5432 user=l402 dbname=tokens refused: pg_hba.conf";
+        for r in [
+            Refusal::Store(StoreError(secret.into())),
+            Refusal::Lightning(LightningError::new(LightningErrorKind::Unavailable, secret)),
+        ] {
+            for grpc in [false, true] {
+                let resp = refusal(&r, grpc);
+                let text = format!("{:?} {}", resp.headers(), body(&resp));
+                assert!(!text.contains("10.1.2.3") && !text.contains("pg_hba"), "leaked: {text}");
+                assert!(text.contains("unavailable"), "{text}");
+            }
+            let resp = refusal(&r, false);
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert!(body(&resp).contains(&format!("\"reason\":\"{}\"", r.reason())), "the stable reason stays");
+        }
+        // A refusal of the client's own credential still says why.
+        let resp = refusal(&Refusal::Revoked, false);
+        assert!(body(&resp).contains("token revoked"));
+    }
 }
