@@ -84,6 +84,10 @@ pub enum ChallengeError {
     /// An L402 challenge has no `invoice` parameter.
     #[error("L402 challenge has no invoice")]
     MissingInvoice,
+    /// An L402 challenge's invoice holds a character no BOLT-11 invoice has (bech32 is ASCII letters and
+    /// digits): refused here, so that what parsed always formats back to the same challenge.
+    #[error("L402 challenge invoice is not bech32 text")]
+    InvoiceCharacters,
     /// An L402 challenge names a protocol version other than 0.
     #[error("L402 challenge has unsupported version {0:?}")]
     UnsupportedVersion(String),
@@ -155,6 +159,9 @@ impl Challenge {
         let invoice = raw.param("invoice").ok_or(ChallengeError::MissingInvoice)?;
         if invoice.is_empty() {
             return Err(ChallengeError::MissingInvoice);
+        }
+        if !invoice.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(ChallengeError::InvoiceCharacters);
         }
         let macaroon = Macaroon::from_base64(mac).map_err(ChallengeError::Macaroon)?;
         Ok(Self { scheme, macaroon, invoice: invoice.to_owned(), version })

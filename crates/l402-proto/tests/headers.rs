@@ -157,3 +157,19 @@ fn oversized_and_binary_values_are_refused_cleanly() {
     let truncated = format!("{truncated}:{}", vector_preimage().to_hex());
     assert!(Credential::parse(truncated.as_bytes()).is_err());
 }
+
+/// Found by the `challenge` fuzz target: a quoted-pair invoice (`invoice="lnbca\"b"`) parsed, and its header
+/// value, written back unescaped, no longer parsed. An invoice is bech32 text; anything else is refused.
+#[test]
+fn a_challenge_invoice_that_is_not_bech32_text_is_refused() {
+    let b64 = vector_macaroon().to_base64();
+    for invoice in [r#"lnbca\"b"#, r"lnbc\\x", "lnbc 1", "lnbc,1", "lnbc\u{e9}1"] {
+        let line = format!("L402 macaroon=\"{b64}\", invoice=\"{invoice}\"");
+        assert!(
+            matches!(Challenge::parse([line.as_bytes()]), Err(ChallengeError::InvoiceCharacters)),
+            "{invoice:?} was accepted"
+        );
+    }
+    let ok = format!("L402 macaroon=\"{b64}\", invoice=\"{INV}\"");
+    assert_eq!(Challenge::parse([ok.as_bytes()]).expect("bech32 invoice").invoice, INV);
+}
