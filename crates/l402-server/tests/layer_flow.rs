@@ -11,7 +11,9 @@ use axum::routing::get;
 use l402_ldk::LdkNode;
 use l402_proto::{Credential, Msat, PaymentHash, Scheme, TokenId};
 use l402_regtest::Regtest;
-use l402_server::store::{KeyLookup, NewToken, Revenue, SqliteStore, StoreError, TokenInfo, TokenQuery, TokenStore};
+use l402_server::store::{
+    KeyLookup, NewToken, Revenue, Revocation, SqliteStore, StoreError, TokenInfo, TokenQuery, TokenStore, UsedToken,
+};
 use l402_server::{Charge, L402Layer, L402Token, Paywall, RequestInfo, ServiceSpec};
 
 /// The real SQLite store, with a switch that makes every call fail (a store outage).
@@ -51,6 +53,18 @@ impl TokenStore for Switchable {
     async fn revenue(&self) -> Result<Vec<Revenue>, StoreError> {
         self.check()?;
         self.inner.revenue().await
+    }
+    async fn revoke_id(&self, t: &TokenId) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.revoke_id(t).await
+    }
+    async fn revocations_since(&self, after: u64, limit: u32) -> Result<Vec<Revocation>, StoreError> {
+        self.check()?;
+        self.inner.revocations_since(after, limit).await
+    }
+    async fn record(&self, t: &[UsedToken]) -> Result<Vec<bool>, StoreError> {
+        self.check()?;
+        self.inner.record(t).await
     }
 }
 
