@@ -25,6 +25,7 @@ mod issuer;
 mod payer;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -62,7 +63,7 @@ pub enum ChainSource {
 pub struct LdkConfig {
     /// The Bitcoin network.
     pub network: Network,
-    /// Where the node keeps its keys, channel state and logs (created if missing).
+    /// Where the node keeps its keys, channel state and logs (created `0700` if missing).
     pub data_dir: PathBuf,
     /// The address to accept Lightning peers on, if any.
     pub listen: Option<SocketAddr>,
@@ -91,6 +92,20 @@ impl std::fmt::Debug for LdkNode {
     }
 }
 
+/// Creates the data directory (and missing parents) `0700`: it holds the node's seed and channel state. One
+/// that already exists readable by others is used, with a warning.
+fn private_dir(dir: &std::path::Path) -> Result<(), LightningError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| err(LightningErrorKind::Config, "creating the data directory", e))?;
+    if std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+        tracing::warn!(dir = %dir.display(), "the LDK data directory is readable by others: chmod 700 it");
+    }
+    Ok(())
+}
+
 fn err(kind: LightningErrorKind, what: &str, e: impl std::fmt::Display) -> LightningError {
     LightningError::new(kind, format!("{what}: {e}"))
 }
@@ -99,8 +114,7 @@ impl LdkNode {
     /// Builds and starts the node. Anchor channels are off (no on-chain reserve is needed to open or accept a
     /// channel); the seed lives in `data_dir/seed` (created on first start).
     pub async fn start(config: LdkConfig) -> Result<Arc<Self>, LightningError> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| err(LightningErrorKind::Config, "creating the data directory", e))?;
+        private_dir(&config.data_dir)?;
         let cfg = ldk_node::config::Config {
             network: config.network,
             storage_dir_path: config.data_dir.to_string_lossy().into_owned(),
@@ -134,6 +148,10 @@ impl LdkNode {
         })
         .await
         .map_err(|e| err(LightningErrorKind::Internal, "LDK start task", e))??;
+        // ldk-node writes the seed with the process umask; inside a 0700 directory, but keep it 0600 too.
+        if let Err(e) = std::fs::set_permissions(&seed, std::fs::Permissions::from_mode(0o600)) {
+            tracing::warn!(path = %seed.display(), error = %e, "could not make the seed file private");
+        }
         let node = Arc::new(node);
         let notifier = Arc::new(Notifier::default());
         let pump = tokio::spawn(events::pump(node.clone(), notifier.clone()));

@@ -54,4 +54,4 @@ pub use invoice::{InvoiceError, InvoiceInfo, InvoicePolicy};
 pub use lightning_invoice;
 pub use macaroon::{Macaroon, MacaroonKey};
 pub use types::{Msat, PaymentHash, Preimage, RootKey, TokenId};
-pub use verify::{Access, Verified, VerifyError, verify};
+pub use verify::{Access, Verified, VerifyError, grants_tier, verify};

@@ -211,6 +211,19 @@ pub fn check_caveats<'m>(
     Ok(valid_until)
 }
 
+/// Whether a macaroon grants `service` at exactly `tier`. Call it after [`verify`], which checks that each
+/// `services` caveat only narrows the one before: the last one is then what the token grants. A server whose
+/// services have tiers checks this too, so that a token bought for one tier does not open another tier of
+/// the same service ([`verify`] checks the service by name, as Aperture does).
+pub fn grants_tier(macaroon: &Macaroon, service: &str, tier: u32) -> bool {
+    macaroon
+        .caveats()
+        .filter_map(|c| caveat::split(c).ok())
+        .filter(|(condition, _)| *condition == SERVICES)
+        .last()
+        .is_some_and(|(_, value)| caveat::services(value).flatten().any(|(name, t)| name == service && t == tier))
+}
+
 /// The entries of a comma-separated list; an empty value is the empty list.
 fn list(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty())

@@ -234,3 +234,26 @@ fn errors_never_echo_the_credential() {
     let text = Credential::parse(junk.as_bytes()).expect_err("junk").to_string();
     assert!(!text.contains(&vector_preimage().to_hex()[..16]) && !text.contains("AAAAAAAAAAAAAAAA"), "{text}");
 }
+
+/// `verify` checks services by name (as Aperture); `grants_tier` pins the tier, through attenuation too.
+#[test]
+fn a_token_grants_only_the_tier_it_was_minted_for() {
+    let p = vector_preimage();
+    let tier1 = Macaroon::mint(
+        &vector_root_key(),
+        &Identifier::new(p.payment_hash(), TokenId([0xab; 32])),
+        &[Caveat::services(&[Service { name: "svc".into(), tier: 1 }, Service::new("other")])],
+    );
+    check(&tier1, &p, &access(BEFORE)).expect("verifies by name");
+    assert!(grants_tier(&tier1, "svc", 1));
+    assert!(!grants_tier(&tier1, "svc", 0));
+    assert!(!grants_tier(&tier1, "svc", 2));
+    assert!(grants_tier(&tier1, "other", 0));
+    assert!(!grants_tier(&tier1, "nosuch", 0));
+    // Narrowed to `other`: svc is gone at every tier.
+    let narrowed = tier1.with_caveat("services=other:0");
+    check(&narrowed, &p, &Access { service: "other", capability: None, now_unix: BEFORE }).expect("narrowed");
+    assert!(!grants_tier(&narrowed, "svc", 1));
+    assert!(grants_tier(&narrowed, "other", 0));
+    assert!(grants_tier(&vector_macaroon(), "svc", 0));
+}

@@ -1,12 +1,15 @@
 //! The server side of L402: put a Lightning price on any HTTP or gRPC service.
 //!
-//! - [`Paywall`] mints tokens (a fresh invoice, a random token id and root key, caveats per service), answers
-//!   challenges, and authenticates credentials with no call to the Lightning node;
+//! - [`Paywall`] mints tokens (a fresh invoice, a token id, a root key, caveats per service), answers
+//!   challenges, and authenticates credentials with no call to the Lightning node. With master keys
+//!   ([`secret`]) tokens are stateless: a challenge writes nothing to the store, a verification reads nothing
+//!   from it, and a token is recorded once, when first paid or used;
 //! - [`L402Layer`] is the tower layer that puts it in front of any axum, hyper or tonic service, handing the
 //!   verified [`L402Token`] to the inner service as a request extension (and to axum handlers as an extractor);
-//! - [`store`] keeps root keys: SQLite by default, PostgreSQL for several instances sharing tokens.
+//! - [`store`] keeps tokens and revocations: SQLite by default, PostgreSQL for several instances sharing
+//!   tokens. Every instance holds the revocation set in memory and follows it ([`revocation`]).
 //!
-//! Answers: no credential, an expired token, or one for another service or lacking a capability the service
+//! Answers: no credential, an expired token, or one for another service (or another tier of it) or lacking a capability the service
 //! grants: 402 with a fresh challenge (both `WWW-Authenticate` lines, LSAT first, as Aperture). A credential
 //! that is malformed or forged, or a revoked or unknown token: 401 with the reason (minting an invoice for
 //! every forged request would only feed whoever sends them). A capability the service never grants: 403.
@@ -33,7 +36,10 @@ pub mod layer;
 pub mod metrics;
 pub mod paywall;
 pub mod pricing;
+mod recorder;
 pub mod response;
+pub mod revocation;
+pub mod secret;
 pub mod store;
 
 pub use cache::{DEFAULT_KEY_CACHE_SIZE, DEFAULT_KEY_CACHE_TTL};
@@ -41,5 +47,8 @@ pub use cache::{DEFAULT_KEY_CACHE_SIZE, DEFAULT_KEY_CACHE_TTL};
 pub use extract::MissingL402Token;
 pub use layer::{L402Body, L402Layer, L402Service};
 pub use metrics::Metrics;
-pub use paywall::{Clock, L402Token, Minted, Paywall, PaywallBuilder, Refusal, system_clock};
+pub use paywall::{Clock, L402Token, Minted, Paywall, PaywallBuilder, Refusal, mint_stateless, system_clock};
 pub use pricing::{Charge, Pricing, RequestInfo, ServiceSpec, StaticPrice};
+pub use recorder::{DEFAULT_PENDING_SIZE, DEFAULT_RECORDED_SIZE};
+pub use revocation::DEFAULT_REVOCATION_POLL;
+pub use secret::{MasterKey, MasterKeys, SecretError};

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub invoices_settled: AtomicU64,
     /// Revenue this instance recorded, msat.
     pub revenue_msat: AtomicU64,
+    /// Requests whose credential the verified-credential cache answered (no key derivation, no HMAC chain).
+    pub verified_cache_hits: AtomicU64,
     refusals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -63,6 +65,12 @@ impl Metrics {
             "l402_revenue_msat_total",
             "Revenue recorded, in millisatoshis.",
             self.revenue_msat.load(Ordering::Relaxed),
+        );
+        c(
+            out,
+            "l402_verified_cache_hits_total",
+            "Credentials verified from the cache of recently verified tokens.",
+            self.verified_cache_hits.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,

@@ -1,9 +1,22 @@
 //! The paywall: mint and challenge, authenticate, revoke. Transport-free; [`crate::layer`] puts it in front
 //! of a service.
 //!
-//! Authenticating a request never calls the Lightning node: parse the credential, look up the token's root key
-//! (cache, then store), check the preimage, the HMAC chain and the caveats. A store failure refuses the request
-//! (503): no request passes unpaid because the store could not be asked.
+//! Authenticating a request never calls the Lightning node: parse the credential, check the token id against
+//! the revocation set, find the token's root key, check the preimage, the HMAC chain and the caveats (the
+//! service at its tier, the capability, the expiry). A store failure refuses the request (503): no request
+//! passes unpaid because the store could not be asked.
+//!
+//! Two kinds of token:
+//! - **stateless** (with [`PaywallBuilder::master_keys`]): the token id says it is stateless and which master
+//!   key minted it, and its root key is derived from that key ([`crate::secret`]). An unpaid challenge writes
+//!   nothing to the store and a verification reads nothing from it; the token is recorded once, when its
+//!   payment is seen or when it is first used ([`crate::recorder`]), for the admin listing and the revenue;
+//! - **stored** (the default, and every token minted before master keys were configured): the root key is
+//!   written to the store at mint time and read (then cached) at verification. Such tokens keep working
+//!   after master keys are configured.
+//!
+//! Revocation, for both kinds: refused at once by the instance that revoked, and by every instance sharing
+//! the store within 2 × the revocation poll interval ([`crate::revocation`]; default 1 s, so 2 s).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,14 +29,17 @@ use l402_proto::caveat::CAPABILITIES_SUFFIX;
 use l402_proto::challenge::challenge_lines;
 use l402_proto::{
     Access, Caveat, Credential, DecodeError, Identifier, Macaroon, MacaroonKey, Msat, PaymentHash, RootKey, Service,
-    TokenId, VerifyError, verify,
+    TokenId, VerifyError, grants_tier, verify,
 };
 use thiserror::Error;
 
 use crate::cache::{DEFAULT_KEY_CACHE_SIZE, DEFAULT_KEY_CACHE_TTL, KeyCache, VerifiedCache};
 use crate::metrics::Metrics;
 use crate::pricing::{Charge, ServiceSpec};
-use crate::store::{KeyLookup, NewToken, StoreError, TokenStore};
+use crate::recorder::{DEFAULT_PENDING_SIZE, DEFAULT_RECORDED_SIZE, Recorder};
+use crate::revocation::{DEFAULT_REVOCATION_POLL, Revocations};
+use crate::secret::{MasterKeys, SecretError};
+use crate::store::{KeyLookup, NewToken, StoreError, TokenStore, UsedToken};
 
 /// The time source: Unix seconds.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -152,11 +168,17 @@ pub struct Paywall {
     metrics: Arc<Metrics>,
     clock: Clock,
     invoice_expiry: Duration,
+    keys: Option<MasterKeys>,
+    revocations: Arc<Revocations>,
+    recorder: Recorder,
 }
 
 impl std::fmt::Debug for Paywall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Paywall").field("invoice_expiry", &self.invoice_expiry).finish_non_exhaustive()
+        f.debug_struct("Paywall")
+            .field("invoice_expiry", &self.invoice_expiry)
+            .field("stateless", &self.keys.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -169,16 +191,52 @@ pub struct PaywallBuilder {
     clock: Clock,
     invoice_expiry: Duration,
     metrics: Arc<Metrics>,
+    keys: Option<MasterKeys>,
+    revocation_poll: Duration,
+    recorded_size: usize,
+    pending_size: usize,
 }
 
 impl PaywallBuilder {
-    /// How long a cached root key is trusted (the revocation bound across instances); zero disables caching.
+    /// Mint stateless tokens under these master keys (the first mints, all verify): challenges write nothing
+    /// to the store and verifications read nothing from it. Tokens minted before, with their root key in the
+    /// store, keep working. Without master keys every token is stored at mint time.
+    pub fn master_keys(mut self, keys: MasterKeys) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// How often the revocation list is read from the store (default 1 s). A token revoked through another
+    /// instance is refused here within twice this.
+    pub fn revocation_poll_interval(mut self, interval: Duration) -> Self {
+        self.revocation_poll = interval;
+        self
+    }
+
+    /// How many stateless tokens are remembered as recorded (default 2,000,000, about 40 MB when full): keep
+    /// it above the number of tokens in use, or tokens past it are written again (each write finds the record
+    /// and changes nothing).
+    pub fn recorded_tokens_size(mut self, n: usize) -> Self {
+        self.recorded_size = n.max(1);
+        self
+    }
+
+    /// How many recent challenges are remembered so that their settlement records the token (default
+    /// 100,000). A token whose challenge was forgotten is recorded at its first use.
+    pub fn pending_challenges_size(mut self, n: usize) -> Self {
+        self.pending_size = n.max(1);
+        self
+    }
+
+    /// How long a cached root key (of a stored token) is trusted without reading the store again; zero
+    /// disables caching. Not a revocation bound: every verification checks the revocation set.
     pub fn key_cache_ttl(mut self, ttl: Duration) -> Self {
         self.key_cache_ttl = ttl;
         self
     }
 
-    /// How many keys the cache holds.
+    /// How many keys the cache holds (and how many tokens the verified-credential cache holds: one entry per
+    /// token).
     pub fn key_cache_size(mut self, n: usize) -> Self {
         self.key_cache_size = n.max(1);
         self
@@ -204,6 +262,13 @@ impl PaywallBuilder {
 
     /// The paywall.
     pub fn build(self) -> Arc<Paywall> {
+        let recorder = Recorder::new(
+            self.store.clone(),
+            self.metrics.clone(),
+            self.recorded_size,
+            self.pending_size,
+            self.invoice_expiry + Duration::from_secs(60),
+        );
         Arc::new(Paywall {
             store: self.store,
             issuer: self.issuer,
@@ -212,6 +277,9 @@ impl PaywallBuilder {
             metrics: self.metrics,
             clock: self.clock,
             invoice_expiry: self.invoice_expiry,
+            keys: self.keys,
+            revocations: Arc::new(Revocations::new(self.revocation_poll)),
+            recorder,
         })
     }
 }
@@ -233,6 +301,10 @@ impl Paywall {
             clock: system_clock(),
             invoice_expiry: DEFAULT_INVOICE_EXPIRY,
             metrics: Arc::new(Metrics::default()),
+            keys: None,
+            revocation_poll: DEFAULT_REVOCATION_POLL,
+            recorded_size: DEFAULT_RECORDED_SIZE,
+            pending_size: DEFAULT_PENDING_SIZE,
         }
     }
 
@@ -251,36 +323,47 @@ impl Paywall {
         (self.clock)()
     }
 
-    /// Mints a token for `charge` and creates its invoice.
+    /// Mints a token for `charge` and creates its invoice. A stateless token is only remembered in memory
+    /// (for its settlement); a stored one is written to the store.
     pub async fn mint(&self, charge: &Charge) -> Result<Minted, Refusal> {
         let spec: &ServiceSpec = &charge.service;
         let memo = format!("L402 token for {}", spec.name);
         let request = InvoiceRequest { amount: charge.price, memo, expiry: self.invoice_expiry };
         let invoice = self.issuer.create_invoice(&request).await.map_err(Refusal::Lightning)?;
         let now = self.now();
-        let token_id = TokenId(random32()?);
-        let root_key = RootKey(random32()?);
-        let id = Identifier::new(invoice.payment_hash, token_id);
-        let mut caveats = vec![
-            Caveat::services(&[Service { name: spec.name.clone(), tier: spec.tier }]),
-            Caveat::capabilities(&spec.name, &spec.capabilities),
-        ];
         let expires_at = spec.lifetime.map(|l| now.saturating_add(l.as_secs()));
-        if let Some(t) = expires_at {
-            caveats.push(Caveat::valid_until(&spec.name, t));
-        }
-        let macaroon = Macaroon::mint(&root_key, &id, &caveats);
-        let record = NewToken {
-            id_hash: macaroon.identifier_hash(),
-            token_id,
-            payment_hash: invoice.payment_hash,
-            service: spec.name.clone(),
-            price: charge.price,
-            root_key,
-            created_at: now,
-            expires_at,
+        let (macaroon, token_id) = if let Some(keys) = &self.keys {
+            let (macaroon, token_id) = mint_stateless(keys, invoice.payment_hash, spec, now).map_err(no_randomness)?;
+            self.recorder.minted(UsedToken {
+                id_hash: macaroon.identifier_hash(),
+                token_id,
+                payment_hash: invoice.payment_hash,
+                service: spec.name.clone(),
+                price: charge.price,
+                created_at: now,
+                expires_at,
+                paid_at: now,
+                paid: charge.price,
+            });
+            (macaroon, token_id)
+        } else {
+            let token_id = TokenId(random32()?);
+            let root_key = RootKey(random32()?);
+            let id = Identifier::new(invoice.payment_hash, token_id);
+            let macaroon = Macaroon::mint(&root_key, &id, &caveats(spec, now));
+            let record = NewToken {
+                id_hash: macaroon.identifier_hash(),
+                token_id,
+                payment_hash: invoice.payment_hash,
+                service: spec.name.clone(),
+                price: charge.price,
+                root_key,
+                created_at: now,
+                expires_at,
+            };
+            self.store.insert(&record).await?;
+            (macaroon, token_id)
         };
-        self.store.insert(&record).await?;
         self.metrics.challenges_issued.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(token_id = %token_id, service = %spec.name, price_msat = charge.price.0, "minted");
         Ok(Minted { macaroon, invoice: invoice.bolt11, token_id, price: charge.price })
@@ -305,35 +388,19 @@ impl Paywall {
         Ok(None)
     }
 
-    /// Authenticates a request for `charge`.
-    ///
-    /// A request with exactly one `Authorization` value that was verified within the key-cache TTL skips the
-    /// decode and the HMAC chain (the same bound on revocation); its expiry, service and capability are still
-    /// checked against this request.
+    /// Authenticates a request for `charge`: finds its credential ([`Paywall::credential`]) and checks it
+    /// ([`Paywall::check`]).
     pub async fn authenticate(&self, headers: &HeaderMap, charge: &Charge) -> Result<L402Token, Refusal> {
-        let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
-        let single = match (values.next(), values.next()) {
-            (Some(v), None) => Some(v.as_bytes()),
-            _ => None,
-        };
-        if let Some(hit) = single.and_then(|v| self.verified.get(v)) {
-            if self.still_grants(&hit, charge) {
-                self.metrics.tokens_verified.fetch_add(1, Ordering::Relaxed);
-                return Ok(hit);
-            }
-        }
         let cred = Self::credential(headers).map_err(Refusal::Malformed)?.ok_or(Refusal::PaymentRequired)?;
-        let token = self.check(&cred, charge).await?;
-        if let Some(v) = single {
-            self.verified.put(v, &token);
-        }
-        Ok(token)
+        self.check(&cred, charge).await
     }
 
-    /// Whether a token verified earlier grants this request now: same service, not expired, the capability
-    /// (if one is required) among those it grants. Anything else takes the full path, which says why not.
-    fn still_grants(&self, token: &L402Token, charge: &Charge) -> bool {
+    /// Whether a token verified earlier grants this request now: same service and tier, not expired, the
+    /// capability (if one is required) among those it grants. Anything else takes the full path, which says
+    /// why not.
+    fn still_grants(&self, token: &L402Token, tier: u32, charge: &Charge) -> bool {
         token.service == charge.service.name
+            && tier == charge.service.tier
             && token.valid_until.is_none_or(|t| self.now() < t)
             && match (&charge.capability, &token.capabilities) {
                 (None, _) | (Some(_), None) => true,
@@ -342,23 +409,28 @@ impl Paywall {
     }
 
     /// Verifies a parsed credential for `charge`.
+    ///
+    /// The token id is checked against the revocation set first, always. A credential verified within the
+    /// key-cache TTL (the same macaroon and preimage: one entry per token) then skips key derivation and the
+    /// HMAC chain; its service, tier, expiry and capability are still checked against this request.
     pub async fn check(&self, cred: &Credential, charge: &Charge) -> Result<L402Token, Refusal> {
-        let id_hash = cred.macaroon.identifier_hash();
-        let (key, paid) = match self.cache.get(&id_hash) {
-            Some(hit) => hit,
-            None => match self.store.lookup(&id_hash).await? {
-                KeyLookup::Active { root_key, paid } => {
-                    let key = MacaroonKey::derive(&root_key);
-                    self.cache.put(id_hash, key.clone(), paid);
-                    (key, paid)
-                }
-                KeyLookup::Revoked => return Err(Refusal::Revoked),
-                KeyLookup::Unknown => {
-                    // Say what is wrong with a malformed identifier rather than "unknown".
-                    cred.macaroon.l402_identifier().map_err(|e| Refusal::Invalid(e.into()))?;
-                    return Err(Refusal::UnknownToken);
-                }
-            },
+        let id = cred.macaroon.l402_identifier().map_err(|e| Refusal::Invalid(e.into()))?;
+        self.revocations.ensure_fresh(&self.store).await?;
+        if self.revocations.contains(&id.token_id) {
+            return Err(Refusal::Revoked);
+        }
+        if let Some(hit) = self.verified.get(&id.token_id, cred, |v| self.still_grants(&v.token, v.tier, charge)) {
+            self.metrics.tokens_verified.fetch_add(1, Ordering::Relaxed);
+            self.metrics.verified_cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(hit);
+        }
+        let stateless = self.keys.as_ref().and_then(|k| k.root_key(&id.token_id));
+        let (key, paid, key_until) = match &stateless {
+            Some(root_key) => (MacaroonKey::derive(root_key), true, None),
+            None => {
+                let (key, paid, at) = self.stored_key(cred).await?;
+                (key, paid, Some(at + self.cache.ttl()))
+            }
         };
         let service = &charge.service.name;
         let access = Access { service, capability: charge.capability.as_deref(), now_unix: self.now() };
@@ -371,13 +443,37 @@ impl Paywall {
             }
             Err(e) => return Err(Refusal::Invalid(e)),
         };
-        if !paid {
+        if !grants_tier(&cred.macaroon, service, charge.service.tier) {
+            // Bought for another tier of this service: a token for this one would do.
+            return Err(Refusal::Invalid(VerifyError::ServiceNotGranted { service: service.clone() }));
+        }
+        if stateless.is_some() {
+            let now = self.now();
+            self.recorder.used(&ok.token_id, &ok.payment_hash, |minted_here| {
+                let fresh = UsedToken {
+                    id_hash: cred.macaroon.identifier_hash(),
+                    token_id: ok.token_id,
+                    payment_hash: ok.payment_hash,
+                    service: service.clone(),
+                    price: charge.price,
+                    created_at: MasterKeys::minted_at(&ok.token_id),
+                    expires_at: ok.valid_until,
+                    paid_at: now,
+                    paid: charge.price,
+                };
+                // The preimage proves the payment now, if its settlement was not seen first.
+                UsedToken { paid_at: now, ..minted_here.unwrap_or(fresh) }
+            });
+        } else if !paid {
             // The preimage proves payment: record it (once) even if the settlement was not seen.
             if self.store.mark_paid(&ok.payment_hash, None, self.now()).await.unwrap_or(false) {
                 self.metrics.invoices_settled.fetch_add(1, Ordering::Relaxed);
                 self.metrics.revenue_msat.fetch_add(charge.price.0, Ordering::Relaxed);
             }
-            self.cache.put(id_hash, key, true);
+            let id_hash = cred.macaroon.identifier_hash();
+            if let Some((key, _, at)) = self.cache.get(&id_hash) {
+                self.cache.put(id_hash, key, true, at);
+            }
         }
         self.metrics.tokens_verified.fetch_add(1, Ordering::Relaxed);
         let capabilities = cred
@@ -388,25 +484,74 @@ impl Paywall {
             .filter(|(cond, _)| cond.strip_suffix(CAPABILITIES_SUFFIX) == Some(service.as_str()))
             .last()
             .map(|(_, v)| v.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect());
-        Ok(L402Token {
+        let token = L402Token {
             token_id: ok.token_id,
             payment_hash: ok.payment_hash,
             service: service.clone(),
             capabilities,
             valid_until: ok.valid_until,
-        })
+        };
+        self.verified.put(cred, charge.service.tier, &token, key_until);
+        Ok(token)
     }
 
-    /// Revokes a token (its root key is deleted; refused here at once, elsewhere within the cache TTL).
+    /// The root key of a stored token (key cache, then store), whether it is recorded paid, and when the key
+    /// was read from the store.
+    async fn stored_key(&self, cred: &Credential) -> Result<(MacaroonKey, bool, std::time::Instant), Refusal> {
+        let id_hash = cred.macaroon.identifier_hash();
+        if let Some(hit) = self.cache.get(&id_hash) {
+            return Ok(hit);
+        }
+        let at = std::time::Instant::now();
+        match self.store.lookup(&id_hash).await? {
+            KeyLookup::Active { root_key, paid } => {
+                let key = MacaroonKey::derive(&root_key);
+                self.cache.put(id_hash, key.clone(), paid, at);
+                Ok((key, paid, at))
+            }
+            KeyLookup::Revoked => Err(Refusal::Revoked),
+            KeyLookup::Unknown => Err(Refusal::UnknownToken),
+        }
+    }
+
+    /// Reads the revocations made since the last read (every instance does this on its own every poll
+    /// interval, and before its first verification); call it at startup to fail early when the store cannot
+    /// be read.
+    pub async fn refresh_revocations(&self) -> Result<(), StoreError> {
+        self.revocations.refresh(self.store.as_ref()).await
+    }
+
+    /// The bound on a revocation made through another instance sharing the store (2 × the poll interval).
+    pub fn revocation_bound(&self) -> Duration {
+        self.revocations.bound()
+    }
+
+    /// How many tokens the verified-credential cache holds now.
+    pub fn verified_cache_len(&self) -> usize {
+        self.verified.len()
+    }
+
+    /// Revokes a token: refused here at once, by every instance sharing the store within
+    /// [`Paywall::revocation_bound`]. A stored token's root key is deleted; a stateless token of ours is
+    /// listed revoked whether or not it was recorded. Returns whether a token was revoked (false: unknown or
+    /// already revoked).
     pub async fn revoke(&self, token_id: &TokenId) -> Result<bool, StoreError> {
-        let revoked = self.store.revoke(token_id).await?;
-        self.cache.clear();
-        self.verified.clear();
+        let stateless = self.keys.as_ref().is_some_and(|k| k.minted_by(token_id).is_some());
+        if stateless {
+            // Refused here even if the store cannot be written (the call then fails).
+            self.revocations.insert(*token_id);
+        }
+        let revoked =
+            if stateless { self.store.revoke_id(token_id).await? } else { self.store.revoke(token_id).await? };
+        if revoked {
+            self.revocations.insert(*token_id);
+        }
         Ok(revoked)
     }
 
-    /// Follows the node's settlements and records them (revenue, metrics), until the task is aborted.
-    /// Reconnects with backoff when the stream ends or fails.
+    /// Follows the node's settlements and records them (revenue, metrics), until the task is aborted: a
+    /// stateless token minted here is recorded paid, a stored one marked paid. Reconnects with backoff when
+    /// the stream ends or fails.
     pub fn spawn_settlement_watcher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
@@ -417,6 +562,10 @@ impl Paywall {
                         backoff = Duration::from_millis(200);
                         while let Some(item) = stream.next().await {
                             let Ok(s) = item else { continue };
+                            if me.recorder.settled(&s) {
+                                // A stateless challenge minted here: recorded paid, off this task.
+                                continue;
+                            }
                             match me.store.mark_paid(&s.payment_hash, Some(s.amount_received), s.settled_at).await {
                                 Ok(true) => {
                                     me.metrics.invoices_settled.fetch_add(1, Ordering::Relaxed);
@@ -434,4 +583,35 @@ impl Paywall {
             }
         })
     }
+}
+
+fn no_randomness(e: SecretError) -> Refusal {
+    Refusal::Store(StoreError(e.to_string()))
+}
+
+/// The caveats a token for `spec` minted at `now` carries: the service at its tier, its capabilities, its
+/// expiry if it has a lifetime.
+fn caveats(spec: &ServiceSpec, now: u64) -> Vec<Caveat> {
+    let mut caveats = vec![
+        Caveat::services(&[Service { name: spec.name.clone(), tier: spec.tier }]),
+        Caveat::capabilities(&spec.name, &spec.capabilities),
+    ];
+    if let Some(l) = spec.lifetime {
+        caveats.push(Caveat::valid_until(&spec.name, now.saturating_add(l.as_secs())));
+    }
+    caveats
+}
+
+/// Mints a stateless token for `spec` at `now` over `payment_hash`, as [`Paywall::mint`] does (benchmarks
+/// and tools make tokens with it without an invoice; holding the preimage of `payment_hash` makes it paid).
+pub fn mint_stateless(
+    keys: &MasterKeys,
+    payment_hash: PaymentHash,
+    spec: &ServiceSpec,
+    now: u64,
+) -> Result<(Macaroon, TokenId), SecretError> {
+    let token_id = keys.mint_token_id(now)?;
+    let root_key = keys.root_key(&token_id).ok_or(SecretError::Empty)?;
+    let macaroon = Macaroon::mint(&root_key, &Identifier::new(payment_hash, token_id), &caveats(spec, now));
+    Ok((macaroon, token_id))
 }

@@ -1,65 +1,27 @@
 //! The layer in front of a real axum app on loopback, with real invoices paid over a real regtest channel.
 #![allow(missing_docs)]
 
+mod support;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::routing::get;
 use l402_ldk::LdkNode;
-use l402_proto::{Credential, Msat, PaymentHash, Scheme, TokenId};
+use l402_proto::{Credential, Msat, Scheme};
 use l402_regtest::Regtest;
-use l402_server::store::{KeyLookup, NewToken, Revenue, SqliteStore, StoreError, TokenInfo, TokenQuery, TokenStore};
+use l402_server::store::{NewToken, Revenue, SqliteStore, TokenQuery, TokenStore};
 use l402_server::{Charge, L402Layer, L402Token, Paywall, RequestInfo, ServiceSpec};
-
-/// The real SQLite store, with a switch that makes every call fail (a store outage).
-struct Switchable {
-    inner: SqliteStore,
-    down: AtomicBool,
-}
-
-impl Switchable {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) { Err(StoreError("connection refused".into())) } else { Ok(()) }
-    }
-}
-
-#[async_trait]
-impl TokenStore for Switchable {
-    async fn insert(&self, t: &NewToken) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.insert(t).await
-    }
-    async fn lookup(&self, id: &[u8; 32]) -> Result<KeyLookup, StoreError> {
-        self.check()?;
-        self.inner.lookup(id).await
-    }
-    async fn revoke(&self, t: &TokenId) -> Result<bool, StoreError> {
-        self.check()?;
-        self.inner.revoke(t).await
-    }
-    async fn mark_paid(&self, h: &PaymentHash, a: Option<Msat>, at: u64) -> Result<bool, StoreError> {
-        self.check()?;
-        self.inner.mark_paid(h, a, at).await
-    }
-    async fn list(&self, q: &TokenQuery) -> Result<Vec<TokenInfo>, StoreError> {
-        self.check()?;
-        self.inner.list(q).await
-    }
-    async fn revenue(&self) -> Result<Vec<Revenue>, StoreError> {
-        self.check()?;
-        self.inner.revenue().await
-    }
-}
+use support::Counting;
 
 struct Fixture {
     net: Regtest,
     alice: Arc<LdkNode>,
     server: Arc<LdkNode>,
     paywall: Arc<Paywall>,
-    store: Arc<Switchable>,
+    store: Arc<Counting>,
     clock: Arc<AtomicU64>,
     base: String,
     http: reqwest::Client,
@@ -71,7 +33,7 @@ async fn fixture() -> Fixture {
     let net = Regtest::start().await.expect("regtest (is bitcoind installed? scripts/install-bitcoind.sh)");
     let (alice, server) = net.channel_pair("alice", "server", 1_000_000, 800_000).await.expect("alice -> server");
 
-    let store = Arc::new(Switchable { inner: SqliteStore::in_memory().expect("sqlite"), down: AtomicBool::new(false) });
+    let store = Counting::new(SqliteStore::in_memory().expect("sqlite"));
     let clock = Arc::new(AtomicU64::new(1_800_000_000));
     let c = clock.clone();
     let paywall =

@@ -5,7 +5,7 @@
 use l402_proto::{Msat, PaymentHash, RootKey, TokenId};
 use l402_regtest::Postgres;
 use l402_server::store::{
-    KeyLookup, NewToken, PostgresStore, Revenue, SqliteStore, TokenCursor, TokenQuery, TokenStore,
+    KeyLookup, NewToken, PostgresStore, Revenue, SqliteStore, TokenCursor, TokenQuery, TokenStore, UsedToken,
 };
 
 fn token(n: u8, service: &str) -> NewToken {
@@ -48,6 +48,54 @@ async fn contract(a: &dyn TokenStore, b: &dyn TokenStore) {
     assert_eq!(list.len(), 2);
     assert_eq!(list[0].service, "maps", "newest first");
     assert!(list[1].revoked_at.is_some() && list[1].paid_at == Some(1_700_000_500));
+    stateless(a, b).await;
+}
+
+/// Stateless tokens: recorded once whoever records first, revoked whether recorded or not, revocations
+/// listed in order.
+async fn stateless(a: &dyn TokenStore, b: &dyn TokenStore) {
+    let used = UsedToken {
+        id_hash: [40; 32],
+        token_id: TokenId([41; 32]),
+        payment_hash: PaymentHash([42; 32]),
+        service: "maps".into(),
+        price: Msat(2_000),
+        created_at: 1_700_000_040,
+        expires_at: Some(1_700_003_640),
+        paid_at: 1_700_000_050,
+        paid: Msat(2_500),
+    };
+    assert_eq!(a.record(&[used.clone(), used.clone()]).await.expect("record"), vec![true, false]);
+    assert_eq!(b.record(std::slice::from_ref(&used)).await.expect("again"), vec![false], "recorded once");
+    assert_eq!(b.record(&[]).await.expect("nothing"), Vec::<bool>::new());
+    assert_eq!(b.lookup(&[40; 32]).await.expect("lookup"), KeyLookup::Unknown, "no root key kept");
+    let maps = TokenQuery { limit: 1, service: Some("maps".into()), ..TokenQuery::default() };
+    let t = b.list(&maps).await.expect("list").remove(0);
+    assert_eq!((t.token_id, t.price, t.created_at), (used.token_id, Msat(2_000), 1_700_000_040));
+    assert_eq!((t.expires_at, t.paid_at, t.revoked_at), (Some(1_700_003_640), Some(1_700_000_050), None));
+    assert!(b.revenue().await.expect("revenue").contains(&Revenue {
+        service: "maps".into(),
+        tokens_paid: 1,
+        amount: Msat(2_500)
+    }));
+    // The stored token revoked above is listed first; then an unrecorded stateless id, then a recorded one.
+    let before = b.revocations_since(0, 100).await.expect("revocations");
+    assert_eq!(before.iter().map(|r| r.token_id).collect::<Vec<_>>(), vec![TokenId([101; 32])]);
+    assert!(a.revoke_id(&TokenId([77; 32])).await.expect("revoke unrecorded"));
+    assert!(!b.revoke_id(&TokenId([77; 32])).await.expect("again"));
+    assert!(b.revoke_id(&used.token_id).await.expect("revoke recorded"));
+    assert!(!a.revoke(&used.token_id).await.expect("already"), "revoked through either call");
+    let after = a.revocations_since(before[0].seq, 1).await.expect("page of one");
+    assert_eq!(after.iter().map(|r| r.token_id).collect::<Vec<_>>(), vec![TokenId([77; 32])]);
+    let rest = a.revocations_since(after[0].seq, 100).await.expect("the rest");
+    assert_eq!(rest.iter().map(|r| r.token_id).collect::<Vec<_>>(), vec![used.token_id]);
+    assert!(rest[0].seq > after[0].seq && after[0].seq > before[0].seq);
+    assert!(a.list(&maps).await.expect("list")[0].revoked_at.is_some());
+    // A stateless token recorded after its revocation is recorded revoked.
+    let late = UsedToken { id_hash: [50; 32], token_id: TokenId([77; 32]), ..used };
+    assert_eq!(a.record(&[late]).await.expect("record"), vec![true]);
+    let all = a.list(&TokenQuery::newest(100)).await.expect("list");
+    assert!(all.iter().find(|t| t.token_id == TokenId([77; 32])).is_some_and(|t| t.revoked_at.is_some()));
 }
 
 /// Paging through the list: every token exactly once, newest first (ties on mint time broken by token id),
@@ -115,6 +163,6 @@ async fn sqlite_store_contract_and_reopen() {
     paging(&a).await;
     drop((a, b));
     let again = SqliteStore::open(&path).expect("reopen: migrations already applied");
-    assert_eq!(again.list(&TokenQuery::newest(100)).await.expect("list").len(), 2 + 12 + 1);
+    assert_eq!(again.list(&TokenQuery::newest(100)).await.expect("list").len(), 2 + 2 + 12 + 1);
     assert_eq!(std::fs::read(dir.path().join("l402.db")).map(|b| !b.is_empty()).ok(), Some(true));
 }

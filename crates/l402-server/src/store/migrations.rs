@@ -2,9 +2,10 @@
 //! each, and records them in `l402_migrations`.
 
 /// SQLite migrations, by version.
-pub(crate) const SQLITE: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE l402_tokens (
+pub(crate) const SQLITE: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE l402_tokens (
         id_hash      BLOB PRIMARY KEY,
         token_id     BLOB NOT NULL UNIQUE,
         payment_hash BLOB NOT NULL,
@@ -19,12 +20,25 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[(
     );
     CREATE INDEX l402_tokens_payment_hash ON l402_tokens (payment_hash);
     CREATE INDEX l402_tokens_created_at ON l402_tokens (created_at);",
-)];
+    ),
+    (2, SQLITE_REVOCATIONS),
+];
+
+/// Version 2: revocations by sequence, so that every instance can hold the set in memory and follow it (a
+/// stateless token has no root key to delete). Tokens revoked before are carried over.
+const SQLITE_REVOCATIONS: &str = "CREATE TABLE l402_revocations (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        token_id   BLOB NOT NULL UNIQUE,
+        revoked_at INTEGER NOT NULL
+    );
+    INSERT INTO l402_revocations (token_id, revoked_at)
+        SELECT token_id, revoked_at FROM l402_tokens WHERE revoked_at IS NOT NULL ORDER BY revoked_at, token_id;";
 
 /// PostgreSQL migrations, by version.
-pub(crate) const POSTGRES: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE l402_tokens (
+pub(crate) const POSTGRES: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE l402_tokens (
         id_hash      BYTEA PRIMARY KEY,
         token_id     BYTEA NOT NULL UNIQUE,
         payment_hash BYTEA NOT NULL,
@@ -39,4 +53,16 @@ pub(crate) const POSTGRES: &[(i64, &str)] = &[(
     );
     CREATE INDEX l402_tokens_payment_hash ON l402_tokens (payment_hash);
     CREATE INDEX l402_tokens_created_at ON l402_tokens (created_at);",
-)];
+    ),
+    (2, POSTGRES_REVOCATIONS),
+];
+
+/// Version 2 (see [`SQLITE_REVOCATIONS`]). Revocations are inserted under an advisory lock held until commit,
+/// so sequence order is commit order and a reader following `seq > last` misses none.
+const POSTGRES_REVOCATIONS: &str = "CREATE TABLE l402_revocations (
+        seq        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        token_id   BYTEA NOT NULL UNIQUE,
+        revoked_at BIGINT NOT NULL
+    );
+    INSERT INTO l402_revocations (token_id, revoked_at)
+        SELECT token_id, revoked_at FROM l402_tokens WHERE revoked_at IS NOT NULL ORDER BY revoked_at, token_id;";

@@ -1,11 +1,18 @@
-//! Where a server keeps its tokens' root keys: one record per minted token, keyed by sha256 of the token
-//! identifier (as Aperture keys its secrets). Deleting a root key revokes the token.
+//! Where a server keeps its tokens: one record per token, keyed by sha256 of the token identifier (as
+//! Aperture keys its secrets), and the list of revocations.
+//!
+//! A token minted the old way has its root key here from mint time on; deleting it revokes the token. A
+//! stateless token (root key derived from the paywall's master key, see [`crate::secret`]) is recorded, with
+//! no root key, only when it is first paid or used ([`TokenStore::record`]), so that unpaid challenges cost
+//! the store nothing. Revocations of either kind are kept by sequence ([`TokenStore::revocations_since`]) so
+//! that every instance holds them in memory and follows new ones.
 //!
 //! Two implementations share the [`TokenStore`] trait and the same schema, kept by ordered migrations:
 //! [`SqliteStore`] (the default: one file, WAL, created on first start) and [`PostgresStore`] (for several
 //! proxy instances sharing tokens).
 
 mod migrations;
+mod pg_tls;
 mod postgres;
 mod sqlite;
 
@@ -34,6 +41,38 @@ pub struct NewToken {
     pub created_at: u64,
     /// Expiry, Unix seconds, if it has one.
     pub expires_at: Option<u64>,
+}
+
+/// A stateless token to record when it is first paid or used (it has no root key to keep).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsedToken {
+    /// sha256 of the macaroon identifier.
+    pub id_hash: [u8; 32],
+    /// The token id.
+    pub token_id: TokenId,
+    /// The payment hash.
+    pub payment_hash: PaymentHash,
+    /// The service it was minted for.
+    pub service: String,
+    /// Its price.
+    pub price: Msat,
+    /// Mint time, Unix seconds.
+    pub created_at: u64,
+    /// Expiry, Unix seconds, if it has one.
+    pub expires_at: Option<u64>,
+    /// When its payment was seen (the settlement, or the first request that proved it with the preimage).
+    pub paid_at: u64,
+    /// The amount received (the price when only the preimage was seen).
+    pub paid: Msat,
+}
+
+/// A revocation, in the order they were made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    /// Its sequence number: increasing, in commit order.
+    pub seq: u64,
+    /// The token revoked.
+    pub token_id: TokenId,
 }
 
 /// What a lookup by identifier hash finds.
@@ -153,8 +192,17 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn insert(&self, token: &NewToken) -> Result<(), StoreError>;
     /// Finds a token's root key by identifier hash.
     async fn lookup(&self, id_hash: &[u8; 32]) -> Result<KeyLookup, StoreError>;
-    /// Revokes a token: its root key is deleted. Returns whether an active token was revoked.
+    /// Revokes a token recorded here: its root key is deleted and the revocation listed. Returns whether an
+    /// active token was revoked.
     async fn revoke(&self, token_id: &TokenId) -> Result<bool, StoreError>;
+    /// Lists the revocation of a token id whether or not it is recorded here (a stateless token the paywall
+    /// vouches for), and marks its record revoked if there is one. Returns whether it was not revoked before.
+    async fn revoke_id(&self, token_id: &TokenId) -> Result<bool, StoreError>;
+    /// Revocations with a sequence number above `after`, in order, at most `limit`.
+    async fn revocations_since(&self, after: u64, limit: u32) -> Result<Vec<Revocation>, StoreError>;
+    /// Records stateless tokens on their first payment or use, each unless already recorded (then it is left
+    /// as it is). Returns, for each, whether this call recorded it.
+    async fn record(&self, tokens: &[UsedToken]) -> Result<Vec<bool>, StoreError>;
     /// Records that a token's invoice was paid (idempotent), for `amount` (default: its price). Returns whether
     /// this call recorded it.
     async fn mark_paid(&self, payment_hash: &PaymentHash, amount: Option<Msat>, at: u64) -> Result<bool, StoreError>;

@@ -1,13 +1,15 @@
 //! PostgreSQL, for several proxy instances sharing one set of tokens: a token minted by one is accepted by
-//! the others, and a revocation on one is seen by all (within the key cache's bound, see `KeyCache`).
+//! the others, and a revocation on one is seen by all (each instance follows `l402_revocations`, see
+//! [`crate::Paywall`] for the bound). TLS is asked for in the connection string, as with libpq
+//! (`sslmode=verify-full sslrootcert=...`, see `pg_tls`).
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use l402_proto::{Msat, PaymentHash, RootKey, TokenId};
-use tokio_postgres::NoTls;
 
 use super::migrations::POSTGRES;
-use super::{KeyLookup, NewToken, Revenue, StoreError, TokenInfo, TokenQuery, TokenStore};
+use super::pg_tls;
+use super::{KeyLookup, NewToken, Revenue, Revocation, StoreError, TokenInfo, TokenQuery, TokenStore, UsedToken};
 
 /// A [`TokenStore`] in PostgreSQL.
 #[derive(Clone)]
@@ -28,12 +30,19 @@ fn bytes32(v: Vec<u8>) -> Result<[u8; 32], StoreError> {
 /// Serializes concurrent migrations of several instances starting at once.
 const MIGRATION_LOCK: i64 = 0x4c34_3032;
 
+/// Serializes revocations, so that their sequence numbers are handed out in commit order (see the migration).
+const REVOCATION_LOCK: i64 = 0x4c34_3033;
+
+const NOW: &str = "extract(epoch from now())::bigint";
+
 impl PostgresStore {
     /// Connects (a pool of up to `max_connections`) with a libpq-style connection string, e.g.
-    /// `host=127.0.0.1 port=5432 user=l402 dbname=l402`, and applies pending migrations.
+    /// `host=127.0.0.1 port=5432 user=l402 dbname=l402`, or with TLS
+    /// `host=db.internal user=l402 dbname=l402 sslmode=verify-full sslrootcert=/etc/l402/db-ca.pem`, and
+    /// applies pending migrations. Without `sslmode` (or with `prefer`) the connection is plaintext.
     pub async fn connect(conn: &str, max_connections: usize) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config = conn.parse().map_err(StoreError::from_display)?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let (config, tls) = pg_tls::configure(conn)?;
+        let manager = Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager).max_size(max_connections).build().map_err(StoreError::from_display)?;
         let store = Self { pool };
         store.migrate().await?;
@@ -98,14 +107,16 @@ impl TokenStore for PostgresStore {
     async fn lookup(&self, id_hash: &[u8; 32]) -> Result<KeyLookup, StoreError> {
         let c = self.client().await?;
         let row = c
-            .query_opt("SELECT root_key, paid_at FROM l402_tokens WHERE id_hash = $1", &[&&id_hash[..]])
+            .query_opt("SELECT root_key, paid_at, revoked_at FROM l402_tokens WHERE id_hash = $1", &[&&id_hash[..]])
             .await
             .map_err(StoreError::from_display)?;
         Ok(match row {
             None => KeyLookup::Unknown,
-            Some(r) => match r.get::<_, Option<Vec<u8>>>(0) {
-                None => KeyLookup::Revoked,
-                Some(key) => {
+            Some(r) => match (r.get::<_, Option<Vec<u8>>>(0), r.get::<_, Option<i64>>(2)) {
+                (None, Some(_)) => KeyLookup::Revoked,
+                // A stateless token's record: no root key here.
+                (None, None) => KeyLookup::Unknown,
+                (Some(key), _) => {
                     KeyLookup::Active { root_key: RootKey(bytes32(key)?), paid: r.get::<_, Option<i64>>(1).is_some() }
                 }
             },
@@ -113,16 +124,92 @@ impl TokenStore for PostgresStore {
     }
 
     async fn revoke(&self, token_id: &TokenId) -> Result<bool, StoreError> {
-        let c = self.client().await?;
-        let n = c
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(StoreError::from_display)?;
+        let id = &token_id.0[..];
+        let n = tx
             .execute(
-                "UPDATE l402_tokens SET root_key = NULL, revoked_at = extract(epoch from now())::bigint
-                 WHERE token_id = $1 AND root_key IS NOT NULL",
-                &[&&token_id.0[..]],
+                &format!(
+                    "UPDATE l402_tokens SET root_key = NULL, revoked_at = {NOW} WHERE token_id = $1 AND revoked_at IS NULL"
+                ),
+                &[&id],
             )
             .await
             .map_err(StoreError::from_display)?;
+        if n > 0 {
+            list_revocation(&tx, id).await?;
+        }
+        tx.commit().await.map_err(StoreError::from_display)?;
         Ok(n > 0)
+    }
+
+    async fn revoke_id(&self, token_id: &TokenId) -> Result<bool, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(StoreError::from_display)?;
+        let id = &token_id.0[..];
+        let listed = list_revocation(&tx, id).await?;
+        tx.execute(
+            &format!(
+                "UPDATE l402_tokens SET root_key = NULL, revoked_at = COALESCE(revoked_at, {NOW}) WHERE token_id = $1"
+            ),
+            &[&id],
+        )
+        .await
+        .map_err(StoreError::from_display)?;
+        tx.commit().await.map_err(StoreError::from_display)?;
+        Ok(listed)
+    }
+
+    async fn revocations_since(&self, after: u64, limit: u32) -> Result<Vec<Revocation>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT seq, token_id FROM l402_revocations WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&(after as i64), &i64::from(limit)],
+            )
+            .await
+            .map_err(StoreError::from_display)?;
+        rows.into_iter()
+            .map(|r| Ok(Revocation { seq: r.get::<_, i64>(0) as u64, token_id: TokenId(bytes32(r.get(1))?) }))
+            .collect()
+    }
+
+    async fn record(&self, tokens: &[UsedToken]) -> Result<Vec<bool>, StoreError> {
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let col = |f: fn(&UsedToken) -> Vec<u8>| tokens.iter().map(f).collect::<Vec<_>>();
+        let int = |f: fn(&UsedToken) -> Option<i64>| tokens.iter().map(f).collect::<Vec<_>>();
+        let id_hash = col(|t| t.id_hash.to_vec());
+        let token_id = col(|t| t.token_id.0.to_vec());
+        let payment_hash = col(|t| t.payment_hash.0.to_vec());
+        let service: Vec<&str> = tokens.iter().map(|t| t.service.as_str()).collect();
+        let price = int(|t| Some(t.price.0 as i64));
+        let created = int(|t| Some(t.created_at as i64));
+        let expires = int(|t| t.expires_at.map(|e| e as i64));
+        let paid_at = int(|t| Some(t.paid_at as i64));
+        let paid = int(|t| Some(t.paid.0 as i64));
+        let c = self.client().await?;
+        // One statement for the whole batch; the rows it inserted come back.
+        let rows = c
+            .query(
+                "INSERT INTO l402_tokens
+                 (id_hash, token_id, payment_hash, service, price_msat, created_at, expires_at, paid_at, paid_msat, revoked_at)
+                 SELECT u.id_hash, u.token_id, u.payment_hash, u.service, u.price, u.created, u.expires, u.paid_at,
+                        u.paid, r.revoked_at
+                 FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::text[], $5::int8[], $6::int8[], $7::int8[],
+                             $8::int8[], $9::int8[])
+                      AS u(id_hash, token_id, payment_hash, service, price, created, expires, paid_at, paid)
+                 LEFT JOIN l402_revocations r ON r.token_id = u.token_id
+                 ON CONFLICT DO NOTHING
+                 RETURNING token_id",
+                &[&id_hash, &token_id, &payment_hash, &service, &price, &created, &expires, &paid_at, &paid],
+            )
+            .await
+            .map_err(StoreError::from_display)?;
+        let inserted: std::collections::HashSet<Vec<u8>> = rows.into_iter().map(|r| r.get(0)).collect();
+        let mut seen = std::collections::HashSet::new();
+        Ok(tokens.iter().map(|t| inserted.contains(&t.token_id.0[..]) && seen.insert(t.token_id)).collect())
     }
 
     async fn mark_paid(&self, payment_hash: &PaymentHash, amount: Option<Msat>, at: u64) -> Result<bool, StoreError> {
@@ -187,4 +274,17 @@ impl TokenStore for PostgresStore {
             })
             .collect())
     }
+}
+
+/// Lists a revocation (once) under the revocation lock; whether it was new.
+async fn list_revocation(tx: &deadpool_postgres::Transaction<'_>, id: &[u8]) -> Result<bool, StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&REVOCATION_LOCK]).await.map_err(StoreError::from_display)?;
+    let n = tx
+        .execute(
+            &format!("INSERT INTO l402_revocations (token_id, revoked_at) VALUES ($1, {NOW}) ON CONFLICT DO NOTHING"),
+            &[&id],
+        )
+        .await
+        .map_err(StoreError::from_display)?;
+    Ok(n > 0)
 }

@@ -1,8 +1,12 @@
 //! The embedded default: one SQLite file in WAL mode, created (and migrated) on first start.
 //!
+//! The file is created `0600` (SQLite gives its `-wal` and `-shm` files the database file's mode) in a
+//! directory created `0700`: it holds root keys. An existing file readable by others is used, with a warning.
+//!
 //! Calls run on tokio's blocking pool over one connection; SQLite serializes writers anyway, and a root-key
 //! lookup is a primary-key read that takes microseconds.
 
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -11,7 +15,7 @@ use l402_proto::{Msat, PaymentHash, RootKey, TokenId};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::migrations::SQLITE;
-use super::{KeyLookup, NewToken, Revenue, StoreError, TokenInfo, TokenQuery, TokenStore};
+use super::{KeyLookup, NewToken, Revenue, Revocation, StoreError, TokenInfo, TokenQuery, TokenStore, UsedToken};
 
 /// A [`TokenStore`] in a SQLite file.
 #[derive(Clone)]
@@ -40,9 +44,21 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(StoreError::from_display)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(StoreError::from_display)?;
         }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(StoreError::from_display)?;
+        if file.metadata().is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            tracing::warn!(path = %path.display(), "the token store is readable by others: chmod 600 it (and its -wal, -shm)");
+        }
+        drop(file);
         // Instances starting together on one new file: switching it to WAL can be refused as busy without
         // SQLite's busy handler being asked, so a busy or locked database is retried for a while.
         let started = std::time::Instant::now();
@@ -129,27 +145,103 @@ impl TokenStore for SqliteStore {
         let id = *id_hash;
         let row = self
             .with(move |c| {
-                c.query_row("SELECT root_key, paid_at FROM l402_tokens WHERE id_hash = ?1", [&id[..]], |r| {
-                    Ok((r.get::<_, Option<Vec<u8>>>(0)?, r.get::<_, Option<i64>>(1)?))
-                })
+                c.query_row(
+                    "SELECT root_key, paid_at, revoked_at FROM l402_tokens WHERE id_hash = ?1",
+                    [&id[..]],
+                    |r| Ok((r.get::<_, Option<Vec<u8>>>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, Option<i64>>(2)?)),
+                )
                 .optional()
             })
             .await?;
         Ok(match row {
             None => KeyLookup::Unknown,
-            Some((None, _)) => KeyLookup::Revoked,
-            Some((Some(key), paid)) => KeyLookup::Active { root_key: RootKey(bytes32(key)?), paid: paid.is_some() },
+            Some((None, _, Some(_))) => KeyLookup::Revoked,
+            // A stateless token's record: no root key here.
+            Some((None, _, None)) => KeyLookup::Unknown,
+            Some((Some(key), paid, _)) => KeyLookup::Active { root_key: RootKey(bytes32(key)?), paid: paid.is_some() },
         })
     }
 
     async fn revoke(&self, token_id: &TokenId) -> Result<bool, StoreError> {
         let id = token_id.0;
         self.with(move |c| {
-            c.execute(
-                "UPDATE l402_tokens SET root_key = NULL, revoked_at = strftime('%s','now') WHERE token_id = ?1 AND root_key IS NOT NULL",
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE l402_tokens SET root_key = NULL, revoked_at = strftime('%s','now') WHERE token_id = ?1 AND revoked_at IS NULL",
                 [&id[..]],
-            )
-            .map(|n| n > 0)
+            )?;
+            if n > 0 {
+                tx.execute(
+                    "INSERT OR IGNORE INTO l402_revocations (token_id, revoked_at) VALUES (?1, strftime('%s','now'))",
+                    [&id[..]],
+                )?;
+            }
+            tx.commit()?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn revoke_id(&self, token_id: &TokenId) -> Result<bool, StoreError> {
+        let id = token_id.0;
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO l402_revocations (token_id, revoked_at) VALUES (?1, strftime('%s','now'))",
+                [&id[..]],
+            )?;
+            tx.execute(
+                "UPDATE l402_tokens SET root_key = NULL, revoked_at = COALESCE(revoked_at, strftime('%s','now')) WHERE token_id = ?1",
+                [&id[..]],
+            )?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn revocations_since(&self, after: u64, limit: u32) -> Result<Vec<Revocation>, StoreError> {
+        let rows = self
+            .with(move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT seq, token_id FROM l402_revocations WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )?;
+                let rows =
+                    st.query_map(params![after as i64, limit], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        rows.into_iter().map(|(seq, id)| Ok(Revocation { seq: seq as u64, token_id: TokenId(bytes32(id)?) })).collect()
+    }
+
+    async fn record(&self, tokens: &[UsedToken]) -> Result<Vec<bool>, StoreError> {
+        let tokens = tokens.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut done = Vec::with_capacity(tokens.len());
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO l402_tokens
+                     (id_hash, token_id, payment_hash, service, price_msat, created_at, expires_at, paid_at, paid_msat, revoked_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, (SELECT revoked_at FROM l402_revocations WHERE token_id = ?2))",
+                )?;
+                for t in &tokens {
+                    let n = st.execute(params![
+                        &t.id_hash[..],
+                        &t.token_id.0[..],
+                        &t.payment_hash.0[..],
+                        t.service,
+                        t.price.0 as i64,
+                        t.created_at as i64,
+                        t.expires_at.map(|e| e as i64),
+                        t.paid_at as i64,
+                        t.paid.0 as i64
+                    ])?;
+                    done.push(n > 0);
+                }
+            }
+            tx.commit()?;
+            Ok(done)
         })
         .await
     }

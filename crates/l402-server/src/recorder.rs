@@ -1,0 +1,154 @@
+//! Recording stateless tokens when they are first paid or used, off the request path.
+//!
+//! A stateless challenge writes nothing; what the admin listing and the revenue need is written later, once
+//! per token: when the settlement of its invoice is seen by the instance that minted it (it remembers its
+//! recent challenges, [`Recorder::minted`]), or else when the token is first verified (the preimage proves
+//! the payment; the price is the charge's). Requests hand the record to a background writer through a bounded
+//! queue and never wait for it. A bounded set of tokens already recorded (sized for the tokens in use,
+//! [`DEFAULT_RECORDED_SIZE`]) keeps a token that is used again from being written again, whatever the number
+//! of tokens in rotation up to that size; past it, a token is at worst written again (an insert that finds
+//! it and does nothing).
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use l402_lightning::Settlement;
+use l402_proto::{PaymentHash, TokenId};
+use tokio::sync::mpsc;
+
+use crate::cache::Bounded;
+use crate::metrics::Metrics;
+use crate::store::{TokenStore, UsedToken};
+
+/// The default number of tokens remembered as recorded (about 40 MB when full).
+pub const DEFAULT_RECORDED_SIZE: usize = 2_000_000;
+
+/// The default number of recent challenges remembered for their settlement.
+pub const DEFAULT_PENDING_SIZE: usize = 100_000;
+
+/// Records waiting for the writer; past this, a record is dropped for now (and made again on the next use).
+const QUEUE: usize = 65_536;
+
+/// Records written per store call.
+const BATCH: usize = 512;
+
+/// A challenge minted here and not yet seen paid.
+#[derive(Clone, Debug)]
+pub(crate) struct Pending {
+    pub(crate) token: UsedToken,
+    pub(crate) minted: Instant,
+}
+
+pub(crate) struct Recorder {
+    store: Arc<dyn TokenStore>,
+    metrics: Arc<Metrics>,
+    recorded: Arc<Bounded<u64, ()>>,
+    pending: Bounded<PaymentHash, Pending>,
+    pending_for: Duration,
+    queue: OnceLock<mpsc::Sender<UsedToken>>,
+}
+
+/// The random part of a stateless token id (bytes 8..16; the first eight are the mint time).
+fn fingerprint(id: &TokenId) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&id.0[8..16]);
+    u64::from_le_bytes(b)
+}
+
+impl Recorder {
+    pub(crate) fn new(
+        store: Arc<dyn TokenStore>,
+        metrics: Arc<Metrics>,
+        recorded: usize,
+        pending: usize,
+        pending_for: Duration,
+    ) -> Self {
+        Self {
+            store,
+            metrics,
+            recorded: Arc::new(Bounded::new(recorded)),
+            pending: Bounded::new(pending),
+            pending_for,
+            queue: OnceLock::new(),
+        }
+    }
+
+    /// Remembers a challenge minted here: `token` as it will be recorded (its `paid_*` fields are filled in
+    /// when it is paid).
+    pub(crate) fn minted(&self, token: UsedToken) {
+        self.pending.insert(token.payment_hash, Pending { token, minted: Instant::now() });
+    }
+
+    /// A settlement: if its invoice is one of the challenges minted here, the token is recorded as paid (the
+    /// amount received, the settlement time). Whether it was.
+    pub(crate) fn settled(&self, s: &Settlement) -> bool {
+        let Some(p) = self.pending.remove(&s.payment_hash) else { return false };
+        if p.minted.elapsed() > self.pending_for {
+            return false;
+        }
+        if self.recorded.insert_new(fingerprint(&p.token.token_id), ()) {
+            self.send(UsedToken { paid_at: s.settled_at, paid: s.amount_received, ..p.token });
+        }
+        true
+    }
+
+    /// A stateless token verified: recorded unless it already was. `make` builds the record from the
+    /// challenge minted here, if remembered; it is not called for a token already recorded. Never waits.
+    pub(crate) fn used(
+        &self,
+        token_id: &TokenId,
+        payment_hash: &PaymentHash,
+        make: impl FnOnce(Option<UsedToken>) -> UsedToken,
+    ) {
+        if !self.recorded.insert_new(fingerprint(token_id), ()) {
+            return;
+        }
+        let minted_here = self.pending.remove(payment_hash).map(|p| p.token);
+        self.send(make(minted_here));
+    }
+
+    fn send(&self, token: UsedToken) {
+        let fp = fingerprint(&token.token_id);
+        let queue = self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(write(rx, self.store.clone(), self.metrics.clone(), self.recorded.clone()));
+            tx
+        });
+        if let Err(e) = queue.try_send(token) {
+            // Full (or the writer is gone): forget it was recorded, so that the next use tries again.
+            self.recorded.remove(&fp);
+            tracing::debug!(token_id = %e.into_inner().token_id, "record queue full; recorded on a later use");
+        }
+    }
+}
+
+/// The writer: batches of records, one store call each. A batch that fails is forgotten as recorded (its
+/// tokens are recorded on a later use).
+async fn write(
+    mut rx: mpsc::Receiver<UsedToken>,
+    store: Arc<dyn TokenStore>,
+    metrics: Arc<Metrics>,
+    recorded: Arc<Bounded<u64, ()>>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        match store.record(&batch).await {
+            Ok(done) => {
+                for (t, new) in batch.iter().zip(done) {
+                    if new {
+                        metrics.invoices_settled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        metrics.revenue_msat.fetch_add(t.paid.0, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!(token_id = %t.token_id, service = %t.service, paid_msat = t.paid.0, "token recorded");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, tokens = batch.len(), "could not record tokens; retried on their next use");
+                for t in &batch {
+                    recorded.remove(&fingerprint(&t.token_id));
+                }
+            }
+        }
+        batch.clear();
+    }
+}
