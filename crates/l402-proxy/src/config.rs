@@ -55,6 +55,9 @@ pub struct Config {
     /// The limit on 402 challenges, always on.
     #[serde(default)]
     pub challenge_limit: ChallengeLimitConfig,
+    /// How tokens are minted: stateless, from master keys (the default with SQLite), or stored at mint time.
+    #[serde(default)]
+    pub tokens: TokensConfig,
     /// The priced services, matched in order: the first whose host and path match takes the request.
     #[serde(rename = "service")]
     pub services: Vec<ServiceConfig>,
@@ -147,6 +150,71 @@ pub struct ChallengeLimitConfig {
 impl Default for ChallengeLimitConfig {
     fn default() -> Self {
         Self { per_client_per_second: 2.0, per_client_burst: 20, global_per_second: 200.0, global_burst: 400 }
+    }
+}
+
+/// How tokens are minted and revoked.
+///
+/// Stateless (the default with SQLite, and with PostgreSQL once `master_key_files` is set): a token's root key
+/// is derived from a master key, so a challenge writes nothing to the store and a verification reads nothing
+/// from it; a token is recorded when it is first paid or used. Stored (PostgreSQL without master keys, or
+/// `stored = true`): every challenge writes its root key to the store, the way tokens were minted before.
+/// Tokens of either kind keep working whichever way new ones are minted.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    /// Master key files (64 hex digits), the minting key first; the others only verify (rotation: put a new
+    /// key first and keep the old one after it until its tokens have expired). The first is created, `0600`,
+    /// when missing. Instances sharing a store must share these files. Default with SQLite: one file beside
+    /// the database, `<path>.master-key`; with PostgreSQL: none (tokens are stored).
+    #[serde(default)]
+    pub master_key_files: Vec<PathBuf>,
+    /// Store every token at mint time even with master keys at hand.
+    #[serde(default)]
+    pub stored: bool,
+    /// How often each instance reads the revocations made by the others, milliseconds: a token revoked
+    /// through one instance is refused by every other within twice this (default 1000).
+    #[serde(default = "default_revocation_poll")]
+    pub revocation_poll_ms: u64,
+    /// How many stateless tokens are remembered as recorded (default 2,000,000, about 40 MB when full); keep
+    /// it above the number of tokens in use.
+    #[serde(default = "default_recorded_tokens")]
+    pub recorded_tokens: usize,
+}
+
+fn default_revocation_poll() -> u64 {
+    l402_server::DEFAULT_REVOCATION_POLL.as_millis() as u64
+}
+fn default_recorded_tokens() -> usize {
+    l402_server::DEFAULT_RECORDED_SIZE
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            master_key_files: Vec::new(),
+            stored: false,
+            revocation_poll_ms: default_revocation_poll(),
+            recorded_tokens: default_recorded_tokens(),
+        }
+    }
+}
+
+impl TokensConfig {
+    /// The master key files in effect for `store` (empty: tokens are stored at mint time).
+    pub fn key_files(&self, store: &StoreConfig) -> Vec<PathBuf> {
+        if self.stored {
+            return Vec::new();
+        }
+        match (self.master_key_files.is_empty(), store) {
+            (false, _) => self.master_key_files.clone(),
+            (true, StoreConfig::Sqlite { path }) => {
+                let mut name = path.file_name().unwrap_or_default().to_os_string();
+                name.push(".master-key");
+                vec![path.with_file_name(name)]
+            }
+            (true, StoreConfig::Postgres { .. }) => Vec::new(),
+        }
     }
 }
 
@@ -391,6 +459,9 @@ impl Config {
             return Err(ConfigError("no [[service]] configured".into()));
         }
         config.check_limits()?;
+        if config.tokens.revocation_poll_ms == 0 || config.tokens.revocation_poll_ms > 3_600_000 {
+            return Err(ConfigError("tokens.revocation_poll_ms: give 1..=3600000".into()));
+        }
         crate::client::TrustedProxies::parse(&config.trusted_proxies)?;
         let mut names = std::collections::HashSet::new();
         for s in &config.services {

@@ -84,6 +84,8 @@ impl Proxy {
         issuer: Arc<dyn InvoiceIssuer>,
     ) -> Result<Self, ConfigError> {
         let state = Arc::new(State::new(config, store, issuer)?);
+        // Read the revocations now: a store that cannot be read fails the start, not the first paid request.
+        state.paywall.refresh_revocations().await.map_err(|e| ConfigError(format!("store: {e}")))?;
         let acceptor = config.tls.as_ref().map(tls_acceptor).transpose()?;
         let listener = TcpListener::bind(config.listen)
             .await

@@ -17,7 +17,7 @@ use l402_proto::Msat;
 use l402_server::layer::answer;
 use l402_server::response::is_grpc;
 use l402_server::store::{PostgresStore, SqliteStore, TokenStore};
-use l402_server::{Charge, Paywall, ServiceSpec};
+use l402_server::{Charge, MasterKeys, Paywall, ServiceSpec};
 
 use crate::client::{ClientPrefix, TrustedProxies};
 use crate::config::{Config, ConfigError, ListenerConfig, RateKey, ServiceConfig, StoreConfig};
@@ -118,12 +118,22 @@ impl State {
         issuer: Arc<dyn InvoiceIssuer>,
     ) -> Result<Self, ConfigError> {
         let metrics = Arc::new(ProxyMetrics::default());
-        let paywall = Paywall::builder(store, issuer)
+        let mut builder = Paywall::builder(store, issuer)
             .key_cache_ttl(Duration::from_millis(config.key_cache_ttl_ms))
             .key_cache_size(config.key_cache_size)
             .invoice_expiry(Duration::from_secs(config.invoice_expiry_secs))
-            .metrics(metrics.paywall.clone())
-            .build();
+            .revocation_poll_interval(Duration::from_millis(config.tokens.revocation_poll_ms))
+            .recorded_tokens_size(config.tokens.recorded_tokens)
+            .metrics(metrics.paywall.clone());
+        let key_files = config.tokens.key_files(&config.store);
+        if key_files.is_empty() {
+            tracing::info!("tokens are stored at mint time (set [tokens] master_key_files for stateless tokens)");
+        } else {
+            let keys = MasterKeys::load(&key_files).map_err(|e| ConfigError(format!("tokens: {e}")))?;
+            builder = builder.master_keys(keys);
+            tracing::info!(keys = key_files.len(), "stateless tokens: challenges write nothing to the store");
+        }
+        let paywall = builder.build();
         let mut services = Vec::new();
         let capacity = config.max_tracked_clients;
         for s in &config.services {
