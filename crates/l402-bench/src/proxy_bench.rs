@@ -12,8 +12,8 @@
 //! the CPU time per request of the proxy (of nginx's processes for nginx), the share of the machine other
 //! processes used during each run, and the proxy's `VmRSS` at rest and at its peak under load.
 //!
-//! With `--perf-dir`, after the rounds, one more run of the payment-off, valid-token and rotation targets
-//! each under `perf record` of the proxy process ([`crate::profile`]).
+//! With `--perf-dir`, after the rounds, one more run of the nginx, payment-off, valid-token and rotation
+//! targets each under `perf record` and `perf stat` of the proxy process (of nginx's) ([`crate::profile`]).
 //!
 //! The proxy runs with `RUST_LOG=warn`: its default `info` level writes a log line per request.
 
@@ -291,13 +291,13 @@ async fn measure(args: &ProxyArgs, bin: &Path, nginx_bin: &Path, net: &Net) -> R
     let peak = sampler.peak_kib();
     drop(sampler);
     let nginx_kib: u64 = nginx.pids().iter().filter_map(|p| rss_kib(*p)).sum();
-    nginx.stop().await?;
     if let Some(perf) = &args.perf_dir {
         std::fs::create_dir_all(perf)?;
-        for (name, t) in [("payment-off", &targets[2]), ("valid-token", &targets[3])] {
-            profile::record(perf, name, &load, &t.url, t.requests, pid).await?;
+        for (name, t) in [("nginx", &targets[1]), ("payment-off", &targets[2]), ("valid-token", &targets[3])] {
+            profile::record(perf, name, &load, &t.url, t.requests, &t.pids).await?;
         }
     }
+    nginx.stop().await?;
     let hwm = proxyproc::proc_status_kib(pid, "VmHWM").unwrap_or(0);
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let rss_after = rss_kib(pid).unwrap_or(0);
@@ -405,7 +405,7 @@ async fn measure(args: &ProxyArgs, bin: &Path, nginx_bin: &Path, net: &Net) -> R
     let peak_b = sampler.peak_kib();
     drop(sampler);
     if let Some(perf) = &args.perf_dir {
-        profile::record(perf, "rotation", &load, &url_b, Requests::Rotating(&many), pid_b).await?;
+        profile::record(perf, "rotation", &load, &url_b, Requests::Rotating(&many), &[pid_b]).await?;
     }
     proxy_b.stop().await?;
     proxy_c.stop().await?;

@@ -9,18 +9,18 @@
 //! - [`Keys::Store`] (today's tokens): a random root key per token, the record written into the proxy's
 //!   SQLite store (created and migrated by `l402-server`'s `SqliteStore`) as paid, the row
 //!   `TokenStore::insert` then `mark_paid` leave (as the settlement watcher records a real payment), so that
-//!   verifying them reads the store and never writes it. The rows go in one transaction per batch (a
-//!   million through the store API's one-statement calls took minutes); each batch's last token is read back
-//!   through `TokenStore::lookup`.
+//!   verifying them reads the store and never writes it. All rows go in one transaction ([`insert_paid`]: a
+//!   million through the store API's one-statement calls took minutes); the last token is read back through
+//!   `TokenStore::lookup`.
 //!
 //! Stateless tokens (root keys derived from a master secret, issue 10) fit as one more variant: a
 //! `Keys::MasterSecret(secret)` whose [`Keys::root_key`] arm derives the key from the secret and the token
-//! id with the paywall's own derivation, and whose [`Keys::record`] arm writes nothing; the proxy's
-//! configuration then gets the `master_secret` setting (`proxy_bench::measure`). The minting loop does not
-//! change.
+//! id with the paywall's own derivation, whose [`Keys::recorder`] arm is `None` (nothing written) and whose
+//! [`Keys::check`] arm has nothing to read back; the proxy's configuration then gets the `master_secret`
+//! setting (`proxy_bench::measure`, where `Keys` is chosen). The minting loop does not change.
 //!
-//! Speed: the macaroons are minted on every core (HMAC chains and base64) while the previous batch's records
-//! go to the store.
+//! Speed: the macaroons are minted on every core (HMAC chains and base64) while a thread of its own writes
+//! the records.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -49,55 +49,80 @@ impl Keys {
         }
     }
 
-    /// Records the tokens (as paid at `now`) where the proxy will look for them.
-    async fn record(&self, batch: &[NewToken], now: u64) -> Result<()> {
+    /// Where the records go, if anywhere: a [`Recorder`] on its own thread.
+    fn recorder(&self, now: u64) -> Option<Recorder> {
         match self {
-            Keys::Store { store, db } => {
-                let (db, rows) = (db.clone(), batch.to_vec());
-                tokio::task::spawn_blocking(move || insert_paid(&db, &rows, now)).await.context("recording")??;
-                // The rows must read back through the store's own API as active, paid tokens with their keys.
-                if let Some(t) = batch.last() {
-                    let found = store.lookup(&t.id_hash).await.context("looking a minted token up")?;
-                    let expected = KeyLookup::Active { root_key: t.root_key.clone(), paid: true };
-                    anyhow::ensure!(found == expected, "a minted token reads back from the store as {found:?}");
-                }
+            Keys::Store { db, .. } => {
+                let (tx, rx) = std::sync::mpsc::channel::<Vec<NewToken>>();
+                let db = db.clone();
+                let thread = std::thread::spawn(move || insert_paid(&db, &rx, now));
+                Some(Recorder { tx, thread })
+            }
+        }
+    }
+
+    /// Checks that `token` reads back from where it was recorded.
+    async fn check(&self, token: &NewToken) -> Result<()> {
+        match self {
+            Keys::Store { store, .. } => {
+                let found = store.lookup(&token.id_hash).await.context("looking a minted token up")?;
+                let expected = KeyLookup::Active { root_key: token.root_key.clone(), paid: true };
+                anyhow::ensure!(found == expected, "a minted token reads back from the store as {found:?}");
                 Ok(())
             }
         }
     }
 }
 
-/// Inserts `rows` into the store's token table at `db` as paid at `now`, in one transaction: the row
-/// `TokenStore::insert` then `TokenStore::mark_paid` leave, a million in seconds instead of minutes (each
-/// store call is a blocking-pool round trip around its own autocommitted statement).
-fn insert_paid(db: &Path, rows: &[NewToken], now: u64) -> Result<()> {
+/// Records batches of minted tokens on its own thread.
+struct Recorder {
+    tx: std::sync::mpsc::Sender<Vec<NewToken>>,
+    thread: std::thread::JoinHandle<Result<()>>,
+}
+
+impl Recorder {
+    fn finish(self) -> Result<()> {
+        drop(self.tx);
+        self.thread.join().map_err(|_| anyhow::anyhow!("the recording thread panicked"))?
+    }
+}
+
+/// Inserts every batch received into the store's token table at `db`, as paid at `now`: the row
+/// `TokenStore::insert` then `TokenStore::mark_paid` leave. One transaction for all, with a page cache large
+/// enough for the whole table, so that each index page is written once: a million tokens in seconds, where
+/// a million store calls (each a blocking-pool round trip around its own autocommitted statement) or a
+/// transaction per batch (rewriting the same random index pages into the WAL every time) took minutes.
+fn insert_paid(db: &Path, batches: &std::sync::mpsc::Receiver<Vec<NewToken>>, now: u64) -> Result<()> {
     let mut conn = rusqlite::Connection::open(db).context("opening the store's database")?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "cache_size", -1_048_576)?; // KiB: up to 1 GiB, for this connection only
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut insert = tx.prepare(
             "INSERT INTO l402_tokens (id_hash, token_id, payment_hash, service, price_msat, root_key, created_at, \
              expires_at, paid_at, paid_msat) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?5)",
         )?;
-        for t in rows {
-            insert.execute(rusqlite::params![
-                &t.id_hash[..],
-                &t.token_id.0[..],
-                &t.payment_hash.0[..],
-                t.service,
-                t.price.0 as i64,
-                &t.root_key.0[..],
-                t.created_at as i64,
-                t.expires_at.map(|e| e as i64),
-                now as i64,
-            ])?;
+        for rows in batches {
+            for t in &rows {
+                insert.execute(rusqlite::params![
+                    &t.id_hash[..],
+                    &t.token_id.0[..],
+                    &t.payment_hash.0[..],
+                    t.service,
+                    t.price.0 as i64,
+                    &t.root_key.0[..],
+                    t.created_at as i64,
+                    t.expires_at.map(|e| e as i64),
+                    now as i64,
+                ])?;
+            }
         }
     }
     tx.commit().context("committing the minted tokens")?;
     Ok(())
 }
 
-/// Tokens minted per batch: one batch is minted while the previous one is recorded.
+/// Tokens minted per batch.
 const BATCH: usize = 8192;
 
 /// Mints `count` tokens for `service` at `price`, records them with `keys`, and writes their
@@ -106,28 +131,31 @@ pub(crate) async fn mint(keys: &Keys, service: &str, price: Msat, count: usize, 
     let mut file = std::io::BufWriter::new(std::fs::File::create(out).context("creating the tokens file")?);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let caveats = vec![Caveat::services(&[Service::new(service)]), Caveat::capabilities::<&str>(service, &[])];
+    let recorder = keys.recorder(now);
     let mut left = count;
-    let mut pending: Option<Vec<(NewToken, String)>> = None;
-    while left > 0 || pending.is_some() {
+    let mut last = None;
+    while left > 0 {
         let n = left.min(BATCH);
         left -= n;
-        // Mint the next batch on every core (a blocking task) while the previous one goes to the store.
-        let minting = {
-            let (keys, caveats, service) = (keys.clone(), caveats.clone(), service.to_owned());
-            tokio::task::spawn_blocking(move || mint_batch(&keys, &service, price, now, &caveats, n))
-        };
-        if let Some(batch) = pending.take() {
-            let records: Vec<NewToken> = batch.iter().map(|(t, _)| t.clone()).collect();
-            keys.record(&records, now).await?;
-            for (_, credential) in &batch {
-                writeln!(file, "{credential}")?;
-            }
-        }
-        let made = minting.await.context("the minting task")??;
+        // Minted on every core; recorded on the recorder's thread meanwhile.
+        let (k, c, s) = (keys.clone(), caveats.clone(), service.to_owned());
+        let made = tokio::task::spawn_blocking(move || mint_batch(&k, &s, price, now, &c, n)).await??;
         anyhow::ensure!(made.len() == n, "minted {} tokens of {n} in a batch", made.len());
-        if n > 0 {
-            pending = Some(made);
+        let mut records = Vec::with_capacity(n);
+        for (record, credential) in made {
+            writeln!(file, "{credential}")?;
+            records.push(record);
         }
+        last = records.last().cloned();
+        if let Some(r) = &recorder {
+            r.tx.send(records).map_err(|_| anyhow::anyhow!("the recording thread stopped"))?;
+        }
+    }
+    if let Some(r) = recorder {
+        r.finish()?;
+    }
+    if let Some(t) = last {
+        keys.check(&t).await?;
     }
     file.flush()?;
     Ok(())
