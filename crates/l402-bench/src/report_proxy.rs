@@ -229,7 +229,7 @@ pub(crate) fn proxy(md: &mut String, r: &Results) {
         "\nThe {} rotated tokens were minted before the proxies started, with `l402-proto`, exactly as the paywall \
          mints (random token id and root key, the same caveats), each over the payment hash of a preimage chosen by \
          the benchmark, and recorded in the proxy's store as paid (the rows `TokenStore::insert` and `mark_paid` \
-         leave, written in one transaction per batch, a sample read back through `TokenStore::lookup`): they are \
+         leave, written in one transaction, one read back through `TokenStore::lookup`): they are \
          valid because the preimage matches, but they were not paid over Lightning. Only the single token was. wrk goes through them in turn \
          (one file per wrk thread, each run carrying on where the previous one stopped), so a token comes back only \
          after all the others.",

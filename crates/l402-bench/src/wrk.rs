@@ -278,3 +278,33 @@ pub(crate) async fn measured(load: &Load, url: &str, requests: Requests<'_>) -> 
     }
     Ok(run)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each thread's offset points at the start of the line it is to send next, carrying on across runs
+    /// and wrapping around its file.
+    #[test]
+    fn a_rotation_carries_on_where_the_last_run_stopped() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let values = (0..10).map(|i| format!("L402 token-{i:0width$}", width = 1 + i % 3));
+        let rotation = Rotation::write(dir.path(), "r", values, 2)?;
+        assert_eq!(rotation.len(), 10);
+        let line_at = |k: usize, offset: &str| -> Result<String> {
+            let text = std::fs::read_to_string(dir.path().join(format!("r-{k}.txt")))?;
+            let at: usize = offset.parse()?;
+            Ok(text[at..].lines().next().unwrap_or_default().to_owned())
+        };
+        let requests = Requests::Rotating(&rotation);
+        let args = requests.args();
+        assert_eq!((line_at(0, &args[0])?, line_at(1, &args[1])?), ("L402 token-0".into(), "L402 token-01".into()));
+        requests.sent(6); // three per thread: thread 0 sent values 0, 2, 4; thread 1 values 1, 3, 5
+        let args = requests.args();
+        assert_eq!((line_at(0, &args[0])?, line_at(1, &args[1])?), ("L402 token-6".into(), "L402 token-07".into()));
+        requests.sent(4); // all ten sent: both threads back at their first line
+        let args = requests.args();
+        assert_eq!((line_at(0, &args[0])?, line_at(1, &args[1])?), ("L402 token-0".into(), "L402 token-01".into()));
+        Ok(())
+    }
+}
