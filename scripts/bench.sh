@@ -2,10 +2,12 @@
 # Runs the whole benchmark suite of issue 6 on this machine and writes BENCHMARKS.md at the repository root.
 #
 # Installs what it needs (the project's dependencies and a regtest bitcoind via scripts/install-deps.sh; wrk
-# from Debian if missing), builds the release binaries (`l402` and `l402-bench`), then runs, each on a real
-# regtest network where it needs one:
+# and nginx from Debian if missing), builds the release binaries (`l402` and `l402-bench`), then runs, each on
+# a real regtest network where it needs one:
 #   - the criterion benches: l402-proto `verify`; l402-regtest `payments`; l402-testkit `lnd_sim_payments`;
-#   - `l402-bench proxy`, `l402-bench challenges`, `l402-bench client`;
+#   - `l402-bench proxy` (beside nginx `proxy_pass`, which it starts itself from a generated configuration in a
+#     temporary directory and stops: nothing under /etc is used, no daemon is left), `l402-bench addresses`
+#     (a million client addresses), `l402-bench challenges`, `l402-bench client`;
 #   - `l402-bench peers`: `l402 proxy` beside the real Aperture, both on the same real LND node (the peers come
 #     from scripts/install-peers.sh, which install-deps.sh sources), and real payment latency LND <-> LDK;
 # and writes BENCHMARKS.md with `l402-bench report` from what they printed: the machine, then per command the
@@ -19,14 +21,28 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 source scripts/install-deps.sh
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "== installing wrk (Debian)"
-  SUDO=""
-  [ "$(id -u)" = 0 ] || SUDO=sudo
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null 2>&1 || {
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
+# apt_install PACKAGE: from Debian, updating the package lists once if the first try fails.
+apt_install() {
+  echo "== installing $1 (Debian)"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$1" >/dev/null 2>&1 || {
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$1" >/dev/null
   }
+}
+command -v wrk >/dev/null 2>&1 || apt_install wrk
+# The bench runs its own nginx (L402_NGINX, default Debian's /usr/sbin/nginx) on a free loopback port.
+export L402_NGINX=${L402_NGINX:-/usr/sbin/nginx}
+if [ ! -x "$L402_NGINX" ]; then
+  apt_install nginx
+  # Debian's package starts the system nginx (port 80) where no policy-rc.d forbids it: stop that one, the
+  # bench does not use it.
+  if [ -s /run/nginx.pid ]; then
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO /usr/sbin/nginx -s quit 2>/dev/null || true
+  fi
 fi
 
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -35,7 +51,8 @@ mkdir -p "$RESULTS/criterion"
 OUT=$ROOT/BENCHMARKS.md
 
 if [ "${L402_BENCH_QUICK:-0}" = 1 ]; then
-  PROXY_ARGS=(--rounds 1 --duration 3 --warmup 1 --tokens 2000 --rotation-cache 200)
+  PROXY_ARGS=(--rounds 1 --duration 3 --warmup 1 --tokens 20000)
+  ADDRESS_ARGS=(--addresses 20000 --max-seconds 60)
   CHALLENGE_ARGS=(--count 50)
   CLIENT_ARGS=(--requests 200 --payments 5)
   PEERS_ARGS=(--rounds 1 --duration 3 --warmup 1 --challenges 40 --challenge-rounds 1 --payments 5)
@@ -44,6 +61,7 @@ if [ "${L402_BENCH_QUICK:-0}" = 1 ]; then
   CRITERION_ARGS=(--warm-up-time 1 --measurement-time 2)
 else
   PROXY_ARGS=()
+  ADDRESS_ARGS=()
   CHALLENGE_ARGS=()
   CLIENT_ARGS=()
   PEERS_ARGS=()
@@ -60,6 +78,7 @@ date -u +"%Y-%m-%d %H:%M:%S" >"$RESULTS/started"
 {
   echo "Rust: $(rustc -V)"
   echo "wrk: $(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2)"
+  echo "nginx: $("$L402_NGINX" -v 2>&1 | sed 's/^nginx version: //') (Debian's package)"
   echo "bitcoind: $("$L402_BITCOIND" -version 2>&1 | head -n 1)"
   echo "LND: $("$L402_LND" --version 2>&1 | head -n 1)"
   echo "Aperture: $(go version -m "$L402_APERTURE" 2>/dev/null | awk '$1 == "mod" && $2 == "github.com/lightninglabs/aperture" { print $3 }')"
@@ -117,6 +136,8 @@ run lnd-sim-payments "cargo bench -p l402-testkit --bench lnd_sim_payments" -- \
 
 run proxy "$(show "$BENCH") proxy --l402-bin $(show "$L402") ${PROXY_ARGS[*]}" -- \
   "$BENCH" proxy --l402-bin "$L402" "${PROXY_ARGS[@]}"
+run addresses "$(show "$BENCH") addresses --l402-bin $(show "$L402") ${ADDRESS_ARGS[*]}" -- \
+  "$BENCH" addresses --l402-bin "$L402" "${ADDRESS_ARGS[@]}"
 run challenges "$(show "$BENCH") challenges ${CHALLENGE_ARGS[*]}" -- \
   "$BENCH" challenges "${CHALLENGE_ARGS[@]}"
 run client "$(show "$BENCH") client --l402-bin $(show "$L402") ${CLIENT_ARGS[*]}" -- \

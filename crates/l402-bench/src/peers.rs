@@ -39,7 +39,7 @@ use crate::output::{emit, median, micros, note, percentile, round};
 use crate::proxy_bench::{emit_load, load_run, order};
 use crate::proxyproc::{self, ProxyProcess, RssSampler, rss_kib};
 use crate::sys::{self, Snapshot};
-use crate::wrk::{self, Load, Run};
+use crate::wrk::{self, Load, Requests, Run};
 
 /// Options of `l402-bench peers`.
 #[derive(Args, Debug)]
@@ -195,7 +195,7 @@ async fn measure(args: &PeersArgs, bin: &Path, net: &Regtest) -> Result<()> {
     for round in 1..=args.rounds {
         note(&format!("round {round}/{}: wrk with a valid token, l402 proxy and Aperture", args.rounds));
         for side in order(round, 2) {
-            runs[side].push(load_run(&load, &urls[side], &scripts[side], Some(pids[side]), tick).await?);
+            runs[side].push(load_run(&load, &urls[side], Requests::Fixed(&scripts[side]), &[pids[side]], tick).await?);
         }
     }
     let peak: Vec<u64> = samplers.iter().map(RssSampler::peak_kib).collect();

@@ -85,7 +85,7 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
          is mocked: bitcoind and the LDK nodes are real (regtest), payments are real Lightning payments over real \
          channels, `l402 proxy` is the release binary run as its own process; LND is the project's simulator (LND's \
          gRPC surface over a real LDK node, see `crates/l402-testkit`) except in the side by side with Aperture, \
-         which runs real LND and real Aperture. Targets are those of issues 4 and 6.\n"
+         which runs real LND and real Aperture. Targets are those of issues 4, 6 and 10.\n"
     );
     machine(&mut md, &args.dir);
     for step in &steps {
@@ -104,7 +104,8 @@ pub(crate) fn run(args: ReportArgs) -> Result<()> {
         match step.name.as_str() {
             "proto-verify" => verify_section(&mut md, &args.dir),
             "regtest-payments" | "lnd-sim-payments" => payments_section(&mut md, step),
-            "proxy" => crate::report_sections::proxy(&mut md, &step.results()),
+            "proxy" => crate::report_proxy::proxy(&mut md, &step.results()),
+            "addresses" => crate::report_proxy::addresses(&mut md, &step.results()),
             "challenges" => crate::report_sections::challenges(&mut md, &step.results()),
             "client" => crate::report_sections::client(&mut md, &step.results()),
             "peers" => crate::report_sections::peers(&mut md, &step.results()),
@@ -125,7 +126,8 @@ fn title(name: &str) -> &str {
         "proto-verify" => "Token verification (criterion, one core)",
         "regtest-payments" => "Regtest network and LDK -> LDK payments",
         "lnd-sim-payments" => "LND-sim -> LND-sim payments",
-        "proxy" => "Proxy throughput, latency and memory (wrk, `l402 proxy` as a process)",
+        "proxy" => "Proxy throughput, latency and memory (wrk, `l402 proxy` as a process, beside nginx)",
+        "addresses" => "Proxy memory under a million client addresses",
         "challenges" => "Challenges per second (mint + invoice)",
         "client" => "Client: cached-token overhead and time from 402 to 200",
         "peers" => "Side by side with Aperture on real LND, and real payment latency",

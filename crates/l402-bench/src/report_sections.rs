@@ -6,22 +6,22 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-type Results = BTreeMap<String, Value>;
+pub(crate) type Results = BTreeMap<String, Value>;
 
-fn num(results: &Results, figure: &str, field: &str) -> Option<f64> {
+pub(crate) fn num(results: &Results, figure: &str, field: &str) -> Option<f64> {
     results.get(figure)?.get(field)?.as_f64()
 }
 
-fn missing(md: &mut String, figure: &str) {
+pub(crate) fn missing(md: &mut String, figure: &str) {
     let _ = writeln!(md, "| {figure} | missing: the command printed no result for it | | |");
 }
 
-fn mib(kib: f64) -> String {
+pub(crate) fn mib(kib: f64) -> String {
     format!("{:.1} MiB", kib / 1024.0)
 }
 
 /// "from a% to b% over rounds", from a cost figure's per-round values.
-fn range(r: &Results, figure: &str) -> String {
+pub(crate) fn range(r: &Results, figure: &str) -> String {
     let per: Vec<f64> = r
         .get(figure)
         .and_then(|v| v.get("rounds"))
@@ -46,179 +46,8 @@ fn machine(r: &Results, figure: &str) -> String {
     }
 }
 
-fn within(value: f64, target: f64) -> &'static str {
+pub(crate) fn within(value: f64, target: f64) -> &'static str {
     if value < target { "within" } else { "NOT within" }
-}
-
-/// The proxy under wrk.
-pub(crate) fn proxy(md: &mut String, r: &Results) {
-    let wrk = r.get("proxy.valid_token").and_then(|v| v.get("wrk")).and_then(Value::as_str).unwrap_or("?");
-    let rounds = r.get("proxy.valid_token").and_then(|v| v.get("runs")).and_then(Value::as_array).map_or(0, Vec::len);
-    let warmup = num(r, "proxy.valid_token", "warmup_s").unwrap_or(0.0);
-    let tokens = r.get("proxy.rotation_cost").and_then(|v| v.get("tokens")).and_then(Value::as_u64).unwrap_or(0);
-    let cache = r.get("proxy.rotation_cost").and_then(|v| v.get("cache")).and_then(Value::as_u64).unwrap_or(0);
-    let _ = writeln!(
-        md,
-        "Each target got the same load, `wrk {wrk}` over loopback, after an unmeasured {warmup:.0} s warm-up, in \
-         {rounds} rounds: upstream, payment off and token, one after the other in each round (odd rounds in that \
-         order, even rounds reversed); then the same for the rotation runs, on two more proxy processes over the same \
-         store, one with `key_cache_size = {cache}` and one with the cache off. Each figure is the median over \
-         rounds; each cost the median of per-round ratios, with the range over rounds. The proxy logs at `warn` (its \
-         default `info` writes a line per request). Proxy CPU per request: the proxy process's user + system time \
-         over the run divided by its requests. Other processes: the share of the machine's CPU time used during the \
-         run by processes other than this benchmark, its wrk and the proxy (builds and tests of other work on a \
-         shared machine). Upstream: an axum `hello` handler in the bench process. A run with any error or non-2xx \
-         answer aborts the benchmark.\n"
-    );
-    let _ = writeln!(md, "| Figure | req/s | p50 | p99 | proxy CPU per request | other processes | Interpretation |");
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
-    let off = num(r, "proxy.payment_off", "rps");
-    let one = num(r, "proxy.rotate_1_token", "rps");
-    let many = format!("proxy, {tokens} tokens in rotation, key cache of {cache} keys");
-    let many_off = format!("proxy, {tokens} tokens in rotation, key cache off");
-    let rows = [
-        ("proxy.upstream_direct", "upstream hit directly", None, "the ceiling: no proxy hop"),
-        (
-            "proxy.payment_off",
-            "proxy, payment off (`payment = false`)",
-            None,
-            "the bare proxy: the base of the paywall's cost",
-        ),
-        ("proxy.valid_token", "proxy, one valid token (paid over Lightning)", off, "of the payment-off proxy's req/s"),
-        (
-            "proxy.rotate_1_token",
-            "proxy, rotation script over the 1 paid token",
-            None,
-            "the control for the rotation runs: the same Lua request() path in wrk, which costs wrk CPU",
-        ),
-        ("proxy.rotate_many_tokens", many.as_str(), one, "of the 1-token control"),
-        ("proxy.rotate_many_no_cache", many_off.as_str(), one, "of the 1-token control"),
-    ];
-    for (figure, what, base, note) in rows {
-        let (Some(rps), Some(p50), Some(p99)) =
-            (num(r, figure, "rps"), num(r, figure, "p50_us"), num(r, figure, "p99_us"))
-        else {
-            missing(md, figure);
-            continue;
-        };
-        let note = match base {
-            Some(b) => {
-                format!("{:.1}% {note} (ratio of the medians; the paired per-round costs are below)", rps / b * 100.0)
-            }
-            None => note.to_owned(),
-        };
-        let cpu = num(r, figure, "proxy_cpu_us").map_or_else(|| "-".to_owned(), |c| format!("{c:.1} µs"));
-        let foreign =
-            num(r, figure, "foreign_cpu").map_or_else(|| "-".to_owned(), |c| format!("{:.0}% of the CPU", c * 100.0));
-        let _ = writeln!(
-            md,
-            "| {what} | {} | {:.2} ms | {:.2} ms | {cpu} | {foreign} | {note} |",
-            crate::report::thousands(rps),
-            p50 / 1e3,
-            p99 / 1e3
-        );
-    }
-    let _ = writeln!(md, "\n| Figure | Value | Against the target |");
-    let _ = writeln!(md, "|---|---|---|");
-    match num(r, "proxy.paywall_cost", "value") {
-        Some(c) => {
-            let _ = writeln!(
-                md,
-                "| paywall cost = 1 - (token req/s) / (payment-off req/s), median of per-round ratios | {:.1}% ({}) | \
-                 {} issue 4's target of < 10% |",
-                c * 100.0,
-                range(r, "proxy.paywall_cost"),
-                within(c, 0.10)
-            );
-        }
-        None => missing(md, "proxy.paywall_cost"),
-    }
-    if let (Some(off), Some(token), Some(extra), Some(share)) = (
-        num(r, "proxy.paywall_cpu", "off_us"),
-        num(r, "proxy.paywall_cpu", "token_us"),
-        num(r, "proxy.paywall_cpu", "extra_us"),
-        num(r, "proxy.paywall_cpu", "share"),
-    ) {
-        let _ = writeln!(
-            md,
-            "| paywall CPU in the proxy process: CPU time per request with a token over payment off (user + system \
-             from /proc/PID/stat; medians of per-round differences and ratios) | +{extra:.1} µs, +{:.1}% ({}; medians \
-             {off:.1} µs off, {token:.1} µs token) | the same target measured on the proxy's own CPU time, apart from \
-             wrk and the upstream sharing the cores: {} 10% |",
-            share * 100.0,
-            range(r, "proxy.paywall_cpu"),
-            within(share, 0.10)
-        );
-    }
-    if let Some(c) = num(r, "proxy.proxy_cost", "value") {
-        let _ = writeln!(
-            md,
-            "| proxy hop cost = 1 - (payment-off req/s) / (upstream req/s) | {:.1}% | no target; on 2 cores the proxy \
-             process competes with wrk and the upstream for CPU |",
-            c * 100.0
-        );
-    }
-    if let Some(c) = num(r, "proxy.rotation_cost", "value") {
-        let _ = writeln!(
-            md,
-            "| {tokens} distinct tokens vs 1, key cache of {cache} keys (`key_cache_size`): 1 - many/one | {:.1}% ({}) \
-             | issue 6 asks for the figure (no number): most requests miss the cache and read the root key from SQLite |",
-            c * 100.0,
-            range(r, "proxy.rotation_cost")
-        );
-    }
-    if let Some(c) = num(r, "proxy.rotation_cost_no_cache", "value") {
-        let _ = writeln!(
-            md,
-            "| {tokens} distinct tokens vs 1, key cache off (`key_cache_ttl_ms = 0`) | {:.1}% ({}) | every request \
-             reads SQLite: the upper bound of the store's cost |",
-            c * 100.0,
-            range(r, "proxy.rotation_cost_no_cache")
-        );
-    }
-    let (rest, peak, after) = (
-        num(r, "proxy.memory", "rest_kib"),
-        num(r, "proxy.memory", "peak_load_kib"),
-        num(r, "proxy.memory", "after_load_kib"),
-    );
-    match (rest, peak, after) {
-        (Some(rest), Some(peak), Some(after)) => {
-            let _ = writeln!(
-                md,
-                "| proxy memory (VmRSS from /proc/PID/status): at rest / peak under load / 2 s after | {} / {} / {} | \
-                 issue 6 asks for the figure, no number; sampled every 20 ms during the runs above |",
-                mib(rest),
-                mib(peak),
-                mib(after)
-            );
-        }
-        _ => missing(md, "proxy.memory"),
-    }
-    if let (Some(rest), Some(peak)) =
-        (num(r, "proxy.memory_rotation", "rest_kib"), num(r, "proxy.memory_rotation", "peak_load_kib"))
-    {
-        let _ = writeln!(
-            md,
-            "| rotation proxy memory: at rest / peak under the {tokens}-token load | {} / {} | with a key cache of \
-             {cache} keys |",
-            mib(rest),
-            mib(peak)
-        );
-    }
-    if let Some(ms) = num(r, "proxy.real_payment", "ms") {
-        let _ = writeln!(
-            md,
-            "| the payment that bought the token (alice's LDK node -> channel -> server's LDK node behind LND-sim) | \
-             {ms:.1} ms | one real payment, not a median |"
-        );
-    }
-    let _ = writeln!(
-        md,
-        "\nThe {tokens} rotated tokens were minted into the proxy's SQLite store before it started, with `l402-proto` \
-         and `l402-server`'s store API, exactly as the paywall mints (random token id and root key, the same caveats), \
-         each over the payment hash of a preimage chosen by the benchmark and marked paid in the store: they are valid \
-         because the preimage matches, but they were not paid over Lightning. Only the single token was."
-    );
 }
 
 /// Challenges per second.
