@@ -68,6 +68,8 @@ async fn measure(args: &ClientArgs, bin: &std::path::Path, net: &Net) -> Result<
 
     let paying_at: Arc<Mutex<Option<Instant>>> = Arc::default();
     let mut client_config = ClientConfig::new(dir.path().join("client"));
+    // The proxy listens on loopback over plain http: ask for it, as the client refuses it by default.
+    client_config.allow_http = true;
     let seen = paying_at.clone();
     client_config.progress = Some(Arc::new(move |p: &Progress| {
         if let (Progress::Paying { .. }, Ok(mut at)) = (p, seen.lock()) {

@@ -79,6 +79,10 @@ pub(crate) struct PeersArgs {
     l402_log: String,
 }
 
+/// Aperture has no limit on challenges: ours is raised out of the way so that challenges/s compares the two.
+const CHALLENGE_LIMIT_OFF: &str = "challenge_limit = { per_client_per_second = 1000000.0, per_client_burst = 1000000, \
+                                   global_per_second = 1000000.0, global_burst = 1000000 }";
+
 const PRICE_SAT: u64 = 10;
 const LNGET: &str = "lnget (Lightning Labs' L402 client) could not be benchmarked: the Go module proxy this machine \
                      reaches refuses github.com/lightninglabs/lnget at every version (403), so it cannot be built here";
@@ -135,7 +139,8 @@ async fn measure(args: &PeersArgs, bin: &Path, net: &Regtest) -> Result<()> {
     };
     let port = proxyproc::free_port()?;
     let config = format!(
-        "listen = \"127.0.0.1:{port}\"\nstore = {{ kind = \"sqlite\", path = \"{db}\" }}\n{lightning}\n\
+        "listen = \"127.0.0.1:{port}\"\nstore = {{ kind = \"sqlite\", path = \"{db}\" }}\n{CHALLENGE_LIMIT_OFF}\n\
+         {lightning}\n\
          [[service]]\nname = \"api\"\npath = \"/api/*\"\nupstream = \"http://{upstream}\"\nprice_sat = {PRICE_SAT}\n",
         db = dir.path().join("l402.db").display(),
         lightning = proxyproc::lnd_section(&files),
