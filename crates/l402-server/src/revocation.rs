@@ -107,7 +107,8 @@ impl Revocations {
     /// Makes sure the set is within its bound before a verification: starts the poller the first time, and
     /// reads the store here only if the set is older than the bound (never read, or the poller is failing).
     pub(crate) async fn ensure_fresh(self: &Arc<Self>, store: &Arc<dyn TokenStore>) -> Result<(), StoreError> {
-        if !self.poller.swap(true, Ordering::AcqRel) {
+        // A load first: the swap is a write, and every request of every core passes here.
+        if !self.poller.load(Ordering::Acquire) && !self.poller.swap(true, Ordering::AcqRel) {
             tokio::spawn(poll(Arc::downgrade(self), store.clone()));
         }
         if self.is_fresh() {
