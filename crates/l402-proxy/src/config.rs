@@ -31,8 +31,9 @@ pub struct Config {
     /// Expiry of challenge invoices, seconds.
     #[serde(default = "default_invoice_expiry")]
     pub invoice_expiry_secs: u64,
-    /// How long a cached root key is trusted, milliseconds: the bound on a revocation made by another
-    /// instance sharing the store. 0 disables the cache.
+    /// How long a cached root key of a stored token (and a recently verified credential) is trusted,
+    /// milliseconds. Not a revocation bound: every verification checks the revocation set (see
+    /// [`TokensConfig::revocation_poll_ms`]). 0 disables the cache.
     #[serde(default = "default_key_cache_ttl")]
     pub key_cache_ttl_ms: u64,
     /// How many root keys the cache holds (default `l402_server::DEFAULT_KEY_CACHE_SIZE`, 100,000). When it
