@@ -1,7 +1,7 @@
-//! What `Paywall::check` costs per request, in process (no HTTP): one stateless token reused (the
-//! verified-credential cache answers), one with the cache off (key derivation and the HMAC chain every time),
-//! and N distinct tokens in rotation (`L402_BENCH_TOKENS`, default 1,000,000: far more than the cache holds,
-//! each recorded once). `cargo bench -p l402-server --bench check`.
+//! What `Paywall::check` costs per request, in process (no HTTP), with the default cache settings: one
+//! stateless token reused (the verified-credential cache answers), one with the cache off (key derivation
+//! and the HMAC chain every time), and N distinct tokens in rotation (`L402_BENCH_TOKENS`, default 1,000,000:
+//! far more than the cache holds, each recorded once). `cargo bench -p l402-server --bench check`.
 #![allow(missing_docs)]
 
 use std::sync::Arc;
@@ -106,7 +106,7 @@ fn main() {
             std::hint::black_box(Credential::parse(std::hint::black_box(header.as_bytes())).expect("parse"));
         }
         println!("parsing the credential alone:   {:>7.0} ns", per(t.elapsed(), reps));
-        let cached = paywall(Duration::from_secs(3600));
+        let cached = paywall(l402_server::DEFAULT_KEY_CACHE_TTL);
         run(&cached, &charge, &one, 1_000).await;
         let d = run(&cached, &charge, &one, reps).await;
         println!("one token, verified cache on:   {:>7.0} ns/check", per(d, reps));
@@ -118,16 +118,24 @@ fn main() {
         let t = Instant::now();
         let many = credentials(&keys, &spec, n);
         println!("minted {n} tokens in {:?}", t.elapsed());
-        let rotation = paywall(Duration::from_secs(3600));
+        // The default cache TTL (1 s), as the proxy runs: a token of the rotation comes back every few seconds.
+        let rotation = paywall(l402_server::DEFAULT_KEY_CACHE_TTL);
         let first = run(&rotation, &charge, &many, n).await;
         println!("{n} tokens, first use (recorded): {:>7.0} ns/check", per(first, n));
-        let recorded = settle(&rotation).await;
-        println!("recorded after the first pass: {recorded} (a record the writer's queue could not take is made on a later use)");
-        let second = run(&rotation, &charge, &many, n).await;
-        println!("{n} tokens, second pass:          {:>7.0} ns/check", per(second, n));
-        println!("recorded after the second pass: {}", settle(&rotation).await);
+        // A record the writer's queue cannot take is made on a later use: go round until all are recorded.
+        let mut passes = 1;
+        loop {
+            let recorded = settle(&rotation).await;
+            println!("recorded after {passes} pass(es): {recorded}");
+            if recorded as usize >= n || passes == 10 {
+                break;
+            }
+            let d = run(&rotation, &charge, &many, n).await;
+            passes += 1;
+            println!("{n} tokens, pass {passes}:               {:>7.0} ns/check", per(d, n));
+        }
         let again = run(&rotation, &charge, &many, n).await;
-        println!("{n} tokens in rotation:          {:>7.0} ns/check", per(again, n));
+        println!("{n} tokens in rotation, all recorded: {:>7.0} ns/check", per(again, n));
         println!("recorded at the end: {}", settle(&rotation).await);
     });
 }

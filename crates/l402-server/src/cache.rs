@@ -92,6 +92,20 @@ impl<K: Hash + Eq, V> Bounded<K, V> {
         true
     }
 
+    /// Sets the entry, returning the one it replaces (if any).
+    pub(crate) fn replace(&self, key: K, value: V) -> Option<V>
+    where
+        K: Clone,
+    {
+        let mut g = self.shard(&key);
+        if let Some(v) = g.current.get_mut(&key) {
+            return Some(std::mem::replace(v, value));
+        }
+        let old = g.old.remove(&key);
+        g.insert(key, value, self.per_shard);
+        old
+    }
+
     /// Removes and returns the entry.
     pub(crate) fn remove(&self, key: &K) -> Option<V> {
         let mut g = self.shard(key);
@@ -233,7 +247,8 @@ mod tests {
         assert!(m.len() >= 800, "{}", m.len());
         assert!(m.insert_new(1_000_000, 1));
         assert!(!m.insert_new(1_000_000, 2));
-        assert_eq!(m.remove(&1_000_000), Some(1));
+        assert_eq!(m.replace(1_000_000, 3), Some(1));
+        assert_eq!(m.remove(&1_000_000), Some(3));
         assert_eq!(m.remove(&1_000_000), None);
     }
 }

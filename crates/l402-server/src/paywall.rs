@@ -412,7 +412,9 @@ impl Paywall {
     ///
     /// The token id is checked against the revocation set first, always. A credential verified within the
     /// key-cache TTL (the same macaroon and preimage: one entry per token) then skips key derivation and the
-    /// HMAC chain; its service, tier, expiry and capability are still checked against this request.
+    /// HMAC chain; its service, tier, expiry and capability are still checked against this request. A
+    /// stateless token enters that cache when it is verified again within the TTL (one seen once in a long
+    /// rotation would only push the others out).
     pub async fn check(&self, cred: &Credential, charge: &Charge) -> Result<L402Token, Refusal> {
         let id = cred.macaroon.l402_identifier().map_err(|e| Refusal::Invalid(e.into()))?;
         self.revocations.ensure_fresh(&self.store).await?;
@@ -447,9 +449,11 @@ impl Paywall {
             // Bought for another tier of this service: a token for this one would do.
             return Err(Refusal::Invalid(VerifyError::ServiceNotGranted { service: service.clone() }));
         }
+        // A stored token is cached from its first verification; a stateless one once it is seen again.
+        let mut worth_caching = true;
         if stateless.is_some() {
             let now = self.now();
-            self.recorder.used(&ok.token_id, &ok.payment_hash, |minted_here| {
+            worth_caching = self.recorder.used(&ok.token_id, &ok.payment_hash, self.cache.ttl(), |minted_here| {
                 let fresh = UsedToken {
                     id_hash: cred.macaroon.identifier_hash(),
                     token_id: ok.token_id,
@@ -491,7 +495,9 @@ impl Paywall {
             capabilities,
             valid_until: ok.valid_until,
         };
-        self.verified.put(cred, charge.service.tier, &token, key_until);
+        if worth_caching {
+            self.verified.put(cred, charge.service.tier, &token, key_until);
+        }
         Ok(token)
     }
 

@@ -7,7 +7,8 @@
 //! queue and never wait for it. A bounded set of tokens already recorded (sized for the tokens in use,
 //! [`DEFAULT_RECORDED_SIZE`]) keeps a token that is used again from being written again, whatever the number
 //! of tokens in rotation up to that size; past it, a token is at worst written again (an insert that finds
-//! it and does nothing).
+//! it and does nothing). The same set says when each token was last verified, so that only tokens in use
+//! take a place in the verified-credential cache.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -42,7 +43,9 @@ pub(crate) struct Pending {
 pub(crate) struct Recorder {
     store: Arc<dyn TokenStore>,
     metrics: Arc<Metrics>,
-    recorded: Arc<Bounded<u64, ()>>,
+    /// Tokens recorded, by fingerprint, with when each was last verified (seconds since `epoch`).
+    recorded: Arc<Bounded<u64, u32>>,
+    epoch: Instant,
     pending: Bounded<PaymentHash, Pending>,
     pending_for: Duration,
     queue: OnceLock<mpsc::Sender<UsedToken>>,
@@ -67,6 +70,7 @@ impl Recorder {
             store,
             metrics,
             recorded: Arc::new(Bounded::new(recorded)),
+            epoch: Instant::now(),
             pending: Bounded::new(pending),
             pending_for,
             queue: OnceLock::new(),
@@ -86,7 +90,7 @@ impl Recorder {
         if p.minted.elapsed() > self.pending_for {
             return false;
         }
-        if self.recorded.insert_new(fingerprint(&p.token.token_id), ()) {
+        if self.recorded.insert_new(fingerprint(&p.token.token_id), 0) {
             self.send(UsedToken { paid_at: s.settled_at, paid: s.amount_received, ..p.token });
         }
         true
@@ -94,17 +98,24 @@ impl Recorder {
 
     /// A stateless token verified: recorded unless it already was. `make` builds the record from the
     /// challenge minted here, if remembered; it is not called for a token already recorded. Never waits.
+    /// Returns whether the token is in use, verified here before within `within` (worth caching: a token
+    /// seen once in a long rotation would only push others out of the cache).
     pub(crate) fn used(
         &self,
         token_id: &TokenId,
         payment_hash: &PaymentHash,
+        within: Duration,
         make: impl FnOnce(Option<UsedToken>) -> UsedToken,
-    ) {
-        if !self.recorded.insert_new(fingerprint(token_id), ()) {
-            return;
+    ) -> bool {
+        let now = self.epoch.elapsed().as_secs() as u32;
+        match self.recorded.replace(fingerprint(token_id), now) {
+            Some(seen) => u64::from(now.saturating_sub(seen)) <= within.as_secs().max(1),
+            None => {
+                let minted_here = self.pending.remove(payment_hash).map(|p| p.token);
+                self.send(make(minted_here));
+                false
+            }
         }
-        let minted_here = self.pending.remove(payment_hash).map(|p| p.token);
-        self.send(make(minted_here));
     }
 
     fn send(&self, token: UsedToken) {
@@ -128,7 +139,7 @@ async fn write(
     mut rx: mpsc::Receiver<UsedToken>,
     store: Arc<dyn TokenStore>,
     metrics: Arc<Metrics>,
-    recorded: Arc<Bounded<u64, ()>>,
+    recorded: Arc<Bounded<u64, u32>>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
