@@ -24,6 +24,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use l402_proto::Msat;
 use l402_server::store::SqliteStore;
+use l402_server::{MasterKey, MasterKeys};
 use serde_json::json;
 
 use crate::net::{self, Net};
@@ -59,6 +60,10 @@ pub(crate) struct ProxyArgs {
     /// Distinct valid tokens in rotation.
     #[arg(long, default_value_t = 1_000_000)]
     tokens: usize,
+    /// Mint the rotation's tokens the old way (a random root key each, in the store) instead of stateless
+    /// ones (the proxy's default: derived from its master key, nothing stored until first use).
+    #[arg(long)]
+    stored_tokens: bool,
     /// Root keys the rotation proxy's cache holds (`key_cache_size`; default: the proxy's default).
     #[arg(long)]
     rotation_cache: Option<usize>,
@@ -208,22 +213,38 @@ async fn measure(args: &ProxyArgs, bin: &Path, nginx_bin: &Path, net: &Net) -> R
     let db = dir.path().join("l402.db");
     let tick = sys::clock_tick_us().await;
 
-    note(&format!("minting {} tokens into the proxy's store (not paid over Lightning)", args.tokens));
+    let kind = if args.stored_tokens { "stored" } else { "stateless" };
+    note(&format!("minting {} {kind} tokens (not paid over Lightning)", args.tokens));
     let tokens_file = dir.path().join("tokens.txt");
     let started = Instant::now();
-    // Stateless tokens: `Keys::MasterSecret(..)` here, and `master_secret` in `config` below.
-    let keys = Keys::Store { store: SqliteStore::open(&db).context("opening the proxy's store")?, db: db.clone() };
+    let keys = if args.stored_tokens {
+        Keys::Store { store: SqliteStore::open(&db).context("opening the proxy's store")?, db: db.clone() }
+    } else {
+        // The key file the proxies load by default for a SQLite store at `db` (`[tokens]`).
+        let mut name = db.file_name().unwrap_or_default().to_os_string();
+        name.push(".master-key");
+        let key = MasterKey::load_or_create(&db.with_file_name(name)).context("the master key")?;
+        Keys::MasterSecret(MasterKeys::single(key))
+    };
     tokens::mint(&keys, "api", PRICE, args.tokens, &tokens_file).await?;
     drop(keys);
     let minted_in = started.elapsed().as_secs_f64();
     emit(
         "proxy.minting",
-        json!({ "tokens": args.tokens, "seconds": round(minted_in, 2), "keys": "store" }),
-        &format!(
-            "{} tokens minted and recorded in the store as paid in {minted_in:.1} s ({:.0} a second)",
-            args.tokens,
-            args.tokens as f64 / minted_in.max(1e-9)
-        ),
+        json!({ "tokens": args.tokens, "seconds": round(minted_in, 2), "keys": kind }),
+        &if args.stored_tokens {
+            format!(
+                "{} tokens minted and recorded in the store as paid in {minted_in:.1} s ({:.0} a second)",
+                args.tokens,
+                args.tokens as f64 / minted_in.max(1e-9)
+            )
+        } else {
+            format!(
+                "{} stateless tokens minted under the proxies' master key in {minted_in:.1} s ({:.0} a second)",
+                args.tokens,
+                args.tokens as f64 / minted_in.max(1e-9)
+            )
+        },
     );
 
     let config = |port: u16, cache: &str| {
@@ -392,6 +413,19 @@ async fn measure(args: &ProxyArgs, bin: &Path, nginx_bin: &Path, net: &Net) -> R
         net::expect_ok(&http, &url_c, Some(line)).await.context("a minted token")?;
     }
     drop(tokens_text);
+    // Every token used once on each proxy before measuring: a token's first use is when the proxy records it
+    // (a stateless one: its row is written then), which is not the steady state measured.
+    let started = Instant::now();
+    let first_b = wrk::pass_once(&load, &url_b, &many).await?;
+    let first_c = wrk::pass_once(&load, &url_c, &many).await?;
+    emit(
+        "proxy.rotation_first_pass",
+        json!({ "requests_b": first_b, "requests_c": first_c, "seconds": round(started.elapsed().as_secs_f64(), 1) }),
+        &format!(
+            "every token used once on each rotation proxy before measuring ({first_b} + {first_c} requests, {:.0} s)",
+            started.elapsed().as_secs_f64()
+        ),
+    );
     let rss_rest_b = rss_kib(pid_b).unwrap_or(0);
     let mut targets = [
         Target::new(url_b.clone(), Requests::Rotating(&one), vec![pid_b]),

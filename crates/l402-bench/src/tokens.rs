@@ -13,11 +13,10 @@
 //!   million through the store API's one-statement calls took minutes); the last token is read back through
 //!   `TokenStore::lookup`.
 //!
-//! Stateless tokens (root keys derived from a master secret, issue 10) fit as one more variant: a
-//! `Keys::MasterSecret(secret)` whose [`Keys::root_key`] arm derives the key from the secret and the token
-//! id with the paywall's own derivation, whose [`Keys::recorder`] arm is `None` (nothing written) and whose
-//! [`Keys::check`] arm has nothing to read back; the proxy's configuration then gets the `master_secret`
-//! setting (`proxy_bench::measure`, where `Keys` is chosen). The minting loop does not change.
+//! - [`Keys::MasterSecret`] (stateless tokens, the proxy's default): the token id minted and the root key
+//!   derived from the master key with the paywall's own functions (`MasterKeys::mint_token_id`,
+//!   `MasterKeys::root_key`), nothing written anywhere; the proxy is given the same key file. The proxy records
+//!   each token on its first use, which is why the bench passes every token once before measuring.
 //!
 //! Speed: the macaroons are minted on every core (HMAC chains and base64) while a thread of its own writes
 //! the records.
@@ -27,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use l402_proto::{Caveat, Credential, Identifier, Macaroon, Msat, Preimage, RootKey, Scheme, Service, TokenId};
+use l402_server::MasterKeys;
 use l402_server::store::{KeyLookup, NewToken, SqliteStore, TokenStore};
 
 /// Where minted tokens' root keys come from, and where their records go.
@@ -39,13 +39,26 @@ pub(crate) enum Keys {
         /// Its file.
         db: PathBuf,
     },
+    /// Stateless: ids and root keys from these master keys (the proxy loads the same key file).
+    MasterSecret(MasterKeys),
 }
 
 impl Keys {
-    /// The root key of the token `token_id`, given 32 fresh random bytes.
-    fn root_key(&self, _token_id: &TokenId, random: [u8; 32]) -> RootKey {
+    /// A token id (`random`: 32 fresh random bytes) minted at `now`.
+    fn token_id(&self, now: u64, random: [u8; 32]) -> Result<TokenId> {
         match self {
-            Keys::Store { .. } => RootKey(random),
+            Keys::Store { .. } => Ok(TokenId(random)),
+            Keys::MasterSecret(keys) => keys.mint_token_id(now).map_err(|e| anyhow::anyhow!("minting a token id: {e}")),
+        }
+    }
+
+    /// The root key of the token `token_id`, given 32 fresh random bytes.
+    fn root_key(&self, token_id: &TokenId, random: [u8; 32]) -> Result<RootKey> {
+        match self {
+            Keys::Store { .. } => Ok(RootKey(random)),
+            Keys::MasterSecret(keys) => {
+                keys.root_key(token_id).context("a token id minted under the master key has no root key")
+            }
         }
     }
 
@@ -58,6 +71,7 @@ impl Keys {
                 let thread = std::thread::spawn(move || insert_paid(&db, &rx, now));
                 Some(Recorder { tx, thread })
             }
+            Keys::MasterSecret(_) => None,
         }
     }
 
@@ -68,6 +82,13 @@ impl Keys {
                 let found = store.lookup(&token.id_hash).await.context("looking a minted token up")?;
                 let expected = KeyLookup::Active { root_key: token.root_key.clone(), paid: true };
                 anyhow::ensure!(found == expected, "a minted token reads back from the store as {found:?}");
+                Ok(())
+            }
+            Keys::MasterSecret(keys) => {
+                anyhow::ensure!(
+                    keys.root_key(&token.token_id).as_ref() == Some(&token.root_key),
+                    "a minted token's root key is not the master key's"
+                );
                 Ok(())
             }
         }
@@ -181,12 +202,18 @@ fn mint_batch(
             .chunks(per)
             .map(|chunk| {
                 s.spawn(move || {
-                    chunk.chunks_exact(96).map(|r| mint_one(keys, service, price, now, caveats, r)).collect::<Vec<_>>()
+                    chunk
+                        .chunks_exact(96)
+                        .map(|r| mint_one(keys, service, price, now, caveats, r))
+                        .collect::<Result<Vec<_>>>()
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect::<Vec<_>>()
-    });
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow::anyhow!("a minting thread panicked"))?)
+            .collect::<Result<Vec<_>>>()
+    })?;
     Ok(made.into_iter().flatten().collect())
 }
 
@@ -198,7 +225,7 @@ fn mint_one(
     now: u64,
     caveats: &[Caveat],
     random: &[u8],
-) -> (NewToken, String) {
+) -> Result<(NewToken, String)> {
     let part = |i: usize| {
         let mut b = [0u8; 32];
         b.copy_from_slice(&random[i * 32..(i + 1) * 32]);
@@ -206,8 +233,8 @@ fn mint_one(
     };
     let preimage = Preimage(part(0));
     let payment_hash = preimage.payment_hash();
-    let token_id = TokenId(part(1));
-    let root_key = keys.root_key(&token_id, part(2));
+    let token_id = keys.token_id(now, part(1))?;
+    let root_key = keys.root_key(&token_id, part(2))?;
     let macaroon = Macaroon::mint(&root_key, &Identifier::new(payment_hash, token_id), caveats);
     let record = NewToken {
         id_hash: macaroon.identifier_hash(),
@@ -219,7 +246,7 @@ fn mint_one(
         created_at: now,
         expires_at: None,
     };
-    (record, Credential::new(Scheme::L402, macaroon, preimage).header_value())
+    Ok((record, Credential::new(Scheme::L402, macaroon, preimage).header_value()))
 }
 
 fn random_bytes(n: usize) -> Result<Vec<u8>> {

@@ -269,6 +269,23 @@ pub(crate) async fn warm_up(load: &Load, url: &str, requests: Requests<'_>) -> R
     Ok(())
 }
 
+/// Runs wrk over `rotation` against `url` until every value of it has been sent at least once more (10 s runs),
+/// so that what the proxy does on a token's first use (recording it) is behind the measured runs. Returns
+/// the requests sent.
+pub(crate) async fn pass_once(load: &Load, url: &str, rotation: &Rotation) -> Result<u64> {
+    let target = rotation.len() as u64;
+    let mut sent = 0;
+    while sent < target {
+        let run = run_for(load, 10, url, Requests::Rotating(rotation)).await?;
+        if run.errors() > 0 {
+            bail!("wrk against {url}: {} errors or non-2xx answers in {} requests", run.errors(), run.requests);
+        }
+        anyhow::ensure!(run.requests > 0, "wrk against {url}: no request in 10 s");
+        sent += run.requests;
+    }
+    Ok(sent)
+}
+
 /// The measured run. A run with errors or non-2xx answers is an error: its throughput would not be the
 /// throughput of the thing measured.
 pub(crate) async fn measured(load: &Load, url: &str, requests: Requests<'_>) -> Result<Run> {

@@ -115,6 +115,10 @@ pub struct ListenerConfig {
     /// Connections served at once. Past it, new connections wait in the kernel's accept queue until one
     /// closes (nothing is refused by the proxy itself).
     pub max_connections: usize,
+    /// Threads serving connections, each with a runtime of its own (0: one per core). A connection is
+    /// served from start to end by the thread it was handed to, round robin, with its own upstream
+    /// connections: no request crosses threads.
+    pub workers: usize,
 }
 
 impl Default for ListenerConfig {
@@ -128,6 +132,7 @@ impl Default for ListenerConfig {
             http2_max_concurrent_streams: 128,
             max_header_bytes: 64 << 10,
             max_connections: 10_000,
+            workers: 0,
         }
     }
 }
@@ -519,6 +524,9 @@ impl Config {
         }
         if l.max_connections == 0 || l.http2_max_concurrent_streams == 0 {
             return Err(ConfigError("listener: max_connections and http2_max_concurrent_streams: at least 1".into()));
+        }
+        if l.workers > 1024 {
+            return Err(ConfigError("listener.workers: at most 1024 (0: one per core)".into()));
         }
         if self.max_tracked_clients == 0 {
             return Err(ConfigError("max_tracked_clients: at least 1".into()));

@@ -6,13 +6,20 @@
 //! `X-L402-Service`; every request gets `X-Forwarded-For` / `-Proto` / `-Host`. The request body is cut at the
 //! service's `max_body_bytes` (413). An upstream that cannot be reached is a 502, one that does not answer in
 //! time a 504.
+//!
+//! Connections to the upstream belong to the thread that made them: a `http://` upstream gets HTTP/1.1
+//! connections from [`crate::pool`], `h2c://` and `https://` ones hyper-util's client, one per thread.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
 use http::header::{HeaderName, HeaderValue};
+use http::uri::Authority;
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -22,15 +29,19 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::ConfigError;
 use crate::headers::{strip_hop_by_hop, strip_request};
+use crate::pool::{Pool, PoolError};
 
 /// The body sent upstream: the client's, cut at the service's limit.
 type UpBody = Limited<Incoming>;
 type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// A client for one upstream.
+/// A client for one upstream. Each thread gets a connection pool of its own (made on its first request), so
+/// a worker's requests use connections driven by that worker: no wakeup crosses threads.
 #[derive(Clone, Debug)]
 pub(crate) struct Upstream {
-    client: UpstreamClient,
+    /// This upstream's key in the threads' pools.
+    id: usize,
+    connector: Connector,
     scheme: http::uri::Scheme,
     /// The HTTP version of the upstream hop, whatever the client spoke: 1.1 for `http://` and `https://`
     /// (ALPN may still pick HTTP/2 for the latter), 2 for `h2c://`.
@@ -42,9 +53,43 @@ pub(crate) struct Upstream {
 }
 
 #[derive(Clone, Debug)]
+enum Connector {
+    /// `http://`: HTTP/1.1 connections of our own pool ([`crate::pool`]).
+    Http1,
+    /// `h2c://`: HTTP/2 without TLS.
+    H2c(HttpConnector),
+    /// `https://`: ALPN picks HTTP/2 or HTTP/1.1.
+    Tls(HttpsConnector),
+}
+
+#[derive(Clone, Debug)]
 enum UpstreamClient {
+    Pool(Pool<UpBody>),
     Plain(Client<HttpConnector, UpBody>),
     Tls(Client<HttpsConnector, UpBody>),
+}
+
+impl Connector {
+    fn client(&self, authority: &Authority) -> UpstreamClient {
+        match self {
+            Connector::Http1 => {
+                let port = authority.port_u16().unwrap_or(80);
+                let host = authority.host();
+                UpstreamClient::Pool(Pool::new(format!("{host}:{port}")))
+            }
+            Connector::H2c(http) => {
+                UpstreamClient::Plain(Client::builder(TokioExecutor::new()).http2_only(true).build(http.clone()))
+            }
+            Connector::Tls(https) => UpstreamClient::Tls(Client::builder(TokioExecutor::new()).build(https.clone())),
+        }
+    }
+}
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's pools, by upstream id.
+    static POOLS: RefCell<HashMap<usize, UpstreamClient>> = RefCell::new(HashMap::new());
 }
 
 /// Why forwarding failed.
@@ -83,14 +128,9 @@ impl Upstream {
         http.set_nodelay(true);
         http.enforce_http(false);
         let version = if uri.scheme_str() == Some("h2c") { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
-        let (client, scheme) = match uri.scheme_str() {
-            Some("http") => {
-                (UpstreamClient::Plain(Client::builder(TokioExecutor::new()).build(http)), http::uri::Scheme::HTTP)
-            }
-            Some("h2c") => (
-                UpstreamClient::Plain(Client::builder(TokioExecutor::new()).http2_only(true).build(http)),
-                http::uri::Scheme::HTTP,
-            ),
+        let (connector, scheme) = match uri.scheme_str() {
+            Some("http") => (Connector::Http1, http::uri::Scheme::HTTP),
+            Some("h2c") => (Connector::H2c(http), http::uri::Scheme::HTTP),
             Some("https") => {
                 let mut roots = rustls::RootCertStore::empty();
                 if let Some(ca) = ca {
@@ -118,11 +158,17 @@ impl Upstream {
                     .enable_http1()
                     .enable_http2()
                     .wrap_connector(http);
-                (UpstreamClient::Tls(Client::builder(TokioExecutor::new()).build(https)), http::uri::Scheme::HTTPS)
+                (Connector::Tls(https), http::uri::Scheme::HTTPS)
             }
             _ => return Err(ConfigError(format!("upstream {url}: scheme must be http, https or h2c"))),
         };
-        Ok(Self { client, scheme, version, authority, base_path, timeout, extra })
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        Ok(Self { id, connector, scheme, version, authority, base_path, timeout, extra })
+    }
+
+    /// This thread's client (its pool) for this upstream.
+    fn client(&self) -> UpstreamClient {
+        POOLS.with(|p| p.borrow_mut().entry(self.id).or_insert_with(|| self.connector.client(&self.authority)).clone())
     }
 
     /// Sends the request upstream at `path` (canonical) and returns its response, headers cleaned. `peer` is
@@ -136,13 +182,27 @@ impl Upstream {
         l402: Option<(&str, &str)>,
         max_body: u64,
     ) -> Result<Response<Body>, ForwardError> {
-        let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(format!("{}{path}{query}", self.base_path))
-            .build()
-            .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
+        let query = req.uri().query();
+        let mut pq = String::with_capacity(self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+        pq.push_str(&self.base_path);
+        pq.push_str(path);
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        let client = self.client();
+        // Our HTTP/1.1 pool sends the origin form with `Host`; hyper-util's client wants the absolute form.
+        let own_pool = matches!(client, UpstreamClient::Pool(_));
+        let uri = if own_pool {
+            Uri::try_from(pq).map_err(|e| ForwardError::Unreachable(e.to_string()))?
+        } else {
+            Uri::builder()
+                .scheme(self.scheme.clone())
+                .authority(self.authority.clone())
+                .path_and_query(pq)
+                .build()
+                .map_err(|e| ForwardError::Unreachable(e.to_string()))?
+        };
         let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
         let mut req = req.map(|b| Limited::new(b, limit));
         let original_host = req
@@ -155,35 +215,53 @@ impl Upstream {
         let headers = req.headers_mut();
         strip_request(headers);
         headers.remove(http::header::HOST);
+        if own_pool {
+            if let Ok(h) = HeaderValue::from_str(self.authority.as_str()) {
+                headers.insert(http::header::HOST, h);
+            }
+        }
         append_forwarded_for(headers, peer);
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(if tls { "https" } else { "http" }));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if tls { "https" } else { "http" }));
         if let Some(h) = original_host {
-            headers.insert("x-forwarded-host", h);
+            headers.insert(X_FORWARDED_HOST, h);
         }
         if let Some((token_id, service)) = l402 {
             if let (Ok(t), Ok(s)) = (HeaderValue::from_str(token_id), HeaderValue::from_str(service)) {
-                headers.insert("x-l402-token-id", t);
-                headers.insert("x-l402-service", s);
+                headers.insert(X_L402_TOKEN_ID, t);
+                headers.insert(X_L402_SERVICE, s);
             }
         }
         for (name, value) in &self.extra {
             headers.insert(name.clone(), value.clone());
         }
         let fut = async {
-            match &self.client {
-                UpstreamClient::Plain(c) => c.request(req).await,
-                UpstreamClient::Tls(c) => c.request(req).await,
+            match &client {
+                UpstreamClient::Pool(p) => match p.send(req).await {
+                    Ok(r) => Ok(r.map(Body::new)),
+                    Err(PoolError::Connect(e)) => Err(ForwardError::Unreachable(error_chain(&e))),
+                    Err(PoolError::Http(e)) if cut_at_limit(&e) => Err(ForwardError::BodyTooLarge),
+                    Err(PoolError::Http(e)) => Err(ForwardError::Unreachable(error_chain(&e))),
+                },
+                UpstreamClient::Plain(c) => legacy(c.request(req).await),
+                UpstreamClient::Tls(c) => legacy(c.request(req).await),
             }
         };
         let resp = match tokio::time::timeout(self.timeout, fut).await {
             Err(_) => return Err(ForwardError::Timeout),
-            Ok(Err(e)) if cut_at_limit(&e) => return Err(ForwardError::BodyTooLarge),
-            Ok(Err(e)) => return Err(ForwardError::Unreachable(error_chain(&e))),
-            Ok(Ok(r)) => r,
+            Ok(r) => r?,
         };
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, Body::new(body)))
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// A response of hyper-util's client, or why there is none.
+fn legacy(r: Result<Response<Incoming>, hyper_util::client::legacy::Error>) -> Result<Response<Body>, ForwardError> {
+    match r {
+        Ok(r) => Ok(r.map(Body::new)),
+        Err(e) if cut_at_limit(&e) => Err(ForwardError::BodyTooLarge),
+        Err(e) => Err(ForwardError::Unreachable(error_chain(&e))),
     }
 }
 
@@ -210,13 +288,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_L402_TOKEN_ID: HeaderName = HeaderName::from_static("x-l402-token-id");
+const X_L402_SERVICE: HeaderName = HeaderName::from_static("x-l402-service");
+
 fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
-    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.is_empty() => format!("{prev}, {client}"),
         _ => client.to_string(),
     };
     if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert("x-forwarded-for", v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
 }
 

@@ -16,16 +16,18 @@ use l402_proto::Credential;
 /// The prefix of the headers only the proxy sets.
 pub const L402_HEADER_PREFIX: &str = "x-l402-";
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
 ];
+const MACAROON: HeaderName = HeaderName::from_static("macaroon");
+const GRPC_MACAROON: HeaderName = HeaderName::from_static("grpc-metadata-macaroon");
 
 /// Removes everything of a client's request that must not reach the upstream (see the module doc).
 pub fn strip_request(headers: &mut HeaderMap) {
@@ -50,7 +52,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if trailers {
@@ -69,8 +71,8 @@ pub fn strip_credentials(headers: &mut HeaderMap) {
             headers.append(http::header::AUTHORIZATION, v);
         }
     }
-    headers.remove("macaroon");
-    headers.remove("grpc-metadata-macaroon");
+    headers.remove(MACAROON);
+    headers.remove(GRPC_MACAROON);
 }
 
 /// Removes every `X-L402-*` header.

@@ -11,6 +11,11 @@
 //! idle connections, head sizes, bodies and the number of connections ([`config::ListenerConfig`]).
 //! `/metrics` and an admin API listen apart ([`admin`]).
 //!
+//! Connections are accepted on the caller's runtime and handed round robin to worker threads (one per core
+//! by default, `[listener] workers`), each a single-threaded runtime that serves its connections whole, with
+//! upstream connections of its own: a request never crosses threads. The paywall, its caches and limits are
+//! shared by all.
+//!
 //! This crate names no Lightning backend: [`Proxy::start`] takes any `InvoiceIssuer` (the `l402` command
 //! builds LND or an embedded LDK node from the config's `[lightning]` section).
 
@@ -22,6 +27,7 @@ mod forward;
 pub mod headers;
 mod limits;
 pub mod metrics;
+mod pool;
 mod proxy;
 pub mod routing;
 
@@ -38,7 +44,7 @@ use l402_server::store::TokenStore;
 pub use metrics::ProxyMetrics;
 pub use proxy::open_store;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::proxy::State;
@@ -91,7 +97,21 @@ impl Proxy {
             .await
             .map_err(|e| ConfigError(format!("listen {}: {e}", config.listen)))?;
         let addr = listener.local_addr().map_err(|e| ConfigError(e.to_string()))?;
-        let mut tasks = vec![tokio::spawn(serve(listener, acceptor, state.clone()))];
+        let l = &config.listener;
+        let ctx = Arc::new(ConnContext {
+            state: state.clone(),
+            acceptor,
+            builder: http_builder(l),
+            first: Duration::from_secs(l.header_read_timeout_secs),
+            idle: Duration::from_secs(l.idle_timeout_secs),
+            handshake: Duration::from_secs(l.handshake_timeout_secs),
+        });
+        let workers = match l.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let queues = spawn_workers(workers, &ctx)?;
+        let mut tasks = vec![tokio::spawn(accept(listener, state.listener.max_connections, queues))];
         tasks.push(state.paywall.spawn_settlement_watcher());
         let mut admin_addr = None;
         if let Some(admin) = &config.admin {
@@ -174,13 +194,59 @@ fn http_builder(l: &config::ListenerConfig) -> auto::Builder<TokioExecutor> {
     b
 }
 
-async fn serve(listener: TcpListener, acceptor: Option<tokio_rustls::TlsAcceptor>, state: Arc<State>) {
-    let limits = state.listener.clone();
-    let builder = Arc::new(http_builder(&limits));
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let first = Duration::from_secs(limits.header_read_timeout_secs);
-    let idle = Duration::from_secs(limits.idle_timeout_secs);
-    let handshake = Duration::from_secs(limits.handshake_timeout_secs);
+/// What every connection needs, shared by the workers.
+struct ConnContext {
+    state: Arc<State>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    first: Duration,
+    idle: Duration,
+    handshake: Duration,
+}
+
+/// An accepted connection on its way to a worker; the permit counts it against `max_connections`.
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Starts `n` worker threads, each a single-threaded runtime serving the connections sent to it, and returns
+/// their queues. A worker ends (its connections with it) when its queue's sender is dropped.
+fn spawn_workers(n: usize, ctx: &Arc<ConnContext>) -> Result<Vec<mpsc::UnboundedSender<Accepted>>, ConfigError> {
+    let mut queues = Vec::with_capacity(n);
+    for i in 0..n {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Accepted>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ConfigError(format!("worker runtime: {e}")))?;
+        let ctx = ctx.clone();
+        std::thread::Builder::new()
+            .name(format!("l402-proxy-{i}"))
+            .spawn(move || {
+                rt.block_on(async move {
+                    while let Some(conn) = rx.recv().await {
+                        match tokio::net::TcpStream::from_std(conn.stream) {
+                            Ok(stream) => {
+                                tokio::spawn(serve_connection(ctx.clone(), stream, conn.peer, conn.permit));
+                            }
+                            Err(e) => tracing::warn!(error = %e, "a worker could not take a connection"),
+                        }
+                    }
+                });
+            })
+            .map_err(|e| ConfigError(format!("worker thread: {e}")))?;
+        queues.push(tx);
+    }
+    Ok(queues)
+}
+
+/// Accepts connections and hands them to the workers, round robin. Ending (aborted) drops the queues, which
+/// ends the workers.
+async fn accept(listener: TcpListener, max_connections: usize, queues: Vec<mpsc::UnboundedSender<Accepted>>) {
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let mut next = 0usize;
     loop {
         // At the cap, stop accepting: new connections wait in the kernel's queue until one closes.
         let Ok(permit) = permits.clone().acquire_owned().await else { return };
@@ -193,45 +259,61 @@ async fn serve(listener: TcpListener, acceptor: Option<tokio_rustls::TlsAcceptor
             }
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let acceptor = acceptor.clone();
-        let builder = builder.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let activity = conn::Activity::new();
-            let watched = activity.clone();
-            let svc = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                let guard = watched.begin();
-                async move {
-                    let resp = proxy::handle(state, peer, req).await;
-                    Ok::<_, std::convert::Infallible>(resp.map(|b| conn::Tracked::new(b, guard)))
-                }
-            });
-            let serve = async {
-                match acceptor {
-                    Some(acc) => match tokio::time::timeout(handshake, acc.accept(stream)).await {
-                        Ok(Ok(tls)) => builder.serve_connection(TokioIo::new(tls), svc).await,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            Ok(())
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            Ok(())
-                        }
-                    },
-                    None => builder.serve_connection(TokioIo::new(stream), svc).await,
-                }
-            };
-            tokio::select! {
-                result = serve => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
-                () = activity.watch(first, idle) => tracing::debug!(%peer, "connection closed: no request in time"),
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
             }
-        });
+        };
+        next = (next + 1) % queues.len();
+        if queues[next].send(Accepted { stream, peer, permit }).is_err() {
+            tracing::warn!(worker = next, "a worker is gone; connection dropped");
+        }
+    }
+}
+
+/// Serves one connection on the current (worker) runtime until it ends or the watchdog closes it.
+async fn serve_connection(
+    ctx: Arc<ConnContext>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) {
+    let _permit = permit;
+    let activity = conn::Activity::new();
+    let watched = activity.clone();
+    let state = ctx.state.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        let guard = watched.begin();
+        async move {
+            let resp = proxy::handle(state, peer, req).await;
+            Ok::<_, std::convert::Infallible>(resp.map(|b| conn::Tracked::new(b, guard)))
+        }
+    });
+    let serve = async {
+        match &ctx.acceptor {
+            Some(acc) => match tokio::time::timeout(ctx.handshake, acc.accept(stream)).await {
+                Ok(Ok(tls)) => ctx.builder.serve_connection(TokioIo::new(tls), svc).await,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    Ok(())
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    Ok(())
+                }
+            },
+            None => ctx.builder.serve_connection(TokioIo::new(stream), svc).await,
+        }
+    };
+    tokio::select! {
+        result = serve => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        () = activity.watch(ctx.first, ctx.idle) => tracing::debug!(%peer, "connection closed: no request in time"),
     }
 }
