@@ -12,6 +12,13 @@ _py_venv="${L402_VENV:-$_py_root/.venv}"
 _py_profile="${L402_PY_PROFILE:-dev}"
 
 command -v python3 >/dev/null 2>&1 || { echo "install-python: python3 is not installed" >&2; exit 1; }
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  echo "== python: installing python3-venv (Debian's python3 splits venv out)"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+fi
 if [ ! -x "$_py_venv/bin/python" ]; then
   echo "== python: creating $_py_venv"
   python3 -m venv "$_py_venv"

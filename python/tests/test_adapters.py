@@ -14,7 +14,7 @@ import l402.httpx
 import l402.requests
 from l402 import errors
 
-from conftest import PRICE_MSAT
+from parts import PRICE_MSAT
 
 
 def test_the_httpx_transport_pays_once(network, proxy, wallet, data_dir):

@@ -12,7 +12,7 @@ import pytest
 import l402
 from l402 import errors
 
-from conftest import PRICE_MSAT
+from parts import PRICE_MSAT
 
 
 def test_402_is_paid_once_then_the_token_is_reused(network, proxy, wallet, data_dir):

@@ -10,7 +10,7 @@ import threading
 import l402
 from l402 import errors
 
-from conftest import PRICE_MSAT, fetch_command, fetch_env
+from parts import PRICE_MSAT, fetch_command, fetch_env
 
 
 def run_both(network, data_dir, client, python_url, fetch_url):
