@@ -1,6 +1,7 @@
 """Type stubs of the native module (Rust, PyO3). Use the wrappers in :mod:`l402` instead of this module."""
 
 import os
+import pathlib
 from typing import Awaitable, Dict, List, Optional, Tuple, Union
 
 __version__: str
@@ -74,5 +75,5 @@ class Client:
     def close(self) -> None:
         """Stops an embedded LDK node, if one was started."""
     @property
-    def data_dir(self) -> str:
+    def data_dir(self) -> pathlib.Path:
         """The data directory."""

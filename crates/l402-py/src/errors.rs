@@ -53,7 +53,7 @@ fn class_name(e: &Error) -> &'static str {
 }
 
 /// The typed fields of an error, as keyword arguments.
-fn fields<'py>(py: Python<'py>, e: &Error, kw: &Bound<'py, PyDict>) -> PyResult<()> {
+fn fields(e: &Error, kw: &Bound<'_, PyDict>) -> PyResult<()> {
     match e {
         Error::Invoice(InvoiceError::OverCap { amount, cap }) => {
             kw.set_item("price_msat", amount.0)?;
@@ -101,7 +101,6 @@ fn fields<'py>(py: Python<'py>, e: &Error, kw: &Bound<'py, PyDict>) -> PyResult<
         Error::LeaseTimeout(what) => kw.set_item("service", what)?,
         _ => {}
     }
-    let _ = py;
     Ok(())
 }
 
@@ -116,7 +115,7 @@ pub(crate) fn to_pyerr(py: Python<'_>, f: &Failure) -> PyErr {
         if let Some(t) = f.token_id {
             kw.set_item("token_id", t.to_hex())?;
         }
-        fields(py, &f.error, &kw)?;
+        fields(&f.error, &kw)?;
         let instance = class.call((f.error.to_string(),), Some(&kw))?;
         Ok(PyErr::from_value(instance))
     };
