@@ -159,3 +159,15 @@ def test_bad_arguments_are_value_errors(data_dir):
         l402.Wallet.ldk(data_dir / "ldk", network="regtest")
     with pytest.raises(ValueError):
         l402.Wallet.lndconnect("https://not-lndconnect")
+
+
+def test_an_invoice_for_another_network_is_refused_before_the_wallet_starts(network, proxy, tmp_path, data_dir):
+    before = len(network.payer.payments())
+    # A mainnet LDK wallet: its network is known without starting it, and the proxy's invoices are regtest.
+    wallet = l402.Wallet.ldk(tmp_path / "ldk", network="bitcoin", esplora_url="http://127.0.0.1:9/never-asked")
+    client = l402.Client(wallet=wallet, data_dir=data_dir, allow_http=True)
+    with pytest.raises(errors.WrongNetwork) as e:
+        client.get(proxy.url("/weather/x"))
+    assert (e.value.exit_code, e.value.found) == (12, "regtest"), e.value.expected
+    assert not (tmp_path / "ldk").exists(), "the node was never started"
+    nothing_paid(network, client, before)
