@@ -37,7 +37,7 @@ use clap::Args;
 use l402_client::reqwest::{Method, header};
 use l402_client::{Client, ClientConfig, Destinations, Error, Progress, Quote};
 use l402_lightning::PaymentEvent;
-use l402_proto::{InvoiceError, Msat};
+use l402_proto::Msat;
 use serde_json::{Value, json};
 
 use crate::Failure;
@@ -115,33 +115,6 @@ pub(crate) fn timeout_secs() -> clap::builder::RangedU64ValueParser {
     clap::value_parser!(u64).range(1..=l402_client::config::MAX_TIMEOUT.as_secs())
 }
 
-/// The exit code of a client error (documented in the module doc).
-pub(crate) fn exit_code(e: &Error) -> u8 {
-    match e {
-        Error::Request(_) => 2,
-        Error::Http(_) | Error::Redirect(_) => 3,
-        Error::Wallet(_) => 4,
-        Error::Challenge(_) => 5,
-        Error::Store(_) | Error::LeaseTimeout(_) => 6,
-        Error::Invoice(InvoiceError::OverCap { .. }) => 10,
-        Error::Invoice(InvoiceError::NoAmount) => 11,
-        Error::Invoice(InvoiceError::WrongNetwork { .. }) => 12,
-        Error::Invoice(InvoiceError::Expired { .. }) => 13,
-        Error::Invoice(InvoiceError::HashMismatch { .. }) => 14,
-        Error::Invoice(_) => 5,
-        Error::Budget { .. } => 15,
-        Error::NotReplayable => 16,
-        Error::PlainHttp { .. } => 17,
-        Error::AddressRefused(_) => 18,
-        Error::BodyTooLarge { .. } => 23,
-        Error::ReadTimeout(_) => 24,
-        Error::PaymentFailed { .. } | Error::PaymentRejected { .. } => 20,
-        Error::OutcomeUnknown { .. } => 21,
-        Error::PaidButRefused { .. } => 22,
-        _ => 1,
-    }
-}
-
 /// A client error as a [`Failure`], with a message that says what happened to the money.
 pub(crate) fn failure(e: Error) -> Failure {
     let note = match &e {
@@ -155,7 +128,7 @@ pub(crate) fn failure(e: Error) -> Failure {
         Error::PaidButRefused { .. } => " (see `l402 token list`; remove it with `l402 token rm` to pay again)",
         _ => "",
     };
-    Failure::Code(exit_code(&e), format!("{} [{}]{note}", e, e.reason()))
+    Failure::Code(e.exit_code(), format!("{} [{}]{note}", e, e.reason()))
 }
 
 fn progress_line(p: &Progress) -> Option<String> {
@@ -172,19 +145,6 @@ fn progress_line(p: &Progress) -> Option<String> {
         Progress::Recovering { payment_hash } => Some(format!("looking up interrupted payment {payment_hash}")),
         _ => None,
     }
-}
-
-/// The checkpoint hook of `L402_TEST_PAUSE_AT`.
-fn pause_hook() -> Option<l402_client::config::CheckpointFn> {
-    let at = std::env::var("L402_TEST_PAUSE_AT").ok().filter(|s| !s.is_empty())?;
-    Some(Arc::new(move |c: l402_client::Checkpoint| {
-        if c.name() == at {
-            eprintln!("l402: test pause at {}", c.name());
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
-        }
-    }))
 }
 
 /// How far a command got with paying, as its progress reports it (for `--max-time`).
@@ -264,7 +224,7 @@ pub(crate) fn client(
     config.allow_http = knobs.allow_http;
     config.destinations = knobs.destinations.clone();
     config.network = wallet.currency()?;
-    config.checkpoint = pause_hook();
+    config.checkpoint = l402_client::config::pause_hook_from_env();
     let phase = knobs.phase.clone();
     config.progress = Some(Arc::new(move |p: &Progress| {
         if let Some(phase) = &phase {

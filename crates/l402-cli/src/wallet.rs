@@ -1,32 +1,22 @@
 //! The client's options shared by `fetch`, `token`, `spend` and `mcp`: where the store is, and which wallet
 //! pays (an embedded LDK node, or LND over gRPC).
 //!
-//! The wallet is started lazily, on the first call that needs it: a request served with a stored token never
-//! starts a Lightning node. An embedded LDK node's directory is locked (`l402-wallet.lock`, an `flock`) for the
-//! life of the process, because two processes must never run the same node; a second `l402` using the same
-//! `--ldk-dir` waits for the first to finish.
+//! The options become an [`l402_wallet::WalletConfig`]; the wallet itself ([`LazyWallet`], shared with the
+//! Python package) is started lazily, on the first call that needs it: a request served with a stored token
+//! never starts a Lightning node. An embedded LDK node's directory is locked (`l402-wallet.lock`, an `flock`)
+//! for the life of the process, because two processes must never run the same node; a second `l402` using the
+//! same `--ldk-dir` waits for the first to finish.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use async_trait::async_trait;
 use clap::Args;
 use l402_client::Store;
-use l402_ldk::{ChainSource, LdkConfig, LdkNode, Network};
-use l402_lightning::{
-    LightningError, LightningErrorKind, Node, NodeInfo, PayError, PayRequest, Payer, PaymentEvent, PaymentStatus,
-    PaymentSuccess,
-};
-use l402_proto::PaymentHash;
+use l402_ldk::ChainSource;
 use l402_proto::lightning_invoice::Currency;
-use tokio::sync::OnceCell;
-
-/// How long to wait for another process using the same LDK directory.
-const WALLET_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long a freshly started LDK node may take to reconnect to its channel peers.
-const CHANNELS_READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) use l402_wallet::LazyWallet;
+use l402_wallet::WalletConfig;
 
 /// Where the client keeps its tokens, ledger and journal.
 #[derive(Args, Debug, Clone)]
@@ -125,31 +115,16 @@ pub(crate) fn secrets_on_command_line(argv: &[String]) -> Vec<(&'static str, &'s
 }
 
 impl WalletArgs {
-    /// The network the wallet pays on, as invoices name it.
+    /// The network the wallet pays on, as invoices name it (`None`: asked of the node).
     pub(crate) fn currency(&self) -> anyhow::Result<Option<Currency>> {
         if self.uses_lnd() {
             return Ok(None); // asked of the node
         }
-        Ok(Some(match self.ldk_network()? {
-            Network::Bitcoin => Currency::Bitcoin,
-            Network::Regtest => Currency::Regtest,
-            Network::Signet => Currency::Signet,
-            _ => Currency::BitcoinTestnet,
-        }))
+        Ok(Some(l402_wallet::currency(l402_wallet::network(&self.network)?)))
     }
 
     fn uses_lnd(&self) -> bool {
         self.lnd_address.is_some() || self.lndconnect.is_some() || self.lndconnect_file.is_some()
-    }
-
-    fn ldk_network(&self) -> anyhow::Result<Network> {
-        Ok(match self.network.as_str() {
-            "bitcoin" | "mainnet" => Network::Bitcoin,
-            "testnet" => Network::Testnet,
-            "signet" => Network::Signet,
-            "regtest" => Network::Regtest,
-            other => bail!("unknown network {other:?} (bitcoin, testnet, signet or regtest)"),
-        })
     }
 
     /// Checks the options now (so usage errors come before any request); the wallet itself starts later.
@@ -161,17 +136,15 @@ impl WalletArgs {
                  can read (ps); use {instead} instead"
             );
         }
-        let kind = if let Some(uri) = &self.lndconnect {
-            WalletKind::Lnd(l402_lnd::LndConfig::from_lndconnect(uri).context("--lndconnect")?)
+        let config = if let Some(uri) = &self.lndconnect {
+            WalletConfig::Lnd(l402_lnd::LndConfig::from_lndconnect(uri).context("--lndconnect")?)
         } else if let Some(path) = &self.lndconnect_file {
-            let uri = std::fs::read_to_string(path)
-                .with_context(|| format!("--lndconnect-file: reading {}", path.display()))?;
-            WalletKind::Lnd(l402_lnd::LndConfig::from_lndconnect(uri.trim()).context("--lndconnect-file")?)
+            WalletConfig::Lnd(l402_wallet::lnd_from_lndconnect_file(path).context("--lndconnect-file")?)
         } else if let Some(address) = &self.lnd_address {
             let (Some(cert), Some(mac)) = (&self.lnd_tls_cert, &self.lnd_macaroon) else {
                 bail!("--lnd-address needs --lnd-tls-cert and --lnd-macaroon");
             };
-            WalletKind::Lnd(l402_lnd::LndConfig::new(address, cert, mac).context("LND options")?)
+            WalletConfig::Lnd(l402_lnd::LndConfig::new(address, cert, mac).context("LND options")?)
         } else if let Some(dir) = &self.ldk_dir {
             let chain = if let Some(url) = &self.esplora_url {
                 ChainSource::Esplora(url.clone())
@@ -191,83 +164,12 @@ impl WalletArgs {
                     password: password.clone(),
                 }
             };
-            WalletKind::Ldk(LdkConfig {
-                network: self.ldk_network()?,
-                data_dir: dir.clone(),
-                listen: None,
-                chain,
-                alias: None,
-            })
+            WalletConfig::Ldk(l402_wallet::ldk(l402_wallet::network(&self.network)?, dir.clone(), chain))
         } else {
-            WalletKind::None
+            WalletConfig::None
         };
-        Ok(Arc::new(LazyWallet { kind, started: OnceCell::new() }))
+        Ok(Arc::new(LazyWallet::new(config)))
     }
-}
-
-enum WalletKind {
-    Ldk(LdkConfig),
-    Lnd(l402_lnd::LndConfig),
-    None,
-}
-
-enum Started {
-    Ldk { node: Arc<LdkNode>, _lock: std::fs::File },
-    Lnd(Arc<l402_lnd::LndNode>),
-}
-
-/// A wallet started on first use.
-pub(crate) struct LazyWallet {
-    kind: WalletKind,
-    started: OnceCell<Started>,
-}
-
-fn unavailable(message: String) -> LightningError {
-    LightningError::new(LightningErrorKind::Unavailable, message)
-}
-
-impl LazyWallet {
-    async fn get(&self) -> Result<Arc<dyn Payer>, LightningError> {
-        let started = self.started.get_or_try_init(|| self.start()).await?;
-        Ok(match started {
-            Started::Ldk { node, .. } => node.clone(),
-            Started::Lnd(node) => node.clone(),
-        })
-    }
-
-    async fn start(&self) -> Result<Started, LightningError> {
-        match &self.kind {
-            WalletKind::None => Err(LightningError::new(
-                LightningErrorKind::Config,
-                "no wallet configured: pass --ldk-dir (with a chain source) or --lnd-address/--lndconnect",
-            )),
-            WalletKind::Lnd(config) => {
-                let node = l402_lnd::LndNode::connect(config.clone()).await?;
-                Ok(Started::Lnd(Arc::new(node)))
-            }
-            WalletKind::Ldk(config) => {
-                std::fs::create_dir_all(&config.data_dir)
-                    .map_err(|e| unavailable(format!("creating {}: {e}", config.data_dir.display())))?;
-                let lock = lock_dir(&config.data_dir).await?;
-                let node = LdkNode::start(config.clone()).await?;
-                wait_channels(&node).await;
-                Ok(Started::Ldk { node, _lock: lock })
-            }
-        }
-    }
-
-    /// Stops an embedded node (persisting its state). Safe to call when nothing was started.
-    pub(crate) async fn shutdown(&self) {
-        if let Some(Started::Ldk { node, .. }) = self.started.get() {
-            node.stop().await;
-        }
-    }
-}
-
-async fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File, LightningError> {
-    l402_client::lock_exclusive(&dir.join("l402-wallet.lock"), WALLET_LOCK_TIMEOUT)
-        .await
-        .map_err(|e| unavailable(format!("the LDK wallet in {} is in use: {e}", dir.display())))
 }
 
 /// Logs (warnings by default; `RUST_LOG` to see more) go to stderr. Never a secret: token ids and hashes only.
@@ -275,51 +177,4 @@ pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-}
-
-/// Waits (bounded) until every channel of a freshly started node is usable again (its peer reconnected).
-async fn wait_channels(node: &LdkNode) {
-    let deadline = tokio::time::Instant::now() + CHANNELS_READY_TIMEOUT;
-    loop {
-        let channels = node.inner().list_channels();
-        if channels.is_empty() || channels.iter().all(|c| c.is_usable) {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            tracing::warn!("not every channel is usable yet; paying anyway");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-#[async_trait]
-impl Node for LazyWallet {
-    async fn info(&self) -> Result<NodeInfo, LightningError> {
-        self.get().await?.info().await
-    }
-}
-
-#[async_trait]
-impl Payer for LazyWallet {
-    async fn pay(
-        &self,
-        request: &PayRequest,
-        progress: &(dyn Fn(PaymentEvent) + Send + Sync),
-    ) -> Result<PaymentSuccess, PayError> {
-        self.get().await?.pay(request, progress).await
-    }
-
-    async fn payment_status(&self, payment_hash: &PaymentHash) -> Result<PaymentStatus, LightningError> {
-        self.get().await?.payment_status(payment_hash).await
-    }
-
-    async fn track_payment(
-        &self,
-        payment_hash: &PaymentHash,
-        timeout: Duration,
-        progress: &(dyn Fn(PaymentEvent) + Send + Sync),
-    ) -> Result<PaymentSuccess, PayError> {
-        self.get().await?.track_payment(payment_hash, timeout, progress).await
-    }
 }

@@ -57,6 +57,22 @@ impl Checkpoint {
     }
 }
 
+/// The test hook every front end (`l402 fetch`, the Python package) installs as [`ClientConfig::checkpoint`]:
+/// with `L402_TEST_PAUSE_AT=journal_written|payment_in_flight|payment_succeeded` set, the process prints
+/// `l402: test pause at <name>` on stderr at that point and stops there (crash tests SIGKILL it). `None` when
+/// the variable is unset.
+pub fn pause_hook_from_env() -> Option<CheckpointFn> {
+    let at = std::env::var("L402_TEST_PAUSE_AT").ok().filter(|s| !s.is_empty())?;
+    Some(Arc::new(move |c: Checkpoint| {
+        if c.name() == at {
+            eprintln!("l402: test pause at {}", c.name());
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+    }))
+}
+
 /// What the client reports while it works (for a progress line; never a secret).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

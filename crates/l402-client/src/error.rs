@@ -147,6 +147,36 @@ impl Error {
         }
     }
 
+    /// The exit code `l402 fetch` exits with for this error (the README's list; the Python package's exceptions
+    /// carry it too): 2 usage, 3 HTTP, 4 wallet, 5 challenge, 6 store; refused before paying: 10 price over the
+    /// cap, 11 amountless invoice, 12 wrong network, 13 expired invoice, 14 payment hash mismatch, 15 budget, 16
+    /// body not replayable, 17 plain http, 18 address refused; 20 payment failed, 21 outcome unknown, 22 paid but
+    /// refused; 23 body too large, 24 read timeout.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Request(_) => 2,
+            Error::Http(_) | Error::Redirect(_) => 3,
+            Error::Wallet(_) => 4,
+            Error::Challenge(_) => 5,
+            Error::Store(_) | Error::LeaseTimeout(_) => 6,
+            Error::Invoice(InvoiceError::OverCap { .. }) => 10,
+            Error::Invoice(InvoiceError::NoAmount) => 11,
+            Error::Invoice(InvoiceError::WrongNetwork { .. }) => 12,
+            Error::Invoice(InvoiceError::Expired { .. }) => 13,
+            Error::Invoice(InvoiceError::HashMismatch { .. }) => 14,
+            Error::Invoice(_) => 5,
+            Error::Budget { .. } => 15,
+            Error::NotReplayable => 16,
+            Error::PlainHttp { .. } => 17,
+            Error::AddressRefused(_) => 18,
+            Error::BodyTooLarge { .. } => 23,
+            Error::ReadTimeout(_) => 24,
+            Error::PaymentFailed { .. } | Error::PaymentRejected { .. } => 20,
+            Error::OutcomeUnknown { .. } => 21,
+            Error::PaidButRefused { .. } => 22,
+        }
+    }
+
     /// A transport error, typed: the resolver's refusal ([`Error::AddressRefused`]), a read timeout
     /// ([`Error::ReadTimeout`]; a connect timeout stays [`Error::Http`]), else [`Error::Http`].
     pub fn from_transport(e: reqwest::Error) -> Self {
