@@ -186,6 +186,11 @@ pub struct TokensConfig {
     /// it above the number of tokens in use.
     #[serde(default = "default_recorded_tokens")]
     pub recorded_tokens: usize,
+    /// How many stateless tokens the verified-token cache holds (default 1,000,000, about 90 MB when full): a
+    /// token in it costs a map lookup instead of key derivation and an HMAC chain. Keep it above the number of
+    /// tokens in use for the proxy to run at one token's speed.
+    #[serde(default = "default_verified_tokens")]
+    pub verified_tokens: usize,
 }
 
 fn default_revocation_poll() -> u64 {
@@ -193,6 +198,9 @@ fn default_revocation_poll() -> u64 {
 }
 fn default_recorded_tokens() -> usize {
     l402_server::DEFAULT_RECORDED_SIZE
+}
+fn default_verified_tokens() -> usize {
+    l402_server::DEFAULT_VERIFIED_STATELESS_SIZE
 }
 
 impl Default for TokensConfig {
@@ -202,6 +210,7 @@ impl Default for TokensConfig {
             stored: false,
             revocation_poll_ms: default_revocation_poll(),
             recorded_tokens: default_recorded_tokens(),
+            verified_tokens: default_verified_tokens(),
         }
     }
 }

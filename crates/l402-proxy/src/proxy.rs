@@ -124,6 +124,7 @@ impl State {
             .invoice_expiry(Duration::from_secs(config.invoice_expiry_secs))
             .revocation_poll_interval(Duration::from_millis(config.tokens.revocation_poll_ms))
             .recorded_tokens_size(config.tokens.recorded_tokens)
+            .verified_stateless_size(config.tokens.verified_tokens)
             .metrics(metrics.paywall.clone());
         let key_files = config.tokens.key_files(&config.store);
         if key_files.is_empty() {

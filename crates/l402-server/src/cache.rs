@@ -26,6 +26,9 @@ pub const DEFAULT_KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 /// The default number of root keys (and of recently verified tokens) cached.
 pub const DEFAULT_KEY_CACHE_SIZE: usize = 100_000;
 
+/// Stateless tokens the verified-stateless cache holds by default (about 90 MiB when full).
+pub const DEFAULT_VERIFIED_STATELESS_SIZE: usize = 1_000_000;
+
 const SHARDS: usize = 16;
 
 /// A bounded map: [`SHARDS`] shards of two generations.
@@ -225,6 +228,63 @@ impl VerifiedCache {
     }
 
     /// The number of tokens cached.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// Stateless tokens verified, one compact entry each (about 90 bytes with the map's own), so that a working
+/// set of a million tokens is held in about 100 MiB: the signature of the credential verified, the service,
+/// tier and expiry it was verified with. A hit needs the same signature (which commits to the identifier, so to the
+/// payment hash, and to every caveat) and a preimage that hashes to the payment hash: exactly the credential
+/// verified. Nothing in an entry goes stale: the key it was verified with is derived from a master key, not
+/// read from a store, revocation is checked before any lookup, and expiry, service, tier and capability are
+/// checked against each request. A token enters once it is recorded (so that a cache hit never skips the
+/// recording of its first use); old entries give way two generations at a time.
+pub(crate) struct StatelessCache {
+    map: Bounded<TokenId, Seen>,
+}
+
+/// A stateless credential verified.
+pub(crate) struct Seen {
+    signature: [u8; 32],
+    pub(crate) tier: u32,
+    /// The service it was verified for (`paywall::service_tag`).
+    pub(crate) service: u64,
+    /// `u64::MAX`: no expiry.
+    valid_until: u64,
+}
+
+impl Seen {
+    pub(crate) fn valid_until(&self) -> Option<u64> {
+        (self.valid_until != u64::MAX).then_some(self.valid_until)
+    }
+}
+
+impl StatelessCache {
+    pub(crate) fn new(max: usize) -> Self {
+        Self { map: Bounded::new(max.max(1)) }
+    }
+
+    /// What `cred` (of token `token_id`, for `payment_hash`) was verified with, if it is the credential
+    /// verified: `f` reads it.
+    pub(crate) fn get<R>(
+        &self,
+        token_id: &TokenId,
+        payment_hash: &l402_proto::PaymentHash,
+        cred: &Credential,
+        f: impl FnOnce(&Seen) -> R,
+    ) -> Option<R> {
+        let seen = self.map.get_with(token_id, |v| (v.signature == *cred.macaroon.signature()).then(|| f(v)))??;
+        (cred.preimage.payment_hash() == *payment_hash).then_some(seen)
+    }
+
+    pub(crate) fn put(&self, token_id: TokenId, cred: &Credential, tier: u32, service: u64, valid_until: Option<u64>) {
+        let seen =
+            Seen { signature: *cred.macaroon.signature(), tier, service, valid_until: valid_until.unwrap_or(u64::MAX) };
+        self.map.insert(token_id, seen);
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }

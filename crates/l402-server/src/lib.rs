@@ -42,7 +42,7 @@ pub mod revocation;
 pub mod secret;
 pub mod store;
 
-pub use cache::{DEFAULT_KEY_CACHE_SIZE, DEFAULT_KEY_CACHE_TTL};
+pub use cache::{DEFAULT_KEY_CACHE_SIZE, DEFAULT_KEY_CACHE_TTL, DEFAULT_VERIFIED_STATELESS_SIZE};
 #[cfg(feature = "axum")]
 pub use extract::MissingL402Token;
 pub use layer::{L402Body, L402Layer, L402Service};

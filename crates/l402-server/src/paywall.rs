@@ -33,7 +33,10 @@ use l402_proto::{
 };
 use thiserror::Error;
 
-use crate::cache::{DEFAULT_KEY_CACHE_SIZE, DEFAULT_KEY_CACHE_TTL, KeyCache, VerifiedCache};
+use crate::cache::{
+    DEFAULT_KEY_CACHE_SIZE, DEFAULT_KEY_CACHE_TTL, DEFAULT_VERIFIED_STATELESS_SIZE, KeyCache, StatelessCache,
+    VerifiedCache,
+};
 use crate::metrics::Metrics;
 use crate::pricing::{Charge, ServiceSpec};
 use crate::recorder::{DEFAULT_PENDING_SIZE, DEFAULT_RECORDED_SIZE, Recorder};
@@ -165,6 +168,8 @@ pub struct Paywall {
     issuer: Arc<dyn InvoiceIssuer>,
     cache: KeyCache,
     verified: VerifiedCache,
+    /// Stateless tokens verified (compact: a working set of a million fits).
+    seen: StatelessCache,
     metrics: Arc<Metrics>,
     clock: Clock,
     invoice_expiry: Duration,
@@ -195,6 +200,7 @@ pub struct PaywallBuilder {
     revocation_poll: Duration,
     recorded_size: usize,
     pending_size: usize,
+    stateless_size: usize,
 }
 
 impl PaywallBuilder {
@@ -242,6 +248,13 @@ impl PaywallBuilder {
         self
     }
 
+    /// How many stateless tokens the verified-stateless cache holds (about 80 bytes each; a hit skips key
+    /// derivation and the HMAC chain). Default [`DEFAULT_VERIFIED_STATELESS_SIZE`].
+    pub fn verified_stateless_size(mut self, n: usize) -> Self {
+        self.stateless_size = n.max(1);
+        self
+    }
+
     /// The clock (tests move time with it).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
@@ -274,6 +287,7 @@ impl PaywallBuilder {
             issuer: self.issuer,
             cache: KeyCache::new(self.key_cache_ttl, self.key_cache_size),
             verified: VerifiedCache::new(self.key_cache_ttl, self.key_cache_size),
+            seen: StatelessCache::new(self.stateless_size),
             metrics: self.metrics,
             clock: self.clock,
             invoice_expiry: self.invoice_expiry,
@@ -282,6 +296,27 @@ impl PaywallBuilder {
             recorder,
         })
     }
+}
+
+/// The capabilities a verified credential grants on `service` (its last `<service>_capabilities` caveat; the
+/// verification checked that each one only narrows), `None` if none restricts it.
+fn granted_capabilities(cred: &Credential, service: &str) -> Option<Vec<String>> {
+    cred.macaroon
+        .caveats()
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .filter_map(|c| c.split_once('='))
+        .filter(|(cond, _)| cond.strip_suffix(CAPABILITIES_SUFFIX) == Some(service))
+        .last()
+        .map(|(_, v)| v.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+}
+
+/// A service name as the stateless cache keeps it (a 64-bit SipHash under a fixed key: the names are the
+/// operator's, a handful; a token verified for one service is only a hit for the same one).
+fn service_tag(service: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    service.hash(&mut h);
+    h.finish()
 }
 
 fn random32() -> Result<[u8; 32], Refusal> {
@@ -305,6 +340,7 @@ impl Paywall {
             revocation_poll: DEFAULT_REVOCATION_POLL,
             recorded_size: DEFAULT_RECORDED_SIZE,
             pending_size: DEFAULT_PENDING_SIZE,
+            stateless_size: DEFAULT_VERIFIED_STATELESS_SIZE,
         }
     }
 
@@ -413,8 +449,8 @@ impl Paywall {
     /// The token id is checked against the revocation set first, always. A credential verified within the
     /// key-cache TTL (the same macaroon and preimage: one entry per token) then skips key derivation and the
     /// HMAC chain; its service, tier, expiry and capability are still checked against this request. A
-    /// stateless token enters that cache when it is verified again within the TTL (one seen once in a long
-    /// rotation would only push the others out).
+    /// stateless token has a cache of its own, compact and with no TTL (nothing in it can go stale: see
+    /// `StatelessCache`), which it enters once it is recorded.
     pub async fn check(&self, cred: &Credential, charge: &Charge) -> Result<L402Token, Refusal> {
         let id = cred.macaroon.l402_identifier().map_err(|e| Refusal::Invalid(e.into()))?;
         self.revocations.ensure_fresh(&self.store).await?;
@@ -425,6 +461,26 @@ impl Paywall {
             self.metrics.tokens_verified.fetch_add(1, Ordering::Relaxed);
             self.metrics.verified_cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(hit);
+        }
+        if self.keys.is_some() {
+            let service = &charge.service.name;
+            let hit = self.seen.get(&id.token_id, &id.payment_hash, cred, |s| {
+                (s.tier == charge.service.tier && s.service == service_tag(service)).then(|| s.valid_until())
+            });
+            if let Some(Some(valid_until)) = hit {
+                let token = L402Token {
+                    token_id: id.token_id,
+                    payment_hash: id.payment_hash,
+                    service: service.clone(),
+                    capabilities: granted_capabilities(cred, service),
+                    valid_until,
+                };
+                if self.still_grants(&token, charge.service.tier, charge) {
+                    self.metrics.tokens_verified.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.verified_cache_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(token);
+                }
+            }
         }
         let stateless = self.keys.as_ref().and_then(|k| k.root_key(&id.token_id));
         let (key, paid, key_until) = match &stateless {
@@ -449,11 +505,12 @@ impl Paywall {
             // Bought for another tier of this service: a token for this one would do.
             return Err(Refusal::Invalid(VerifyError::ServiceNotGranted { service: service.clone() }));
         }
-        // A stored token is cached from its first verification; a stateless one once it is seen again.
+        // A stored token is cached from its first verification; a stateless one once it is recorded.
         let mut worth_caching = true;
         if stateless.is_some() {
             let now = self.now();
-            worth_caching = self.recorder.used(&ok.token_id, &ok.payment_hash, self.cache.ttl(), |minted_here| {
+            worth_caching = false;
+            self.recorder.used(&ok.token_id, &ok.payment_hash, self.cache.ttl(), |minted_here| {
                 let fresh = UsedToken {
                     id_hash: cred.macaroon.identifier_hash(),
                     token_id: ok.token_id,
@@ -468,6 +525,9 @@ impl Paywall {
                 // The preimage proves the payment now, if its settlement was not seen first.
                 UsedToken { paid_at: now, ..minted_here.unwrap_or(fresh) }
             });
+            if self.recorder.is_recorded(&ok.token_id) {
+                self.seen.put(ok.token_id, cred, charge.service.tier, service_tag(service), ok.valid_until);
+            }
         } else if !paid {
             // The preimage proves payment: record it (once) even if the settlement was not seen.
             if self.store.mark_paid(&ok.payment_hash, None, self.now()).await.unwrap_or(false) {
@@ -480,14 +540,7 @@ impl Paywall {
             }
         }
         self.metrics.tokens_verified.fetch_add(1, Ordering::Relaxed);
-        let capabilities = cred
-            .macaroon
-            .caveats()
-            .filter_map(|c| std::str::from_utf8(c).ok())
-            .filter_map(|c| c.split_once('='))
-            .filter(|(cond, _)| cond.strip_suffix(CAPABILITIES_SUFFIX) == Some(service.as_str()))
-            .last()
-            .map(|(_, v)| v.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect());
+        let capabilities = granted_capabilities(cred, service);
         let token = L402Token {
             token_id: ok.token_id,
             payment_hash: ok.payment_hash,
@@ -532,9 +585,9 @@ impl Paywall {
         self.revocations.bound()
     }
 
-    /// How many tokens the verified-credential cache holds now.
+    /// How many tokens the verified-credential caches hold now (stored and stateless).
     pub fn verified_cache_len(&self) -> usize {
-        self.verified.len()
+        self.verified.len() + self.seen.len()
     }
 
     /// Revokes a token: refused here at once, by every instance sharing the store within

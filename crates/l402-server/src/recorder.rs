@@ -96,6 +96,11 @@ impl Recorder {
         true
     }
 
+    /// Whether a stateless token is recorded (or on its way to the store).
+    pub(crate) fn is_recorded(&self, token_id: &TokenId) -> bool {
+        self.recorded.get_with(&fingerprint(token_id), |_| ()).is_some()
+    }
+
     /// A stateless token verified: recorded unless it already was. `make` builds the record from the
     /// challenge minted here, if remembered; it is not called for a token already recorded. Never waits.
     /// Returns whether the token is in use, verified here before within `within` (worth caching: a token

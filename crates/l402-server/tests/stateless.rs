@@ -201,3 +201,50 @@ async fn rotated_master_keys_verify_old_tokens_and_stored_tokens_keep_working() 
     assert_eq!(only2.status("/weather", Some(&newer)).await, 200);
     net.net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recorded_stateless_token_is_verified_from_its_cache_and_only_as_what_it_was() {
+    let net = Net::start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    // The stored-token cache off: every hit below is the stateless cache's.
+    let paywall =
+        Paywall::builder(Arc::new(sqlite(&dir)), net.server.clone()).master_keys(keys(1)).key_cache_ttl(Duration::ZERO);
+    let app = serve(paywall.build()).await;
+    let hits = || app.paywall.metrics().verified_cache_hits.load(std::sync::atomic::Ordering::SeqCst);
+    let auth = net.pay(app.get("/weather", None).await).await;
+    assert_eq!(app.status("/weather", Some(&auth)).await, 200, "first use: verified whole, recorded");
+    assert_eq!(hits(), 0);
+    for i in 1..=3 {
+        assert_eq!(app.status("/weather", Some(&auth)).await, 200);
+        assert_eq!(hits(), i, "use {i} after the first: from the cache");
+    }
+    assert_eq!(app.paywall.verified_cache_len(), 1);
+
+    // The same macaroon with another preimage: never a hit, refused.
+    let (mac, pre) = support::parts(&auth);
+    let mut wrong = pre.to_owned().into_bytes();
+    wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
+    let forged = format!("L402 {mac}:{}", String::from_utf8(wrong).expect("hex"));
+    assert_eq!(app.status("/weather", Some(&forged)).await, 401, "a wrong preimage with a cached macaroon");
+    // Another service (another spec, tier and price) with the same token: not a hit of its entry.
+    let before = hits();
+    assert_ne!(app.status("/weather-pro", Some(&auth)).await, 200, "a weather token does not open weather-pro");
+    assert_eq!(hits(), before, "a token cached for one service is no hit for another");
+    // An appended caveat is another signature: verified whole (a narrowing caveat that holds), then cached.
+    let cred = l402_proto::Credential::parse(auth.as_bytes()).expect("credential");
+    let narrowed = l402_proto::Credential::new(
+        l402_proto::Scheme::L402,
+        cred.macaroon.with_caveat(format!("weather_valid_until={}", now() + 3600)),
+        cred.preimage,
+    )
+    .header_value();
+    let before = hits();
+    assert_eq!(app.status("/weather", Some(&narrowed)).await, 200);
+    assert_eq!(hits(), before, "a new signature is verified, not looked up");
+    assert_eq!(app.paywall.verified_cache_len(), 1, "still one entry for one token");
+    // Revoked: refused at once, cached or not.
+    assert!(app.paywall.revoke(&token_id(&auth)).await.expect("revoke"));
+    assert_eq!(app.status("/weather", Some(&auth)).await, 401);
+    assert_eq!(app.status("/weather", Some(&narrowed)).await, 401);
+    net.net.shutdown().await;
+}
