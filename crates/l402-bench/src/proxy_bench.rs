@@ -396,13 +396,15 @@ async fn measure(args: &ProxyArgs, bin: &Path, nginx_bin: &Path, net: &Net) -> R
         std::iter::repeat_n(token.clone(), args.tokens.max(load.threads as usize)),
         load.threads,
     )?;
-    // Proxy B (the default key cache, or `--rotation-cache`) and proxy C (the cache off: every request reads
-    // the store), both over the same store, both running; each round loads one target at a time.
+    // Proxy B (the default caches, or `--rotation-cache`) and proxy C (every cache off: each request verified
+    // whole, a stored token read from the store), both over the same store, both running; each round loads one target at a time.
     let port_b = proxyproc::free_port()?;
     let cache = args.rotation_cache.map(|c| format!("key_cache_size = {c}")).unwrap_or_default();
     let proxy_b = ProxyProcess::start(bin, &dir.path().join("b.toml"), &config(port_b, &cache), port_b, QUIET).await?;
     let port_c = proxyproc::free_port()?;
-    let off_cache = config(port_c, "key_cache_ttl_ms = 0");
+    // Every cache off: the stored tokens' (`key_cache_ttl_ms`) and the stateless tokens' (`verified_tokens`).
+    const CACHES_OFF: &str = "key_cache_ttl_ms = 0, [tokens] verified_tokens = 0";
+    let off_cache = format!("{}\n[tokens]\nverified_tokens = 0\n", config(port_c, "key_cache_ttl_ms = 0"));
     let proxy_c = ProxyProcess::start(bin, &dir.path().join("c.toml"), &off_cache, port_c, QUIET).await?;
     let (pid_b, pid_c) = (proxy_b.pid(), proxy_c.pid());
     let (url_b, url_c) =
@@ -457,7 +459,7 @@ async fn measure(args: &ProxyArgs, bin: &Path, nginx_bin: &Path, net: &Net) -> R
     );
     emit_load(
         "proxy.rotate_many_no_cache",
-        &format!("proxy, {} tokens in rotation, key cache off", args.tokens),
+        &format!("proxy, {} tokens in rotation, every cache off ({CACHES_OFF})", args.tokens),
         &uncached,
         &load,
     );
@@ -472,7 +474,7 @@ async fn measure(args: &ProxyArgs, bin: &Path, nginx_bin: &Path, net: &Net) -> R
     let (rotation_off, per) = cost(&uncached, &single);
     emit(
         "proxy.rotation_cost_no_cache",
-        json!({ "value": round(rotation_off, 4), "rounds": per }),
+        json!({ "value": round(rotation_off, 4), "rounds": per, "off": CACHES_OFF }),
         &format!("cost of {} tokens with the cache off (1 - uncached/one) = {:.1}%", args.tokens, rotation_off * 100.0),
     );
     emit(

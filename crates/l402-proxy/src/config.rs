@@ -186,9 +186,11 @@ pub struct TokensConfig {
     /// it above the number of tokens in use.
     #[serde(default = "default_recorded_tokens")]
     pub recorded_tokens: usize,
-    /// How many stateless tokens the verified-token cache holds (default 1,000,000, about 90 MB when full): a
-    /// token in it costs a map lookup instead of key derivation and an HMAC chain. Keep it above the number of
-    /// tokens in use for the proxy to run at one token's speed.
+    /// How many stateless tokens the verified-token cache holds (default 1,000,000, about 90 MB when full; 0:
+    /// none): a token in it costs a map lookup instead of key derivation and an HMAC chain. It keeps the most
+    /// recently used half of its size at least (old entries go a generation at a time): keep it above twice
+    /// the number of tokens in use for the proxy to run at one token's speed. `key_cache_ttl_ms` does not
+    /// apply: nothing in it can go stale.
     #[serde(default = "default_verified_tokens")]
     pub verified_tokens: usize,
 }

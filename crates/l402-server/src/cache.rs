@@ -242,7 +242,8 @@ impl VerifiedCache {
 /// checked against each request. A token enters once it is recorded (so that a cache hit never skips the
 /// recording of its first use); old entries give way two generations at a time.
 pub(crate) struct StatelessCache {
-    map: Bounded<TokenId, Seen>,
+    /// `None`: off (a size of 0).
+    map: Option<Bounded<TokenId, Seen>>,
 }
 
 /// A stateless credential verified.
@@ -262,8 +263,9 @@ impl Seen {
 }
 
 impl StatelessCache {
+    /// A cache of `max` tokens (0: none kept, every stateless token is verified whole).
     pub(crate) fn new(max: usize) -> Self {
-        Self { map: Bounded::new(max.max(1)) }
+        Self { map: (max > 0).then(|| Bounded::new(max)) }
     }
 
     /// What `cred` (of token `token_id`, for `payment_hash`) was verified with, if it is the credential
@@ -275,18 +277,21 @@ impl StatelessCache {
         cred: &Credential,
         f: impl FnOnce(&Seen) -> R,
     ) -> Option<R> {
-        let seen = self.map.get_with(token_id, |v| (v.signature == *cred.macaroon.signature()).then(|| f(v)))??;
+        let map = self.map.as_ref()?;
+        let seen = map.get_with(token_id, |v| (v.signature == *cred.macaroon.signature()).then(|| f(v)))??;
         (cred.preimage.payment_hash() == *payment_hash).then_some(seen)
     }
 
     pub(crate) fn put(&self, token_id: TokenId, cred: &Credential, tier: u32, service: u64, valid_until: Option<u64>) {
         let seen =
             Seen { signature: *cred.macaroon.signature(), tier, service, valid_until: valid_until.unwrap_or(u64::MAX) };
-        self.map.insert(token_id, seen);
+        if let Some(map) = &self.map {
+            map.insert(token_id, seen);
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.map.as_ref().map_or(0, Bounded::len)
     }
 }
 

@@ -249,9 +249,12 @@ impl PaywallBuilder {
     }
 
     /// How many stateless tokens the verified-stateless cache holds (about 80 bytes each; a hit skips key
-    /// derivation and the HMAC chain). Default [`DEFAULT_VERIFIED_STATELESS_SIZE`].
+    /// derivation and the HMAC chain; 0: none, every stateless token is verified whole). At least the most
+    /// recently used half of them stay (old entries give way a generation at a time). Default
+    /// [`DEFAULT_VERIFIED_STATELESS_SIZE`]. Independent of [`PaywallBuilder::key_cache_ttl`], which is about
+    /// stored tokens: nothing in this cache can go stale.
     pub fn verified_stateless_size(mut self, n: usize) -> Self {
-        self.stateless_size = n.max(1);
+        self.stateless_size = n;
         self
     }
 

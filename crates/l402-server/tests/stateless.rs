@@ -206,7 +206,7 @@ async fn rotated_master_keys_verify_old_tokens_and_stored_tokens_keep_working() 
 async fn a_recorded_stateless_token_is_verified_from_its_cache_and_only_as_what_it_was() {
     let net = Net::start().await;
     let dir = tempfile::tempdir().expect("tmp");
-    // The stored-token cache off: every hit below is the stateless cache's.
+    // The stored-token caches off: every hit below is the stateless cache's, which has no TTL.
     let paywall =
         Paywall::builder(Arc::new(sqlite(&dir)), net.server.clone()).master_keys(keys(1)).key_cache_ttl(Duration::ZERO);
     let app = serve(paywall.build()).await;
@@ -246,5 +246,19 @@ async fn a_recorded_stateless_token_is_verified_from_its_cache_and_only_as_what_
     assert!(app.paywall.revoke(&token_id(&auth)).await.expect("revoke"));
     assert_eq!(app.status("/weather", Some(&auth)).await, 401);
     assert_eq!(app.status("/weather", Some(&narrowed)).await, 401);
+
+    // Size 0: no stateless token is kept, each use is verified whole.
+    let off =
+        Paywall::builder(Arc::new(SqliteStore::open(&dir.path().join("off.db")).expect("sqlite")), net.server.clone())
+            .master_keys(keys(2))
+            .verified_stateless_size(0)
+            .build();
+    let app = serve(off).await;
+    let auth = net.pay(app.get("/weather", None).await).await;
+    for _ in 0..3 {
+        assert_eq!(app.status("/weather", Some(&auth)).await, 200);
+    }
+    assert_eq!(app.paywall.metrics().verified_cache_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(app.paywall.verified_cache_len(), 0);
     net.net.shutdown().await;
 }
