@@ -33,8 +33,11 @@ pub(crate) fn proxy(md: &mut String, r: &Results) {
     let rounds = r.get("proxy.valid_token").and_then(|v| v.get("runs")).and_then(Value::as_array).map_or(0, Vec::len);
     let warmup = num(r, "proxy.valid_token", "warmup_s").unwrap_or(0.0);
     let tokens = num(r, "proxy.rotation_cost", "tokens").unwrap_or(0.0);
-    let cache = num(r, "proxy.rotation_cost", "cache")
+    let mut cache = num(r, "proxy.rotation_cost", "cache")
         .map_or_else(|| "the default key cache".to_owned(), |c| format!("`key_cache_size = {c:.0}`"));
+    if let Some(v) = num(r, "proxy.rotation_cost", "verified_tokens") {
+        cache.push_str(&format!(" and `[tokens] verified_tokens = {v:.0}`"));
+    }
     let nginx = text(r, "proxy.nginx_setup", "version").unwrap_or("nginx");
     let stateless = text(r, "proxy.minting", "keys") == Some("stateless");
     let workers = num(r, "proxy.nginx_setup", "workers").unwrap_or(0.0);

@@ -61,7 +61,9 @@ impl Activity {
                 let limit = if self.seen.load(Ordering::Relaxed) { idle } else { first };
                 let since =
                     Duration::from_millis(self.now_ms().saturating_sub(self.last_done_ms.load(Ordering::Acquire)));
-                if since >= limit && self.in_flight.load(Ordering::Acquire) == 0 {
+                // Strictly past the limit: both ends are whole milliseconds, truncated, so `since == limit` may
+                // be up to a millisecond short of it.
+                if since > limit && self.in_flight.load(Ordering::Acquire) == 0 {
                     return;
                 }
                 limit.saturating_sub(since).max(Duration::from_millis(10))
@@ -129,8 +131,8 @@ mod tests {
         let watch = a.watch(first, idle);
         tokio::pin!(watch);
         assert!(tokio::time::timeout(idle * 3, &mut watch).await.is_err(), "a request in progress is never idle");
-        drop(guard);
         let ended = Instant::now();
+        drop(guard);
         watch.await;
         assert!(ended.elapsed() >= idle, "idle counts from the end of the last request");
     }
