@@ -23,13 +23,21 @@ class Payment:
         payment_hash: the payment hash (hex).
         amount_msat: the amount paid.
         fee_msat: the routing fee paid.
-        token_id: the token it bought (hex).
+        token_id: the token it bought (hex); None for a ``Payment`` charge, which buys this one request.
+        scheme: ``L402`` (a token) or ``Payment`` (a charge).
+        challenge_id: a charge's challenge id.
+        receipt_reference: the reference of the server's ``Payment-Receipt`` for a charge, if it sent one.
+        receipt_challenge_id: the challenge id that receipt names.
     """
 
     payment_hash: str
     amount_msat: int
     fee_msat: int
-    token_id: str
+    token_id: Optional[str]
+    scheme: str = "L402"
+    challenge_id: Optional[str] = None
+    receipt_reference: Optional[str] = None
+    receipt_challenge_id: Optional[str] = None
 
     @property
     def amount_sat(self) -> int:
@@ -138,6 +146,9 @@ class LedgerEntry:
     """A journaled payment (one line of ``l402 spend``). Never holds the preimage.
 
     ``state`` is ``pending`` (journaled, not known to be sent), ``succeeded``, ``failed`` or ``unknown``.
+    ``scheme`` is ``L402``/``LSAT`` (a token) or ``Payment`` (a charge: ``service`` is its realm, and
+    ``charge_state`` says whether the server accepted it: ``unspent``, ``spent``, ``refused`` or ``expired``;
+    ``receipt_*`` is its ``Payment-Receipt``, if the server sent one).
     """
 
     payment_hash: str
@@ -153,6 +164,13 @@ class LedgerEntry:
     token_id: Optional[str]
     created_at: int
     updated_at: int
+    scheme: str = "L402"
+    challenge_id: Optional[str] = None
+    charge_state: Optional[str] = None
+    receipt_status: Optional[str] = None
+    receipt_reference: Optional[str] = None
+    receipt_challenge_id: Optional[str] = None
+    receipt_timestamp: Optional[str] = None
 
     @property
     def counted_msat(self) -> int:
@@ -265,6 +283,7 @@ class _Base:
         read_timeout: float = 60.0,
         max_body: int = 64 << 20,
         max_redirects: int = 10,
+        prefer_scheme: str = "l402",
     ) -> None:
         self._native = _native.Client(
             wallet=wallet,
@@ -279,6 +298,7 @@ class _Base:
             read_timeout=read_timeout,
             max_body=max_body,
             max_redirects=max_redirects,
+            prefer_scheme=prefer_scheme,
         )
 
     @property
@@ -317,7 +337,8 @@ class Client(_Base):
 
     Before paying it refuses on any doubt (each refusal is an exception of :mod:`l402.errors`, nothing paid):
     the price over ``max_cost_sat``, an amountless or expired invoice or one for another network, an invoice
-    whose hash is not the macaroon's, a budget that would be exceeded, plain ``http://`` without
+    whose hash is not the macaroon's (or a ``Payment`` charge's stated hash, amount or network its invoice's
+    not, or its challenge expired), a budget that would be exceeded, plain ``http://`` without
     ``allow_http``, an address refused under ``public_only``. It journals every payment before sending it,
     pays one service at a time across threads and processes, and reuses stored tokens. Everything lives in
     ``data_dir``, shared with ``l402 fetch``, ``l402 spend`` and ``l402 mcp``.
@@ -341,6 +362,9 @@ class Client(_Base):
         max_body: the most of a response body read, bytes.
         max_redirects: how many redirects are followed (the client follows them: a token only goes to the
             origin it was bought from).
+        prefer_scheme: which offer to pay when a 402 offers both an L402 token and a ``Payment`` charge:
+            ``"l402"`` (the default: a token is reused by later requests) or ``"payment"`` (a charge buys one
+            request; the next one pays again). One offer is paid, never both; a 402 with one scheme gets it.
 
     The GIL is released while a request runs, so threads may share one client.
     """

@@ -6,7 +6,7 @@ from typing import Awaitable, Dict, List, Optional, Tuple, Union
 
 __version__: str
 
-_Payment = Tuple[str, int, int, str]
+_Payment = Tuple[str, int, int, Optional[str], str, Optional[str], Optional[str], Optional[str]]
 _Response = Tuple[int, str, List[Tuple[str, bytes]], bytes, Optional[str], Optional[_Payment]]
 
 class Wallet:
@@ -57,6 +57,7 @@ class Client:
         read_timeout: float = 60.0,
         max_body: int = 67108864,
         max_redirects: int = 10,
+        prefer_scheme: str = "l402",
     ) -> None: ...
     def request(
         self, method: str, url: str, headers: List[Tuple[str, str]] = ..., body: Optional[bytes] = None

@@ -4,11 +4,13 @@ Every class derives from :class:`L402Error`, which carries what ``l402 fetch``'s
 ``exit_code`` (the same number ``l402 fetch`` exits with), ``reason`` (the client's stable name for it) and
 the typed fields of that reason. What happened to the money follows from the class:
 
-- :class:`RefusedBeforePaying` and its subclasses (exit codes 10-18): nothing was paid.
+- :class:`RefusedBeforePaying` and its subclasses (exit codes 10-19): nothing was paid (an L402 offer and a
+  ``Payment`` charge are refused for the same reasons, with the same classes).
 - :class:`PaymentFailed` (20): the payment definitely failed; no money moved, the reservation was released.
 - :class:`OutcomeUnknown` (21): the payment may have gone through. It is never paid again; the next request
   to the same service (or :meth:`l402.Client.recover`) looks it up by its hash.
-- :class:`PaidButRefused` (22): paid, and the server refused the token; it is kept as proof of payment.
+- :class:`PaidButRefused` (22): paid, and the server refused the token (or, :class:`ChargeRefused`, the
+  charge); it is kept as proof of payment.
 - :class:`BodyTooLarge` (23), :class:`ReadTimeout` (24): a token paid for on the way stays stored and valid.
 
 No exception carries a preimage or a macaroon.
@@ -34,6 +36,7 @@ __all__ = [
     "InvoiceExpired",
     "PaymentHashMismatch",
     "InvoiceInvalid",
+    "AmountMismatch",
     "BudgetExhausted",
     "NotReplayable",
     "PlainHttp",
@@ -42,6 +45,7 @@ __all__ = [
     "PaymentRejected",
     "OutcomeUnknown",
     "PaidButRefused",
+    "ChargeRefused",
     "BodyTooLarge",
     "ReadTimeout",
 ]
@@ -110,7 +114,7 @@ class WalletError(L402Error):
 
 
 class ChallengeError(L402Error):
-    """The server answered 402 without a usable L402 challenge (exit code 5); nothing was paid."""
+    """The server answered 402 without a usable L402 or ``Payment`` challenge (exit code 5); nothing was paid."""
 
     reason, exit_code, may_have_paid = "challenge", 5, False
 
@@ -133,7 +137,7 @@ class LeaseTimeout(StoreError):
 
 
 class RefusedBeforePaying(L402Error):
-    """Refused before anything was paid (exit codes 10-18): the common base of the checks before paying."""
+    """Refused before anything was paid (exit codes 10-19): the common base of the checks before paying."""
 
     may_have_paid = False
 
@@ -200,6 +204,19 @@ class InvoiceInvalid(RefusedBeforePaying):
     """The invoice does not parse (exit code 5, as a challenge that cannot be used)."""
 
     reason, exit_code = "invoice_invalid", 5
+
+
+class AmountMismatch(RefusedBeforePaying):
+    """A ``Payment`` charge states one amount and its invoice asks for another (exit code 19).
+
+    Attributes:
+        stated_msat: the charge request's ``amount``.
+        invoice_msat: the invoice's amount.
+    """
+
+    reason, exit_code = "amount_mismatch", 19
+    stated_msat: int
+    invoice_msat: int
 
 
 class BudgetExhausted(RefusedBeforePaying):
@@ -300,6 +317,23 @@ class PaidButRefused(L402Error):
     reason, exit_code = "paid_but_refused", 22
     status: int
     paid_msat: int
+
+
+class ChargeRefused(PaidButRefused):
+    """A paid ``Payment`` charge was refused by the server (exit code 22).
+
+    The charge stays in the ledger (``charge_state`` ``refused``) with its challenge and preimage, the proof of
+    payment; it is not paid again in the same call.
+
+    Attributes:
+        payment_hash: the charge's payment hash (hex).
+        challenge_id: its challenge id.
+        status: the HTTP status the server answered.
+        paid_msat: what was paid for it (amount + fee).
+    """
+
+    payment_hash: str
+    challenge_id: str
 
 
 class BodyTooLarge(L402Error):

@@ -248,14 +248,14 @@ price_sat = {PREMIUM_SAT}
         paid.preimage.payment_hash() == paid.payment_hash
     );
     let stored = client.store().blocking(|c| l402_client::tokens::list(c, None))?;
-    let token = stored.iter().find(|t| t.id().ok() == Some(paid.token_id)).context("token stored")?;
+    let token = stored.iter().find(|t| t.id().ok() == paid.token_id).context("token stored")?;
     let header = token.credential()?.header_value();
     let (scheme_mac, pre) = header.rsplit_once(':').unwrap_or((&header, ""));
     println!(
         "   Authorization: {}:{}   (shortened; token id {})",
         short(scheme_mac, 30),
         short(pre, 12),
-        short(&paid.token_id.to_hex(), 16)
+        short(&paid.token_id.map(|t| t.to_hex()).unwrap_or_default(), 16)
     );
     let status = answer.response.status();
     println!("   ← {} {}  {}", status.as_u16(), status.canonical_reason().unwrap_or(""), answer.response.text().await?);
@@ -265,7 +265,7 @@ price_sat = {PREMIUM_SAT}
     println!(
         "   ← {} (paid this time: {})",
         again.response.status().as_u16(),
-        again.payment.map_or("nothing".into(), |p| p.amount.to_string())
+        again.payment.as_ref().map_or("nothing".into(), |p| p.amount.to_string())
     );
     if again.payment.is_some() {
         bail!("a reused token should not pay");
@@ -278,7 +278,7 @@ price_sat = {PREMIUM_SAT}
         Some(p) => println!(
             "   the server answered 402 again; the client paid {} for a fresh token {}",
             p.amount,
-            short(&p.token_id.to_hex(), 16)
+            short(&p.token_id.map(|t| t.to_hex()).unwrap_or_default(), 16)
         ),
         None => bail!("an expired token should have needed a fresh payment"),
     }

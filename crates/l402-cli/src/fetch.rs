@@ -1,9 +1,14 @@
 //! `l402 fetch URL`: a curl-like request that pays for itself (within caps and budgets).
 //!
+//! A `402` may offer an L402 token and a `Payment` scheme Lightning charge (Aperture with MPP on offers both):
+//! one of them is paid, never both, the L402 token by default (it is reusable) or the charge with
+//! `--prefer-scheme payment` (a charge buys this one request). A server offering one scheme gets that one.
+//!
 //! Output: the response body on stdout (or `-o FILE`), with the status line and headers first under `-i`,
 //! streamed as it arrives. With `--json`, or when stdout is not a terminal (unless `--raw`), one JSON object
 //! instead: status, headers, body (`body`, or `body_base64` if not UTF-8), the token used, and the payment made
-//! (payment hash, amount, fee, token id; never the preimage, which stays in the store). While a payment is in
+//! (scheme, payment hash, amount, fee, token id or a charge's challenge id and receipt; never the preimage,
+//! which stays in the store). While a payment is in
 //! flight a progress line goes to stderr.
 //!
 //! The body is read up to `--max-body` bytes (default 64 MiB), and the server may send nothing for at most
@@ -14,11 +19,13 @@
 //!
 //! Exit codes (see also `main.rs`): 0 a response was received (whatever its status); 2 usage; 3 HTTP
 //! transport error (or a redirect that cannot be followed); 4 wallet unavailable; 5 a 402 without a usable
-//! L402 challenge; 6 local store error; refused before paying: 10 price over the cap, 11 amountless invoice,
-//! 12 wrong network, 13 invoice expired (or expiring within the margin), 14 invoice payment hash differs from
-//! the macaroon's, 15 budget exhausted, 16 request body not replayable, 17 plain http without `--allow-http`,
-//! 18 address refused; after trying to pay: 20 payment failed (no money moved), 21 payment outcome unknown
-//! (reservation kept; the next run looks it up), 22 paid but refused (token kept as proof of payment); reading
+//! L402 or Payment challenge; 6 local store error; refused before paying: 10 price over the cap, 11 amountless
+//! invoice, 12 wrong network, 13 invoice (or charge challenge) expired or expiring within the margin, 14 invoice
+//! payment hash differs from the macaroon's (or the charge's `paymentHash`), 15 budget exhausted, 16 request
+//! body not replayable, 17 plain http without `--allow-http`, 18 address refused, 19 a charge's invoice amount
+//! differs from its stated amount; after trying to pay: 20 payment failed (no money moved), 21 payment outcome
+//! unknown (reservation kept; the next run looks it up), 22 paid but refused (token or charge kept as proof of
+//! payment; a refused charge is not paid again in the same run); reading
 //! the response: 23 body over `--max-body`, 24 `--read-timeout` passed with nothing from the server (a token
 //! paid for stays stored); 28 `--max-time` ran out (before paying, or after paying with the token stored; if
 //! it runs out while a payment is in flight the exit is 21).
@@ -35,7 +42,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use clap::Args;
 use l402_client::reqwest::{Method, header};
-use l402_client::{Client, ClientConfig, Destinations, Error, Progress, Quote};
+use l402_client::{Client, ClientConfig, Destinations, Error, Payment, PreferScheme, Progress, Quote};
 use l402_lightning::PaymentEvent;
 use l402_proto::Msat;
 use serde_json::{Value, json};
@@ -71,9 +78,14 @@ pub(crate) struct FetchArgs {
     /// The most this command may spend in total (amount + fees), in sat, on top of the stored limits.
     #[arg(long, value_name = "SAT")]
     budget: Option<u64>,
-    /// Show the price, fee estimate, expiry, destination and description, and pay nothing.
+    /// Show the price, fee estimate, expiry, destination and description of the offer that would be paid, and
+    /// pay nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Which offer to pay when a 402 offers both: `l402` (a token, reusable: the default) or `payment` (a
+    /// `Payment` scheme Lightning charge, one payment per request). A 402 offering one scheme gets that one.
+    #[arg(long, value_name = "SCHEME", default_value = "l402", value_parser = prefer_scheme)]
+    prefer_scheme: PreferScheme,
     /// Print JSON (the default when stdout is not a terminal).
     #[arg(long, conflicts_with = "raw")]
     json: bool,
@@ -115,10 +127,33 @@ pub(crate) fn timeout_secs() -> clap::builder::RangedU64ValueParser {
     clap::value_parser!(u64).range(1..=l402_client::config::MAX_TIMEOUT.as_secs())
 }
 
+/// Parses `--prefer-scheme`.
+pub(crate) fn prefer_scheme(s: &str) -> Result<PreferScheme, String> {
+    PreferScheme::from_name(s).ok_or_else(|| format!("{s:?} is not a scheme: l402 or payment"))
+}
+
+/// A payment as the JSON outputs show it (never the preimage).
+pub(crate) fn payment_json(p: &Payment) -> Value {
+    let mut v = json!({
+        "scheme": p.scheme(),
+        "payment_hash": p.payment_hash.to_hex(),
+        "amount_msat": p.amount.0,
+        "fee_msat": p.fee.0,
+        "token_id": p.token_id.map(|t| t.to_hex()),
+    });
+    if let Some(c) = &p.charge {
+        v["challenge_id"] = json!(c.challenge_id);
+        v["receipt"] = json!(c.receipt);
+    }
+    v
+}
+
 /// A client error as a [`Failure`], with a message that says what happened to the money.
 pub(crate) fn failure(e: Error) -> Failure {
     let note = match &e {
-        Error::Invoice(_) | Error::Budget { .. } | Error::NotReplayable => " (nothing was paid)",
+        Error::Invoice(_) | Error::AmountMismatch { .. } | Error::Budget { .. } | Error::NotReplayable => {
+            " (nothing was paid)"
+        }
         Error::PlainHttp { .. } => " (pass --allow-http to pay over plain http)",
         Error::AddressRefused(_) => " (nothing was sent)",
         Error::PaymentFailed { .. } | Error::PaymentRejected { .. } => " (no money moved; reservation released)",
@@ -126,6 +161,9 @@ pub(crate) fn failure(e: Error) -> Failure {
             " (the payment may have gone through: it will not be paid again; the next run looks it up)"
         }
         Error::PaidButRefused { .. } => " (see `l402 token list`; remove it with `l402 token rm` to pay again)",
+        Error::ChargeRefused { .. } => {
+            " (the charge, its challenge and preimage are kept in the ledger: see `l402 spend`; not paid again)"
+        }
         _ => "",
     };
     Failure::Code(e.exit_code(), format!("{} [{}]{note}", e, e.reason()))
@@ -200,6 +238,7 @@ pub(crate) struct Knobs {
     pub(crate) read_timeout: u64,
     pub(crate) allow_http: bool,
     pub(crate) destinations: Destinations,
+    pub(crate) prefer_scheme: PreferScheme,
     /// Told of every progress report, if set.
     pub(crate) phase: Option<Arc<Phase>>,
 }
@@ -223,6 +262,7 @@ pub(crate) fn client(
     config.read_timeout = Duration::from_secs(knobs.read_timeout);
     config.allow_http = knobs.allow_http;
     config.destinations = knobs.destinations.clone();
+    config.prefer_scheme = knobs.prefer_scheme;
     config.network = wallet.currency()?;
     config.checkpoint = l402_client::config::pause_hook_from_env();
     let phase = knobs.phase.clone();
@@ -286,6 +326,7 @@ pub(crate) fn run(args: FetchArgs) -> Result<(), Failure> {
             read_timeout: args.read_timeout,
             allow_http: args.allow_http,
             destinations: Destinations::Any,
+            prefer_scheme: args.prefer_scheme,
             phase: Some(phase.clone()),
         };
         let (client, wallet) = client(&args.store, &args.wallet, &knobs)?;
@@ -330,10 +371,16 @@ async fn dry_run(client: &Client, args: &FetchArgs, json: bool) -> Result<(), Fa
             }
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let price = q.amount_msat.map_or("no amount (never paid)".to_owned(), |a| Msat(a).to_string());
+            let offer = match &q.challenge_id {
+                Some(id) => format!("{} charge (one request), challenge {id}", q.scheme),
+                None => format!("{} token (reusable)", q.scheme),
+            };
             let text = format!(
-                "price:       {price}\nfee:         at most {} (a retry after 'no route' may use up to {})\n\
+                "offer:       {offer} (offered: {})\nprice:       {price}\n\
+                 fee:         at most {} (a retry after 'no route' may use up to {})\n\
                  expires:     in {} s (unix {})\ndestination: {}\ndescription: {}\nservice:     {}\nnetwork:     {}\n\
                  would pay:   {}",
+                q.offers.join(", "),
                 Msat(q.fee_limit_msat),
                 Msat(q.max_fee_msat),
                 q.expires_at.saturating_sub(now),
@@ -418,12 +465,7 @@ async fn fetch(client: &Client, args: &FetchArgs, json: bool) -> Result<(), Fail
     let mut v = json!({
         "status": status.as_u16(),
         "token_id": token_id.map(|t| t.to_hex()),
-        "payment": answer.payment.map(|p| json!({
-            "payment_hash": p.payment_hash.to_hex(),
-            "amount_msat": p.amount.0,
-            "fee_msat": p.fee.0,
-            "token_id": p.token_id.to_hex(),
-        })),
+        "payment": answer.payment.as_ref().map(payment_json),
     });
     if args.include {
         let h: serde_json::Map<String, Value> = headers

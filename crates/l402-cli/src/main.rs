@@ -2,7 +2,7 @@
 //!
 //! Each subcommand lives in its own module; this file only parses arguments and maps errors to exit codes:
 //! 0 success, 1 refused (a credential that does not verify), 2 bad input or usage. `fetch`, `spend` and `mcp`
-//! add the client's codes (3-6 transport/wallet/challenge/store, 10-18 refused before paying, 20-22 after
+//! add the client's codes (3-6 transport/wallet/challenge/store, 10-19 refused before paying, 20-22 after
 //! paying, 23-24 reading the response), listed in `fetch.rs`.
 
 mod decode;
@@ -36,12 +36,12 @@ enum Command {
     /// Tokens: the client's store (list, show, rm); operator tools (mint offline, verify a credential).
     #[command(subcommand)]
     Token(token::TokenCommand),
-    /// Send an HTTP request, paying for an L402 token if asked (curl-like; exit codes in `l402 fetch --help`).
+    /// Send an HTTP request, paying an L402 token or a Payment charge if asked (curl-like; exit codes in `l402 fetch --help`).
     #[command(after_help = FETCH_EXIT_CODES)]
     Fetch(Box<fetch::FetchArgs>),
     /// The client's ledger: payments, what counts against each budget limit, and the limits.
     Spend(Box<spend::SpendArgs>),
-    /// An MCP server over stdio: a fetch tool for AI agents (per-call price cap, budgets) and budget/ledger tools.
+    /// An MCP server over stdio: a fetch tool for AI agents (per-call price cap, scheme, budgets) and budget/ledger tools.
     Mcp(Box<mcp::McpArgs>),
     /// A local regtest Lightning network (bitcoind, LDK nodes and, with --lnd, real LND nodes) for trying things out.
     #[command(subcommand)]
@@ -64,12 +64,14 @@ pub(crate) enum Failure {
 }
 
 const FETCH_EXIT_CODES: &str = "Exit codes: 0 a response was received; 2 usage; 3 HTTP transport error (or a redirect \
-that cannot be followed); 4 wallet unavailable; 5 402 without a usable L402 challenge; 6 local store error; refused before paying: 10 price over \
---max-cost, 11 amountless invoice, 12 wrong network, 13 invoice expired, 14 invoice payment hash differs from the \
-macaroon's, 15 budget exhausted, 16 body not replayable, 17 plain http without --allow-http, 18 address refused; \
-20 payment failed (no money moved), 21 payment outcome unknown (not paid again; looked up on the next run), 22 \
-paid but refused (token kept; see `l402 token list`); 23 body over --max-body, 24 --read-timeout passed (a token \
-paid for stays stored); 28 --max-time ran out (before paying, or after paying with the token stored).";
+that cannot be followed); 4 wallet unavailable; 5 402 without a usable L402 or Payment challenge; 6 local store \
+error; refused before paying (an L402 offer or a Payment charge alike): 10 price over --max-cost, 11 amountless \
+invoice, 12 wrong network, 13 invoice or charge challenge expired, 14 invoice payment hash differs from the \
+macaroon's or the charge's paymentHash, 15 budget exhausted, 16 body not replayable, 17 plain http without \
+--allow-http, 18 address refused, 19 a charge's invoice amount differs from its stated amount; 20 payment failed \
+(no money moved), 21 payment outcome unknown (not paid again; looked up on the next run), 22 paid but refused \
+(token kept, see `l402 token list`; a charge kept in the ledger, see `l402 spend`); 23 body over --max-body, 24 \
+--read-timeout passed (a token paid for stays stored); 28 --max-time ran out (before paying, or after paying with the token stored).";
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {

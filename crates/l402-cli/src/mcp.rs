@@ -2,11 +2,14 @@
 //! raise.
 //!
 //! Tools:
-//! - `fetch` (url, method, headers, body, `max_cost_sat`): the request, paid for if needed. `max_cost_sat` is
-//!   the agent's per-call maximum; it can only lower the cap set on the command line (`--max-cost`), never
-//!   raise it (a higher value is refused before any request). The stored budget limits and `--budget` (this
-//!   server's whole life) apply as always. The result names the payment (hash, amount, fee, token id) but never
-//!   the preimage or the macaroon: the token stays in the store. At most `--max-body` bytes of the body are
+//! - `fetch` (url, method, headers, body, `max_cost_sat`, `prefer_scheme`): the request, paid for if needed.
+//!   `max_cost_sat` is the agent's per-call maximum; it can only lower the cap set on the command line
+//!   (`--max-cost`), never raise it (a higher value is refused before any request). `prefer_scheme` (`l402` or
+//!   `payment`; default `--prefer-scheme`, itself `l402`) picks the offer paid when a 402 offers both an L402
+//!   token and a `Payment` charge (one is paid, never both; a charge buys one request). The stored budget
+//!   limits and `--budget` (this server's whole life) apply as always. The result names the payment (scheme,
+//!   hash, amount, fee, token id or a charge's challenge id and receipt) but never the preimage or the
+//!   macaroon: the token stays in the store. At most `--max-body` bytes of the body are
 //!   read and returned (`body_truncated` says there was more); a server silent for `--read-timeout` seconds
 //!   ends the call.
 //!
@@ -28,7 +31,7 @@ use anyhow::Context;
 use clap::Args;
 use l402_client::budget::Usage;
 use l402_client::reqwest::Method;
-use l402_client::{Client, Destinations, Error, LimitKind, Limits};
+use l402_client::{Client, Destinations, Error, LimitKind, Limits, PreferScheme};
 use l402_proto::Msat;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -72,6 +75,10 @@ pub(crate) struct McpArgs {
     /// The longest a server may send nothing during a call, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = crate::fetch::timeout_secs())]
     read_timeout: u64,
+    /// The offer paid when a 402 offers both, unless a call names one: `l402` (a reusable token) or `payment`
+    /// (a `Payment` scheme Lightning charge: one payment per request).
+    #[arg(long, value_name = "SCHEME", default_value = "l402", value_parser = crate::fetch::prefer_scheme)]
+    prefer_scheme: PreferScheme,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -97,6 +104,10 @@ pub(crate) struct FetchParams {
     /// The most this call may take, in seconds (default 120, at most 600).
     #[serde(default)]
     timeout_secs: Option<u64>,
+    /// Which offer to pay when the server offers both: "l402" (a token, reused by later calls) or "payment"
+    /// (a Payment-scheme Lightning charge, paid again by every call). Default: the server's setting ("l402").
+    #[serde(default)]
+    prefer_scheme: Option<String>,
 }
 
 /// The `ledger` tool's arguments.
@@ -119,6 +130,7 @@ pub(crate) struct L402Mcp {
     client: Arc<Client>,
     cap_sat: u64,
     max_body: usize,
+    prefer_scheme: PreferScheme,
     tool_router: ToolRouter<Self>,
 }
 
@@ -132,10 +144,13 @@ fn tool_error(s: String) -> CallToolResult {
 
 #[tool_router(router = tool_router)]
 impl L402Mcp {
-    /// Fetch a URL, paying for an L402 token if the server asks, within `max_cost_sat` and the budgets.
-    #[tool(description = "Fetch an HTTP(S) URL. If the server asks for a Lightning payment (HTTP 402, L402), pay it \
-                          only if the price is at most max_cost_sat (itself capped by the operator) and within the \
-                          budgets, then return the response. Tokens are reused automatically. The call gives up \
+    /// Fetch a URL, paying for an L402 token or a Payment charge if the server asks, within `max_cost_sat` and
+    /// the budgets.
+    #[tool(description = "Fetch an HTTP(S) URL. If the server asks for a Lightning payment (HTTP 402: an L402 token \
+                          or a Payment-scheme charge), pay one offer only if the price is at most max_cost_sat \
+                          (itself capped by the operator) and within the budgets, then return the response. \
+                          prefer_scheme (\"l402\" or \"payment\") picks the offer when both are offered; L402 \
+                          tokens are reused automatically, a charge pays for one request. The call gives up \
                           after timeout_secs (default 120) without ever losing or repeating a payment. Loopback \
                           and private addresses, and payments over plain http, are refused unless the operator \
                           allowed them.")]
@@ -146,6 +161,17 @@ impl L402Mcp {
                 p.max_cost_sat, self.cap_sat
             )));
         }
+        let prefer = match p.prefer_scheme.as_deref() {
+            None => self.prefer_scheme,
+            Some(name) => match PreferScheme::from_name(name) {
+                Some(s) => s,
+                None => {
+                    return Ok(tool_error(format!(
+                        "request: prefer_scheme {name:?} is not \"l402\" or \"payment\"; nothing was requested"
+                    )));
+                }
+            },
+        };
         let method = match p.method.as_deref().map(str::to_ascii_uppercase) {
             None => Method::GET,
             Some(m) => match Method::from_bytes(m.as_bytes()) {
@@ -167,7 +193,7 @@ impl L402Mcp {
         let secs = p.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS).clamp(1, MAX_TIMEOUT_SECS);
         let call = async {
             let mut answer =
-                self.client.execute_capped(req, Msat::from_sat(p.max_cost_sat)).await.map_err(|e| (e, None))?;
+                self.client.execute_with(req, Msat::from_sat(p.max_cost_sat), prefer).await.map_err(|e| (e, None))?;
             let status = answer.response.status().as_u16();
             let read = l402_client::body::read_prefix(&mut answer.response, self.max_body).await;
             let kept = answer.token_id;
@@ -198,12 +224,7 @@ impl L402Mcp {
             "body": String::from_utf8_lossy(&body),
             "body_truncated": !complete,
             "token_id": token_id.map(|t| t.to_hex()),
-            "payment": payment.map(|p| json!({
-                "payment_hash": p.payment_hash.to_hex(),
-                "amount_msat": p.amount.0,
-                "fee_msat": p.fee.0,
-                "token_id": p.token_id.to_hex(),
-            })),
+            "payment": payment.as_ref().map(crate::fetch::payment_json),
         });
         Ok(text(v.to_string()))
     }
@@ -238,7 +259,7 @@ impl L402Mcp {
 
     /// The most recent payments.
     #[tool(description = "List the most recent payments made by this client (state, amount, fee, origin, service, \
-                          payment hash).")]
+                          payment hash, scheme; for a Payment charge its challenge id, state and receipt).")]
     async fn ledger(&self, Parameters(p): Parameters<LedgerParams>) -> Result<CallToolResult, ErrorData> {
         let n = p.limit.unwrap_or(20);
         match self.client.ledger(None).await {
@@ -256,7 +277,7 @@ impl ServerHandler for L402Mcp {
     fn get_info(&self) -> ServerConfig {
         let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build());
         info.instructions = Some(
-            "Fetch URLs that may ask for a Lightning payment (L402). Payments are capped per call \
+            "Fetch URLs that may ask for a Lightning payment (L402 or the Payment scheme). Payments are capped per call \
              (max_cost_sat) and by budgets the operator set; refusals name their reason."
                 .into(),
         );
@@ -281,6 +302,7 @@ pub(crate) fn run(args: McpArgs) -> Result<(), Failure> {
             } else {
                 Destinations::PublicOnly { except: Vec::new() }
             },
+            prefer_scheme: args.prefer_scheme,
             phase: None,
         };
         let (client, wallet) = crate::fetch::client(&args.store, &args.wallet, &knobs)?;
@@ -288,6 +310,7 @@ pub(crate) fn run(args: McpArgs) -> Result<(), Failure> {
             client: Arc::new(client),
             cap_sat: args.max_cost,
             max_body: args.max_body,
+            prefer_scheme: args.prefer_scheme,
             tool_router: L402Mcp::tool_router(),
         };
         let served = server.serve(rmcp::transport::stdio()).await.context("MCP handshake");

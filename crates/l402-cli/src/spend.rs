@@ -1,4 +1,5 @@
-//! `l402 spend`: the ledger (every payment the client journaled, with its state, amount and fee), what counts
+//! `l402 spend`: the ledger (every payment the client journaled, with its state, amount, fee and scheme; for a
+//! `Payment` charge its state, challenge id and the server's receipt), what counts
 //! against each budget limit now, and the limits themselves (`--set-limit NAME=SAT`, stored in the data
 //! directory and shared by every process using it). `--recover` asks the wallet what became of interrupted
 //! payments (completing their tokens or releasing their reservations).
@@ -86,17 +87,33 @@ pub(crate) fn run(args: SpendArgs) -> Result<(), Failure> {
         let fee = e.fee_msat.map_or("-".to_owned(), |f| Msat(f).to_string());
         let why = e.failure.as_deref().map(|f| format!(" ({f})")).unwrap_or_default();
         println!(
-            "{}  {:<9} {:>12} fee {:>9}  {} {}  {}{why}",
+            "{}  {:<9} {:>12} fee {:>9}  {} {} {}  {}{why}{}",
             e.created_at,
             e.state,
             Msat(e.amount_msat).to_string(),
             fee,
+            e.scheme,
             e.origin,
             e.service,
             e.payment_hash,
+            charge_note(e),
         );
     }
     Ok(())
+}
+
+/// What the ledger line says of a `Payment` charge: its state, challenge id and receipt.
+fn charge_note(e: &journal::LedgerEntry) -> String {
+    let Some(state) = &e.charge_state else { return String::new() };
+    let mut note = format!("\n    charge {state}, challenge {}", e.challenge_id.as_deref().unwrap_or("-"));
+    if let Some(reference) = &e.receipt_reference {
+        note.push_str(&format!(
+            "; receipt {} reference {reference} challenge {}",
+            e.receipt_status.as_deref().unwrap_or("-"),
+            e.receipt_challenge_id.as_deref().unwrap_or("-")
+        ));
+    }
+    note
 }
 
 fn recover(args: &SpendArgs) -> Result<(), Failure> {
@@ -111,6 +128,7 @@ fn recover(args: &SpendArgs) -> Result<(), Failure> {
             read_timeout: 60,
             allow_http: false, // recovery pays nothing
             destinations: l402_client::Destinations::Any,
+            prefer_scheme: l402_client::PreferScheme::L402,
             phase: None,
         };
         let (client, wallet) = crate::fetch::client(&args.store, &args.wallet, &knobs)?;

@@ -1,5 +1,6 @@
-//! The request flow: send with the right token, meet a 402, decide whether the token was refused, get a token
-//! (reusing one another request bought, or paying), and send again.
+//! The request flow: send with the right token, meet a 402, decide whether the token was refused, choose the
+//! offer to answer ([`crate::offer`]), get a token (reusing one another request bought, or paying) or pay a
+//! charge (`charge` module), and send again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,11 +15,12 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 
 use crate::budget::{LimitKind, Limits, Usage};
-use crate::config::{Checkpoint, ClientConfig, Progress};
+use crate::config::{Checkpoint, ClientConfig, PreferScheme, Progress};
 use crate::error::Error;
 use crate::journal::{self, LedgerEntry};
 use crate::lease::Leases;
 use crate::net::{self, Destinations, PublicResolver};
+use crate::offer::{Offer, Offers};
 use crate::redirect;
 use crate::refusal::{self, Verdict};
 use crate::retry::{idempotent, retry_after, retryable_error, retryable_status};
@@ -26,7 +28,7 @@ use crate::store::{Store, now_unix};
 use crate::tokens::{self, StoredToken, TokenScope};
 
 /// A payment made (or recovered) for a request. `Debug` redacts the preimage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Payment {
     /// The payment hash.
     pub payment_hash: PaymentHash,
@@ -36,8 +38,41 @@ pub struct Payment {
     pub amount: Msat,
     /// The routing fee paid.
     pub fee: Msat,
-    /// The token it bought.
-    pub token_id: TokenId,
+    /// The token it bought; `None` for a `Payment` charge (a charge buys the one request it was paid for).
+    pub token_id: Option<TokenId>,
+    /// The `Payment` charge it paid, if it was one (an L402 token otherwise).
+    pub charge: Option<ChargeInfo>,
+}
+
+/// The `Payment` charge a [`Payment`] paid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChargeInfo {
+    /// The challenge id.
+    pub challenge_id: String,
+    /// The server's `Payment-Receipt`, if it sent one that decodes.
+    pub receipt: Option<ChargeReceipt>,
+}
+
+/// A `Payment-Receipt`, as the server sent it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChargeReceipt {
+    /// `success`.
+    pub status: String,
+    /// The payment method (`lightning`).
+    pub method: String,
+    /// When (RFC 3339, as sent).
+    pub timestamp: String,
+    /// The reference (Aperture: the payment hash, hex).
+    pub reference: String,
+    /// The challenge id it answers.
+    pub challenge_id: String,
+}
+
+impl Payment {
+    /// The scheme of the offer paid: `L402` for a token, `Payment` for a charge.
+    pub fn scheme(&self) -> &'static str {
+        if self.charge.is_some() { "Payment" } else { "L402" }
+    }
 }
 
 /// A response, with what was paid to get it.
@@ -66,13 +101,19 @@ pub enum Quote {
     Payment(PaymentQuote),
 }
 
-/// The facts of a challenge, and whether the client would pay it.
+/// The facts of the offer the client chose, and whether it would pay it.
 #[derive(Debug, Serialize)]
 pub struct PaymentQuote {
     /// The origin.
     pub origin: String,
-    /// The service the token would grant.
+    /// The scheme of the offer chosen: `L402`/`LSAT` (a reusable token) or `Payment` (a charge: one request).
+    pub scheme: String,
+    /// The schemes the server offered usably (`L402`, `Payment`).
+    pub offers: Vec<String>,
+    /// The service the token would grant (a charge: its realm).
     pub service: String,
+    /// A charge's challenge id.
+    pub challenge_id: Option<String>,
     /// The invoice's payment hash (hex).
     pub payment_hash: String,
     /// The price, msat (`None`: the invoice has no amount).
@@ -81,7 +122,7 @@ pub struct PaymentQuote {
     pub fee_limit_msat: u64,
     /// The most a retry could raise the fee limit to, msat.
     pub max_fee_msat: u64,
-    /// The invoice's expiry (Unix seconds).
+    /// The invoice's expiry, or a charge challenge's if earlier (Unix seconds).
     pub expires_at: u64,
     /// The payee node id.
     pub destination: String,
@@ -139,6 +180,13 @@ fn with_token(mut req: Request, token: &StoredToken) -> Result<Request, Error> {
 fn challenge_of(resp: &Response) -> Result<Challenge, Error> {
     Challenge::parse(resp.headers().get_all(WWW_AUTHENTICATE).iter().map(HeaderValue::as_bytes))
         .map_err(|e| Error::Challenge(e.to_string()))
+}
+
+/// What one call may pay, and for which offer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CallLimits {
+    pub(crate) max_price: Msat,
+    pub(crate) prefer: PreferScheme,
 }
 
 impl Client {
@@ -234,7 +282,7 @@ impl Client {
 
     /// Sends a request once, and again on the errors and statuses the retry policy allows (if replayable; a
     /// non-idempotent method only after a connection error). The destination is checked first.
-    async fn send(&self, mut req: Request) -> Result<Response, Error> {
+    pub(crate) async fn send(&self, mut req: Request) -> Result<Response, Error> {
         self.config.destinations.check_literal(req.url()).map_err(Error::AddressRefused)?;
         let policy = self.config.retry;
         let idempotent = idempotent(req.method());
@@ -287,14 +335,25 @@ impl Client {
     /// own origin and pays, if asked, for its own origin. [`L402Response::payment`] is the last payment made
     /// on the way.
     pub async fn execute_capped(&self, request: Request, max_price: Msat) -> Result<L402Response, Error> {
-        let max_price = max_price.min(self.config.max_price);
+        self.execute_with(request, max_price, self.config.prefer_scheme).await
+    }
+
+    /// [`Client::execute_capped`], preferring `prefer`'s offer when a `402` offers both schemes (one offer is
+    /// paid, never two; see [`crate::PreferScheme`]).
+    pub async fn execute_with(
+        &self,
+        request: Request,
+        max_price: Msat,
+        prefer: PreferScheme,
+    ) -> Result<L402Response, Error> {
+        let call = CallLimits { max_price: max_price.min(self.config.max_price), prefer };
         let mut request = request;
         let mut paid_earlier = None;
         let mut hops = 0;
         loop {
             let sent = request.try_clone();
             let from = request.url().clone();
-            let mut answer = self.exchange(request, max_price).await?;
+            let mut answer = self.exchange(request, call).await?;
             answer.payment = answer.payment.or(paid_earlier);
             if self.config.max_redirects == 0 {
                 return Ok(answer);
@@ -306,13 +365,13 @@ impl Client {
             hops += 1;
             tracing::debug!(status = answer.response.status().as_u16(), hop = hops, "following a redirect");
             request = redirect::follow(sent, &from, answer.response.status(), to)?;
-            paid_earlier = answer.payment;
+            paid_earlier = answer.payment.take();
         }
     }
 
-    /// One request to one origin: sent with the token stored for it (if any); a 402 paid (if the rules allow)
-    /// and the request sent again with the new token.
-    async fn exchange(&self, request: Request, max_price: Msat) -> Result<L402Response, Error> {
+    /// One request to one origin: sent with the token stored for it (if any); a 402 answered (if the rules
+    /// allow) by the offer chosen, and the request sent again with the new token or the paid charge.
+    async fn exchange(&self, request: Request, call: CallLimits) -> Result<L402Response, Error> {
         let url = request.url().clone();
         let origin = origin_of(&url)?;
         let path = url.path().to_owned();
@@ -329,9 +388,9 @@ impl Client {
         if status != StatusCode::PAYMENT_REQUIRED && status != StatusCode::UNAUTHORIZED {
             return self.done(resp, token.as_ref(), None).await;
         }
-        let challenge = if status == StatusCode::PAYMENT_REQUIRED { Some(challenge_of(&resp)) } else { None };
+        let offers = if status == StatusCode::PAYMENT_REQUIRED { Some(Offers::read(resp.headers())) } else { None };
         match &token {
-            Some(t) => match refusal::judge(t, resp.headers(), challenge.as_ref().and_then(|c| c.as_ref().ok())) {
+            Some(t) => match refusal::judge(t, resp.headers(), offers.as_ref().and_then(|o| o.l402.as_ref().ok())) {
                 Verdict::NotThePaywall => return self.done(resp, Some(t), None).await,
                 Verdict::OtherService => {
                     tracing::debug!(token_id = %t.token_id, "token is for another service of this origin");
@@ -346,16 +405,33 @@ impl Client {
             None if status == StatusCode::UNAUTHORIZED => return self.done(resp, None, None).await,
             None => {}
         }
-        let challenge = match challenge {
-            Some(c) => c?,
-            None => return Err(Error::Challenge(format!("{status} without an L402 challenge"))),
+        let Some(offers) = offers else {
+            return Err(Error::Challenge(format!("{status} without an L402 or Payment challenge")));
+        };
+        // A charge paid earlier for this path and never accepted costs nothing more: it goes first.
+        let prefer = match offers.usable_charge() {
+            Some(c)
+                if call.prefer == PreferScheme::L402
+                    && self.has_unspent_charge(&origin, &c.challenge.realm, &path).await? =>
+            {
+                PreferScheme::Payment
+            }
+            _ => call.prefer,
+        };
+        let challenge = match offers.choose(prefer)? {
+            Offer::L402(challenge) => challenge,
+            Offer::Charge(charge) => {
+                let Some(replay) = replay else { return Err(Error::NotReplayable) };
+                self.transport_allows_paying(&url, &origin)?;
+                return self.charge_exchange(replay, &origin, &path, *charge, call.max_price).await;
+            }
         };
         let service = TokenScope::of(&challenge.macaroon).service().to_owned();
         let (o, p, s) = (origin.clone(), path.clone(), service.clone());
         self.store.call(move |c| tokens::learn_route(c, &o, &p, &s, now_unix())).await?;
         let Some(replay) = replay else { return Err(Error::NotReplayable) };
         self.transport_allows_paying(&url, &origin)?;
-        let (token, payment) = self.obtain(&origin, &path, &challenge, max_price).await?;
+        let (token, payment) = self.obtain(&origin, &path, &challenge, call.max_price).await?;
         let resp = self.send(with_token(replay, &token)?).await?;
         if matches!(resp.status(), StatusCode::PAYMENT_REQUIRED | StatusCode::UNAUTHORIZED) {
             let again = challenge_of(&resp).ok();
@@ -367,14 +443,14 @@ impl Client {
     }
 
     /// Refuses to pay over plain http unless [`ClientConfig::allow_http`].
-    fn transport_allows_paying(&self, url: &Url, origin: &str) -> Result<(), Error> {
+    pub(crate) fn transport_allows_paying(&self, url: &Url, origin: &str) -> Result<(), Error> {
         if url.scheme() == "http" && !self.config.allow_http {
             return Err(Error::PlainHttp { origin: origin.to_owned() });
         }
         Ok(())
     }
 
-    async fn done(
+    pub(crate) async fn done(
         &self,
         response: Response,
         token: Option<&StoredToken>,
@@ -445,13 +521,61 @@ impl Client {
         if resp.status() != StatusCode::PAYMENT_REQUIRED {
             return Ok(Quote::NotRequired { status: resp.status().as_u16() });
         }
-        let challenge = challenge_of(&resp)?;
-        let scope = TokenScope::of(&challenge.macaroon);
-        let (_, info) = l402_proto::invoice::decode_invoice(&challenge.invoice)?;
+        let offers = Offers::read(resp.headers());
+        let offered: Vec<String> = offers.offered().into_iter().map(str::to_owned).collect();
+        let max_price = self.config.max_price;
+        let quote = match offers.choose(self.config.prefer_scheme)? {
+            Offer::L402(challenge) => {
+                let scope = TokenScope::of(&challenge.macaroon);
+                let (_, info) = l402_proto::invoice::decode_invoice(&challenge.invoice)?;
+                let mut quote = self.quote_of(&origin, &info, challenge.scheme.as_str(), offered);
+                quote.service = scope.service().to_owned();
+                quote.refusal = match self.transport_allows_paying(&url, &origin) {
+                    Err(e) => Some(e),
+                    Ok(()) => match self.check_challenge(&challenge, max_price).await {
+                        Ok((amount, _, _)) => self.budget_precheck(&origin, amount).await.err(),
+                        Err(e) => Some(e),
+                    },
+                };
+                quote
+            }
+            Offer::Charge(charge) => {
+                let (_, info) = l402_proto::invoice::decode_invoice(&charge.request.method_details.invoice)?;
+                let mut quote = self.quote_of(&origin, &info, crate::journal::CHARGE_SCHEME, offered);
+                quote.service = charge.challenge.realm.clone();
+                quote.challenge_id = Some(charge.challenge.id.clone());
+                quote.payment_hash = PaymentHash(charge.request.method_details.payment_hash).to_hex();
+                if let Ok(Some(t)) = crate::offer::challenge_expiry(&charge.challenge) {
+                    quote.expires_at = quote.expires_at.min(t);
+                }
+                quote.refusal = match self.transport_allows_paying(&url, &origin) {
+                    Err(e) => Some(e),
+                    Ok(()) => match self.check_charge(&charge, max_price).await {
+                        Ok(c) => self.budget_precheck(&origin, c.amount).await.err(),
+                        Err(e) => Some(e),
+                    },
+                };
+                quote
+            }
+        };
+        Ok(Quote::Payment(quote))
+    }
+
+    /// A quote of an invoice, not yet judged.
+    fn quote_of(
+        &self,
+        origin: &str,
+        info: &l402_proto::InvoiceInfo,
+        scheme: &str,
+        offers: Vec<String>,
+    ) -> PaymentQuote {
         let amount = info.amount.unwrap_or(Msat(0));
-        let mut quote = PaymentQuote {
-            origin: origin.clone(),
-            service: scope.service().to_owned(),
+        PaymentQuote {
+            origin: origin.to_owned(),
+            scheme: scheme.to_owned(),
+            offers,
+            service: String::new(),
+            challenge_id: None,
             payment_hash: info.payment_hash.to_hex(),
             amount_msat: info.amount.map(|a| a.0),
             fee_limit_msat: self.config.initial_fee_limit(amount).0,
@@ -461,17 +585,11 @@ impl Client {
             description: info.description.clone(),
             network: l402_proto::invoice::network_name(&info.currency).to_owned(),
             refusal: None,
-        };
-        quote.refusal = match self.transport_allows_paying(&url, &origin) {
-            Err(e) => Some(e),
-            Ok(()) => self.precheck(&origin, &challenge).await.err(),
-        };
-        Ok(Quote::Payment(quote))
+        }
     }
 
-    /// The checks made before paying, without paying: the invoice, then whether the budgets would allow it.
-    async fn precheck(&self, origin: &str, challenge: &Challenge) -> Result<(), Error> {
-        let (amount, _, _) = self.check_challenge(challenge, self.config.max_price).await?;
+    /// Whether the budgets would allow paying `amount` (and its first fee limit) to `origin`, without paying.
+    async fn budget_precheck(&self, origin: &str, amount: Msat) -> Result<(), Error> {
         let needed = amount.0.saturating_add(self.config.initial_fee_limit(amount).0);
         let o = origin.to_owned();
         self.store

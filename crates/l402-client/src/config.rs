@@ -35,6 +35,32 @@ pub const DEFAULT_MAX_REDIRECTS: usize = 10;
 /// [`crate::Client::new`] (a deadline that far ahead would overflow the clock's arithmetic).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
+/// Which offer to pay when a `402` offers both an L402 token and a `Payment` charge (either way, one offer of a
+/// `402` is paid, never two; when only one scheme is offered, that one is used).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PreferScheme {
+    /// The L402 token (the default): it is reusable, so one payment serves every request until it expires.
+    #[default]
+    L402,
+    /// The `Payment` scheme's Lightning charge: one payment buys exactly one request.
+    Payment,
+}
+
+impl PreferScheme {
+    /// The name used on the command line and in the Python package: `l402` or `payment`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PreferScheme::L402 => "l402",
+            PreferScheme::Payment => "payment",
+        }
+    }
+
+    /// Parses [`PreferScheme::name`] (case-insensitively).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [PreferScheme::L402, PreferScheme::Payment].into_iter().find(|p| p.name().eq_ignore_ascii_case(name.trim()))
+    }
+}
+
 /// A named point of the payment procedure, for crash tests (see [`ClientConfig::checkpoint`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Checkpoint {
@@ -119,7 +145,7 @@ pub type CheckpointFn = Arc<dyn Fn(Checkpoint) + Send + Sync>;
 pub struct ClientConfig {
     /// The data directory (token store, ledger, journal, locks).
     pub data_dir: PathBuf,
-    /// The most one token may cost (invoice amount; the fee is capped separately). Over it: refused.
+    /// The most one token or charge may cost (invoice amount; the fee is capped separately). Over it: refused.
     pub max_price: Msat,
     /// The most one payment may spend on routing fees (all attempts' limits are within it). Never zero.
     pub max_fee: Msat,
@@ -155,6 +181,9 @@ pub struct ClientConfig {
     /// (scheme, host, port) it was bought from, and `Authorization`/`Cookie` headers are dropped when a
     /// redirect leaves the origin.
     pub max_redirects: usize,
+    /// Which offer to pay when a `402` offers both schemes (default [`PreferScheme::L402`]; per request:
+    /// [`crate::Client::execute_with`]).
+    pub prefer_scheme: PreferScheme,
     /// Called with progress.
     pub progress: Option<ProgressFn>,
     /// Called at each [`Checkpoint`].
@@ -176,6 +205,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("destinations", &self.destinations)
             .field("read_timeout", &self.read_timeout)
             .field("max_redirects", &self.max_redirects)
+            .field("prefer_scheme", &self.prefer_scheme)
             .finish_non_exhaustive()
     }
 }
@@ -199,6 +229,7 @@ impl ClientConfig {
             destinations: Destinations::Any,
             read_timeout: DEFAULT_READ_TIMEOUT,
             max_redirects: DEFAULT_MAX_REDIRECTS,
+            prefer_scheme: PreferScheme::L402,
             progress: None,
             checkpoint: None,
         }

@@ -1,10 +1,12 @@
 //! What can stop a request, typed by what the caller (or a script reading an exit code) can do about it.
 //!
-//! Refusals before paying ([`Error::Invoice`], [`Error::Budget`], [`Error::NotReplayable`], [`Error::PlainHttp`],
-//! [`Error::AddressRefused`]) moved no money.
+//! Refusals before paying ([`Error::Invoice`], [`Error::AmountMismatch`], [`Error::Budget`],
+//! [`Error::NotReplayable`], [`Error::PlainHttp`], [`Error::AddressRefused`]) moved no money; a `Payment` charge
+//! offer is refused for the same reasons, with the same errors, as an L402 one.
 //! [`Error::PaymentFailed`] moved none either. [`Error::OutcomeUnknown`] may have: its budget reservation stays
 //! in place and the next run looks the payment up by hash. [`Error::PaidButRefused`] means money moved and the
-//! server did not honour the token: the token is kept with its preimage (the proof of payment). A body too large
+//! server did not honour the token: the token is kept with its preimage (the proof of payment);
+//! [`Error::ChargeRefused`] is the same for a `Payment` charge (kept in the journal, challenge and preimage). A body too large
 //! ([`Error::BodyTooLarge`]) or a server gone silent ([`Error::ReadTimeout`]) after paying leaves the token
 //! stored and valid: the next request uses it.
 
@@ -24,13 +26,22 @@ pub enum Error {
     /// Talking to the server failed (after the retries the rules allow).
     #[error("HTTP: {0}")]
     Http(#[source] reqwest::Error),
-    /// The server answered 402 without a usable L402 challenge (or with a macaroon that is not an L402 token).
-    #[error("402 without a usable L402 challenge: {0}")]
+    /// The server answered 402 without a usable L402 or `Payment` (Lightning charge) challenge (or with a
+    /// macaroon that is not an L402 token, or a charge request that does not decode).
+    #[error("402 without a usable L402 or Payment challenge: {0}")]
     Challenge(String),
     /// The invoice was refused before paying (over the price cap, amountless, wrong network, expired, or its
     /// payment hash is not the macaroon's).
     #[error("invoice refused before paying: {0}")]
     Invoice(#[from] InvoiceError),
+    /// A `Payment` charge states one amount and its invoice asks for another; nothing was paid.
+    #[error("charge refused before paying: it states {stated} but its invoice is for {invoice}")]
+    AmountMismatch {
+        /// The charge request's `amount`.
+        stated: Msat,
+        /// The invoice's amount.
+        invoice: Msat,
+    },
     /// Paying would exceed a budget limit; nothing was paid.
     #[error(
         "budget exhausted: {limit} limit of {limit_msat} msat, {spent_msat} msat spent or reserved, {needed_msat} msat needed"
@@ -84,6 +95,21 @@ pub enum Error {
         /// What was paid for it (amount + fee).
         paid: Msat,
     },
+    /// A paid `Payment` charge was refused by the server. The charge stays in the journal with its challenge
+    /// and preimage (the proof of payment); it is not paid again in the same call.
+    #[error(
+        "paid but refused: the server answered {status} to the charge for payment {payment_hash} (challenge {challenge_id}; kept as proof of payment)"
+    )]
+    ChargeRefused {
+        /// The charge's payment hash.
+        payment_hash: PaymentHash,
+        /// The charge's challenge id.
+        challenge_id: String,
+        /// The HTTP status the server answered with.
+        status: u16,
+        /// What was paid for it (amount + fee).
+        paid: Msat,
+    },
     /// The URL is `http://` and paying over plain http was not allowed ([`crate::ClientConfig::allow_http`]);
     /// nothing was paid.
     #[error("refusing to pay over plain http to {origin} (not allowed by the configuration); nothing was paid")]
@@ -130,12 +156,13 @@ impl Error {
             Error::Invoice(InvoiceError::Expired { .. }) => "invoice_expired",
             Error::Invoice(InvoiceError::HashMismatch { .. }) => "payment_hash_mismatch",
             Error::Invoice(_) => "invoice_invalid",
+            Error::AmountMismatch { .. } => "amount_mismatch",
             Error::Budget { .. } => "budget_exhausted",
             Error::NotReplayable => "not_replayable",
             Error::PaymentFailed { .. } => "payment_failed",
             Error::PaymentRejected { .. } => "payment_rejected",
             Error::OutcomeUnknown { .. } => "outcome_unknown",
-            Error::PaidButRefused { .. } => "paid_but_refused",
+            Error::PaidButRefused { .. } | Error::ChargeRefused { .. } => "paid_but_refused",
             Error::Wallet(_) => "wallet",
             Error::Store(_) => "store",
             Error::LeaseTimeout(_) => "lease_timeout",
@@ -149,9 +176,10 @@ impl Error {
 
     /// The exit code `l402 fetch` exits with for this error (the README's list; the Python package's exceptions
     /// carry it too): 2 usage, 3 HTTP, 4 wallet, 5 challenge, 6 store; refused before paying: 10 price over the
-    /// cap, 11 amountless invoice, 12 wrong network, 13 expired invoice, 14 payment hash mismatch, 15 budget, 16
-    /// body not replayable, 17 plain http, 18 address refused; 20 payment failed, 21 outcome unknown, 22 paid but
-    /// refused; 23 body too large, 24 read timeout.
+    /// cap, 11 amountless invoice, 12 wrong network, 13 expired invoice (or charge challenge), 14 payment hash
+    /// mismatch, 15 budget, 16 body not replayable, 17 plain http, 18 address refused, 19 a charge's amount not
+    /// its invoice's; 20 payment failed, 21 outcome unknown, 22 paid but refused (token or charge); 23 body too
+    /// large, 24 read timeout.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Request(_) => 2,
@@ -169,11 +197,12 @@ impl Error {
             Error::NotReplayable => 16,
             Error::PlainHttp { .. } => 17,
             Error::AddressRefused(_) => 18,
+            Error::AmountMismatch { .. } => 19,
             Error::BodyTooLarge { .. } => 23,
             Error::ReadTimeout(_) => 24,
             Error::PaymentFailed { .. } | Error::PaymentRejected { .. } => 20,
             Error::OutcomeUnknown { .. } => 21,
-            Error::PaidButRefused { .. } => 22,
+            Error::PaidButRefused { .. } | Error::ChargeRefused { .. } => 22,
         }
     }
 

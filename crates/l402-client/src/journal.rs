@@ -4,9 +4,16 @@
 //! the wallet is asked to pay. Whatever happens next (success, failure, a crash, a timeout, a lost connection),
 //! the row says a payment to this hash may exist, so nothing pays for that challenge again until the wallet
 //! has been asked what became of it ([`crate::Client::recover`]).
+//!
+//! A `Payment` charge is journaled the same way, with its echoed challenge instead of a macaroon. It buys one
+//! request, so a success stores no token: the row itself (challenge + preimage) is the credential, in
+//! `charge_state` `unspent` until the server accepts it (`spent`, with its `Payment-Receipt` if it sent one) or
+//! refuses it (`refused`). A charge left `unspent` (the request failed after paying, or the process died) is
+//! presented again by the next request it fits ([`unspent_charge`]); one whose challenge expired meanwhile is
+//! `expired`.
 
 use l402_lightning::PaymentSuccess;
-use l402_proto::{Macaroon, Msat, PaymentHash};
+use l402_proto::{Macaroon, Msat, PaymentHash, Preimage};
 use rusqlite::{Connection, OptionalExtension as _, Row, Transaction, params};
 use serde::Serialize;
 
@@ -37,8 +44,22 @@ pub struct LedgerEntry {
     pub fee_msat: Option<u64>,
     /// Why it failed.
     pub failure: Option<String>,
-    /// The token it bought (hex id).
+    /// The token it bought (hex id; none for a `Payment` charge).
     pub token_id: Option<String>,
+    /// The scheme of the offer paid: `L402` or `LSAT` (a token), `Payment` (a charge).
+    pub scheme: String,
+    /// A charge's challenge id (as the server issued it).
+    pub challenge_id: Option<String>,
+    /// A paid charge's state: `unspent` (not yet accepted by the server), `spent`, `refused` or `expired`.
+    pub charge_state: Option<String>,
+    /// The `Payment-Receipt` status, if the server sent one (`success`).
+    pub receipt_status: Option<String>,
+    /// The receipt's reference (Aperture: the payment hash).
+    pub receipt_reference: Option<String>,
+    /// The challenge id the receipt names.
+    pub receipt_challenge_id: Option<String>,
+    /// The receipt's timestamp (RFC 3339, as sent).
+    pub receipt_timestamp: Option<String>,
     /// When it was journaled (Unix seconds).
     pub created_at: u64,
     /// When it last changed (Unix seconds).
@@ -62,7 +83,8 @@ impl LedgerEntry {
 }
 
 const COLUMNS: &str = "payment_hash, origin, service, path, amount_msat, fee_limit_msat, reserved_msat, state, \
-                       fee_msat, failure, token_id, created_at, updated_at";
+                       fee_msat, failure, token_id, created_at, updated_at, scheme, challenge_id, charge_state, \
+                       receipt_status, receipt_reference, receipt_challenge_id, receipt_timestamp";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
     let u = |i: usize| -> rusqlite::Result<u64> { r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0)) };
@@ -80,7 +102,35 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
         token_id: r.get(10)?,
         created_at: u(11)?,
         updated_at: u(12)?,
+        scheme: r.get(13)?,
+        challenge_id: r.get(14)?,
+        charge_state: r.get(15)?,
+        receipt_status: r.get(16)?,
+        receipt_reference: r.get(17)?,
+        receipt_challenge_id: r.get(18)?,
+        receipt_timestamp: r.get(19)?,
     })
+}
+
+/// The scheme of a `Payment` charge in the journal's `scheme` column.
+pub(crate) const CHARGE_SCHEME: &str = "Payment";
+
+/// What a payment buys, as journaled.
+pub(crate) enum Purchase {
+    /// An L402 token: the challenge's scheme (`L402` or `LSAT`) and macaroon.
+    Token {
+        /// `L402` or `LSAT`.
+        scheme: String,
+        /// The macaroon the payment unlocks.
+        macaroon: Macaroon,
+    },
+    /// A `Payment` charge: the challenge as received (its header value), to echo back in the credential.
+    Charge {
+        /// `PaymentChallenge::header_value()` of the offer paid.
+        challenge: String,
+        /// Its id.
+        challenge_id: String,
+    },
 }
 
 /// A payment about to be sent.
@@ -89,11 +139,22 @@ pub(crate) struct NewPayment {
     pub(crate) origin: String,
     pub(crate) service: String,
     pub(crate) path: String,
-    pub(crate) scheme: String,
-    pub(crate) macaroon: Macaroon,
+    pub(crate) purchase: Purchase,
     pub(crate) invoice: String,
     pub(crate) amount: Msat,
     pub(crate) fee_limit: Msat,
+}
+
+impl NewPayment {
+    /// The `scheme`, `macaroon`, `challenge` and `challenge_id` columns.
+    fn offer_columns(&self) -> (String, String, Option<String>, Option<String>) {
+        match &self.purchase {
+            Purchase::Token { scheme, macaroon } => (scheme.clone(), macaroon.to_base64(), None, None),
+            Purchase::Charge { challenge, challenge_id } => {
+                (CHARGE_SCHEME.to_owned(), String::new(), Some(challenge.clone()), Some(challenge_id.clone()))
+            }
+        }
+    }
 }
 
 /// Checks the budgets and journals the payment with its reservation, in the caller's `BEGIN IMMEDIATE`
@@ -106,15 +167,30 @@ pub(crate) fn reserve(tx: &Transaction<'_>, limits: &Limits, p: &NewPayment, now
         needed_msat: u64::MAX,
     })?;
     let hash = p.payment_hash.to_hex();
+    let (scheme, macaroon, challenge, challenge_id) = p.offer_columns();
     match get(tx, &hash)?.map(|e| e.state) {
         None => {}
-        // A payment that definitely failed may be sent again (as LND allows): the row is reused.
+        // A payment that definitely failed may be sent again (as LND allows): the row is reused, for the offer
+        // now being paid.
         Some(state) if state == "failed" => {
             budget::check(tx, limits, &p.origin, needed.0, now, &hash)?;
             tx.execute(
                 "UPDATE payments SET state = 'pending', fee_limit_msat = ?2, reserved_msat = ?3, failure = NULL, \
-                 created_at = ?4, updated_at = ?4 WHERE payment_hash = ?1",
-                params![hash, p.fee_limit.0 as i64, needed.0 as i64, now as i64],
+                 created_at = ?4, updated_at = ?4, origin = ?5, service = ?6, path = ?7, scheme = ?8, \
+                 macaroon = ?9, challenge = ?10, challenge_id = ?11, charge_state = NULL WHERE payment_hash = ?1",
+                params![
+                    hash,
+                    p.fee_limit.0 as i64,
+                    needed.0 as i64,
+                    now as i64,
+                    p.origin,
+                    p.service,
+                    p.path,
+                    scheme,
+                    macaroon,
+                    challenge,
+                    challenge_id
+                ],
             )?;
             return Ok(());
         }
@@ -123,20 +199,22 @@ pub(crate) fn reserve(tx: &Transaction<'_>, limits: &Limits, p: &NewPayment, now
     budget::check(tx, limits, &p.origin, needed.0, now, &hash)?;
     tx.execute(
         "INSERT INTO payments (payment_hash, origin, service, path, scheme, macaroon, invoice, amount_msat, \
-         fee_limit_msat, reserved_msat, state, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11, ?11)",
+         fee_limit_msat, reserved_msat, state, created_at, updated_at, challenge, challenge_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11, ?11, ?12, ?13)",
         params![
             hash,
             p.origin,
             p.service,
             p.path,
-            p.scheme,
-            p.macaroon.to_base64(),
+            scheme,
+            macaroon,
             p.invoice,
             p.amount.0 as i64,
             p.fee_limit.0 as i64,
             needed.0 as i64,
-            now as i64
+            now as i64,
+            challenge,
+            challenge_id
         ],
     )?;
     Ok(())
@@ -176,15 +254,25 @@ pub(crate) fn challenge_of(conn: &Connection, hash: &str) -> Result<(String, Mac
     Ok((scheme, mac, path))
 }
 
-/// Records a success and stores the token it bought, in one transaction. Idempotent.
+/// Records a success and stores the token it bought, in one transaction; returns the token's id. For a
+/// `Payment` charge there is no token: the charge becomes `unspent` (`None`). Idempotent.
 pub(crate) fn succeed(
     tx: &Transaction<'_>,
     hash: &PaymentHash,
     paid: &PaymentSuccess,
     now: u64,
-) -> Result<l402_proto::TokenId, Error> {
+) -> Result<Option<l402_proto::TokenId>, Error> {
     let h = hash.to_hex();
     let entry = get(tx, &h)?.ok_or_else(|| Error::Store(format!("payment {h} not journaled")))?;
+    if entry.scheme == CHARGE_SCHEME {
+        tx.execute(
+            "UPDATE payments SET state = 'succeeded', amount_msat = ?2, fee_msat = ?3, preimage = ?4, \
+             reserved_msat = 0, failure = NULL, updated_at = ?5, charge_state = COALESCE(charge_state, 'unspent') \
+             WHERE payment_hash = ?1",
+            params![h, paid.amount.0 as i64, paid.fee.0 as i64, paid.preimage.to_hex(), now as i64],
+        )?;
+        return Ok(None);
+    }
     let (scheme, macaroon, path) = challenge_of(tx, &h)?;
     let token_id = tokens::insert(
         tx,
@@ -203,7 +291,113 @@ pub(crate) fn succeed(
          reserved_msat = 0, failure = NULL, updated_at = ?6 WHERE payment_hash = ?1",
         params![h, paid.amount.0 as i64, paid.fee.0 as i64, paid.preimage.to_hex(), token_id.to_hex(), now as i64],
     )?;
-    Ok(token_id)
+    Ok(Some(token_id))
+}
+
+/// A paid `Payment` charge not yet accepted by the server: what its credential is rebuilt from. `Debug` shows
+/// no preimage.
+#[derive(Clone)]
+pub(crate) struct PaidCharge {
+    pub(crate) payment_hash: PaymentHash,
+    /// The challenge as received (`PaymentChallenge::header_value()`).
+    pub(crate) challenge: String,
+    pub(crate) challenge_id: String,
+    pub(crate) preimage: Preimage,
+    pub(crate) amount: Msat,
+    pub(crate) fee: Msat,
+}
+
+impl std::fmt::Debug for PaidCharge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaidCharge")
+            .field("payment_hash", &self.payment_hash)
+            .field("challenge_id", &self.challenge_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The oldest `unspent` charge of `origin` + `service` (the realm) paid for `path`, if any.
+pub(crate) fn unspent_charge(
+    conn: &Connection,
+    origin: &str,
+    service: &str,
+    path: &str,
+) -> Result<Option<PaidCharge>, Error> {
+    let row = conn
+        .prepare_cached(
+            "SELECT payment_hash, challenge, challenge_id, preimage, amount_msat, fee_msat FROM payments \
+             WHERE origin = ?1 AND service = ?2 AND scheme = ?3 AND path = ?4 AND state = 'succeeded' \
+             AND charge_state = 'unspent' ORDER BY created_at, rowid LIMIT 1",
+        )?
+        .query_row(params![origin, service, CHARGE_SCHEME, path], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+            ))
+        })
+        .optional()?;
+    let Some((hash, challenge, challenge_id, preimage, amount, fee)) = row else { return Ok(None) };
+    let bad = |what: &str| Error::Store(format!("journaled charge {hash}: {what}"));
+    let payment_hash = PaymentHash::from_hex(&hash).map_err(|_| bad("payment hash"))?;
+    let preimage = Preimage::from_hex(preimage.as_deref().unwrap_or("")).map_err(|_| bad("preimage"))?;
+    Ok(Some(PaidCharge {
+        payment_hash,
+        challenge: challenge.ok_or_else(|| bad("no challenge"))?,
+        challenge_id: challenge_id.unwrap_or_default(),
+        preimage,
+        amount: Msat(u64::try_from(amount).unwrap_or(0)),
+        fee: Msat(fee.and_then(|f| u64::try_from(f).ok()).unwrap_or(0)),
+    }))
+}
+
+/// What the server did with a charge credential, and its receipt if it sent one.
+pub(crate) enum ChargeOutcome {
+    /// It answered (not with a refusal): the charge is spent.
+    Spent(Option<crate::mpp_shim::mpp::Receipt>),
+    /// The paywall refused it, with this status.
+    Refused(u16),
+    /// Its challenge expired before it could be presented.
+    Expired,
+}
+
+/// Records what became of an `unspent` charge (a charge in any other state is left as it is).
+pub(crate) fn charge_outcome(
+    conn: &Connection,
+    hash: &PaymentHash,
+    outcome: ChargeOutcome,
+    now: u64,
+) -> Result<(), Error> {
+    let h = hash.to_hex();
+    let sql_tail = "updated_at = ?2 WHERE payment_hash = ?1 AND charge_state = 'unspent'";
+    match outcome {
+        ChargeOutcome::Spent(receipt) => {
+            let r = receipt.as_ref().map(|r| (&r.status, &r.reference, &r.challenge_id, &r.timestamp));
+            conn.execute(
+                &format!(
+                    "UPDATE payments SET charge_state = 'spent', receipt_status = ?3, receipt_reference = ?4, \
+                     receipt_challenge_id = ?5, receipt_timestamp = ?6, {sql_tail}"
+                ),
+                params![h, now as i64, r.map(|r| r.0), r.map(|r| r.1), r.map(|r| r.2), r.map(|r| r.3)],
+            )?;
+        }
+        ChargeOutcome::Refused(status) => {
+            conn.execute(
+                &format!("UPDATE payments SET charge_state = 'refused', failure = ?3, {sql_tail}"),
+                params![h, now as i64, format!("charge refused by the server ({status})")],
+            )?;
+        }
+        ChargeOutcome::Expired => {
+            conn.execute(
+                &format!("UPDATE payments SET charge_state = 'expired', failure = ?3, {sql_tail}"),
+                params![h, now as i64, "the charge's challenge expired before the server accepted it"],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Records a definite failure (no money moved) and releases the reservation. A success is never overwritten.
@@ -226,15 +420,16 @@ pub(crate) fn unknown(conn: &Connection, hash: &PaymentHash, why: &str, now: u64
     Ok(())
 }
 
-/// Journal entries not yet resolved (`pending` or `unknown`), of one origin and service or of all.
-pub(crate) fn unresolved(conn: &Connection, key: Option<(&str, &str)>) -> Result<Vec<LedgerEntry>, Error> {
+/// Journal entries not yet resolved (`pending` or `unknown`), of one origin, service and kind (charges or
+/// tokens), or of all.
+pub(crate) fn unresolved(conn: &Connection, key: Option<(&str, &str, bool)>) -> Result<Vec<LedgerEntry>, Error> {
     let sql = format!(
         "SELECT {COLUMNS} FROM payments WHERE state IN ('pending', 'unknown') AND \
-         (?1 IS NULL OR (origin = ?1 AND service = ?2)) ORDER BY created_at"
+         (?1 IS NULL OR (origin = ?1 AND service = ?2 AND (scheme = ?4) = ?3)) ORDER BY created_at"
     );
     let mut stmt = conn.prepare(&sql)?;
-    let (o, s) = key.map_or((None, None), |(o, s)| (Some(o), Some(s)));
-    let rows = stmt.query_map(params![o, s], from_row)?.collect::<Result<Vec<_>, _>>()?;
+    let (o, s, charge) = key.map_or((None, None, None), |(o, s, c)| (Some(o), Some(s), Some(c)));
+    let rows = stmt.query_map(params![o, s, charge, CHARGE_SCHEME], from_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 

@@ -9,6 +9,16 @@
 //! Then it pays through an [`l402_lightning::Payer`] with a non-zero fee limit and a timeout, stores the token,
 //! and sends the request again with `Authorization: <scheme the server used> <macaroon>:<preimage>`.
 //!
+//! The `Payment` HTTP authentication scheme's Lightning charge (MPP, as Aperture sends it beside L402) is
+//! understood too. A `402` offering both is answered with one offer, never two: the L402 token by default (it
+//! is reusable), the charge with [`PreferScheme::Payment`] ([`ClientConfig::prefer_scheme`],
+//! [`Client::execute_with`]); a `402` offering one scheme is answered with that one. A charge gets every check an
+//! L402 invoice gets, with the same errors, and more (its invoice's hash and amount must be the ones it states,
+//! its network the wallet's, its challenge unexpired: the `offer` module). It is journaled with its echoed
+//! challenge, so a charge paid whose request then failed is presented again by the next request for that path
+//! (never paid twice); it buys one request, so it is never stored as a token nor reused; the server's
+//! `Payment-Receipt` goes into the ledger ([`LedgerEntry`]).
+//!
 //! How the pieces relate:
 //! - [`store`]: one SQLite file per data directory, shared by every process using it: [`tokens`] (paid tokens,
 //!   chosen by service and path), [`journal`] (the write-ahead payment journal, which is also the ledger) and
@@ -48,19 +58,22 @@
 //! let request = client.request(reqwest::Method::GET, "https://api.example/quote").build().map_err(l402_client::Error::Http)?;
 //! let answer = client.execute(request).await?;
 //! if let Some(p) = answer.payment {
-//!     println!("paid {} + {} fee for token {}", p.amount, p.fee, p.token_id);
+//!     println!("paid {} + {} fee ({})", p.amount, p.fee, p.scheme());
 //! }
 //! # Ok(()) }
 //! ```
 
 pub mod body;
 pub mod budget;
+mod charge;
 mod client;
 pub mod config;
 mod error;
 pub mod journal;
 mod lease;
+mod mpp_shim;
 pub mod net;
+mod offer;
 mod pay;
 mod redirect;
 mod refusal;
@@ -69,8 +82,8 @@ pub mod store;
 pub mod tokens;
 
 pub use budget::{LimitKind, Limits, Usage};
-pub use client::{Client, L402Response, Payment, PaymentQuote, Quote, origin_of};
-pub use config::{Checkpoint, ClientConfig, Progress};
+pub use client::{ChargeInfo, ChargeReceipt, Client, L402Response, Payment, PaymentQuote, Quote, origin_of};
+pub use config::{Checkpoint, ClientConfig, PreferScheme, Progress};
 pub use error::Error;
 pub use journal::LedgerEntry;
 pub use lease::lock_exclusive;

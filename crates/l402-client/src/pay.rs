@@ -1,5 +1,6 @@
 //! Getting a token for a challenge: under the lease of its origin and service, finish what an earlier run
-//! left in the journal, reuse a token someone else bought meanwhile, or check, journal, reserve and pay.
+//! left in the journal, reuse a token someone else bought meanwhile, or check, journal, reserve and pay
+//! ([`Client::pay_new`], which a `Payment` charge goes through too).
 //!
 //! Payment retries follow [`PaymentFailure::retry`]: "no route" once more with a raised (bounded) fee limit,
 //! "timeout" once more if the invoice is still valid, anything else never.
@@ -7,13 +8,13 @@
 use std::time::Duration;
 
 use l402_lightning::{PayError, PayRequest, PaymentEvent, PaymentFailure, PaymentStatus, PaymentSuccess, Retry};
-use l402_proto::{Challenge, Msat, PaymentHash};
+use l402_proto::{Challenge, Msat, PaymentHash, TokenId};
 
 use crate::budget::Limits;
 use crate::client::{Client, Payment};
 use crate::config::{Checkpoint, Progress};
 use crate::error::Error;
-use crate::journal::{self, NewPayment};
+use crate::journal::{self, NewPayment, Purchase};
 use crate::store::now_unix;
 use crate::tokens::{self, StoredToken, TokenScope};
 
@@ -45,7 +46,7 @@ impl Client {
         self.progress(Progress::WaitingForLease { origin: origin.to_owned(), service: service.clone() });
         let _lease = self.leases().acquire(origin, &service, self.config().lease_timeout).await?;
 
-        let recovery = self.recover_key(origin, &service).await?;
+        let recovery = self.recover_key(origin, &service, false).await?;
         if let Some(hash) = recovery.unknown.first() {
             return Err(Error::OutcomeUnknown {
                 payment_hash: *hash,
@@ -69,20 +70,41 @@ impl Client {
         }
 
         let (amount, hash, expires_at) = self.check_challenge(challenge, max_price).await?;
-        let fee_limit = self.config().initial_fee_limit(amount);
-        let needed = amount.0.saturating_add(fee_limit.0);
-        self.session_reserve(needed)?;
         let entry = NewPayment {
             payment_hash: hash,
             origin: origin.to_owned(),
             service: service.clone(),
             path: path.to_owned(),
-            scheme: challenge.scheme.as_str().to_owned(),
-            macaroon: challenge.macaroon.clone(),
+            purchase: Purchase::Token {
+                scheme: challenge.scheme.as_str().to_owned(),
+                macaroon: challenge.macaroon.clone(),
+            },
             invoice: challenge.invoice.trim().to_owned(),
             amount,
-            fee_limit,
+            fee_limit: self.config().initial_fee_limit(amount),
         };
+        let paid = self.pay_new(entry, expires_at).await?;
+        let token = self.finish_token(hash, paid).await?;
+        let payment = Payment {
+            payment_hash: hash,
+            preimage: paid.preimage,
+            amount: paid.amount,
+            fee: paid.fee,
+            token_id: Some(token.id()?),
+            charge: None,
+        };
+        Ok((token, Some(payment)))
+    }
+
+    /// Reserves the budgets, journals `entry` and pays its invoice (retrying as the failure allows); returns the
+    /// wallet's success, not yet recorded (the caller records it with [`Client::finish`]). The checks on the
+    /// offer were made by the caller.
+    pub(crate) async fn pay_new(&self, entry: NewPayment, expires_at: u64) -> Result<PaymentSuccess, Error> {
+        let (hash, amount, fee_limit) = (entry.payment_hash, entry.amount, entry.fee_limit);
+        let origin = entry.origin.clone();
+        let invoice = entry.invoice.clone();
+        let needed = amount.0.saturating_add(fee_limit.0);
+        self.session_reserve(needed)?;
         let reserved = self
             .store()
             .write(move |tx| {
@@ -97,8 +119,7 @@ impl Client {
         tracing::info!(payment_hash = %hash, amount_msat = amount.0, fee_limit_msat = fee_limit.0, origin, "paying");
         self.checkpoint(Checkpoint::JournalWritten);
 
-        let invoice = challenge.invoice.trim().to_owned();
-        let (paid, reserved) = match self.pay_journaled(origin, &hash, &invoice, amount, fee_limit, expires_at).await {
+        let (paid, reserved) = match self.pay_journaled(&origin, &hash, &invoice, amount, fee_limit, expires_at).await {
             Ok(v) => v,
             Err((e, reserved)) => {
                 if !matches!(e, Error::OutcomeUnknown { .. }) {
@@ -109,21 +130,27 @@ impl Client {
         };
         self.checkpoint(Checkpoint::PaymentSucceeded);
         self.session_release(reserved.saturating_sub(paid.amount.0.saturating_add(paid.fee.0)));
-        let token = self.finish(hash, paid).await?;
-        let payment = Payment {
-            payment_hash: hash,
-            preimage: paid.preimage,
-            amount: paid.amount,
-            fee: paid.fee,
-            token_id: token.id()?,
-        };
-        Ok((token, Some(payment)))
+        Ok(paid)
     }
 
-    /// Records a success and stores its token; returns the token.
-    async fn finish(&self, hash: PaymentHash, paid: PaymentSuccess) -> Result<StoredToken, Error> {
+    /// Records a success (storing the token it bought, or making a charge `unspent`); returns the token's id.
+    pub(crate) async fn finish(&self, hash: PaymentHash, paid: PaymentSuccess) -> Result<Option<TokenId>, Error> {
         let token_id = self.store().write(move |tx| journal::succeed(tx, &hash, &paid, now_unix())).await?;
-        tracing::info!(payment_hash = %hash, token_id = %token_id, fee_msat = paid.fee.0, "paid; token stored");
+        match &token_id {
+            Some(id) => {
+                tracing::info!(payment_hash = %hash, token_id = %id, fee_msat = paid.fee.0, "paid; token stored")
+            }
+            None => tracing::info!(payment_hash = %hash, fee_msat = paid.fee.0, "paid; charge recorded"),
+        }
+        Ok(token_id)
+    }
+
+    /// [`Client::finish`] for a token; returns the token.
+    async fn finish_token(&self, hash: PaymentHash, paid: PaymentSuccess) -> Result<StoredToken, Error> {
+        let token_id = self
+            .finish(hash, paid)
+            .await?
+            .ok_or_else(|| Error::Store(format!("payment {hash} was journaled as a charge, not a token")))?;
         let id = token_id.to_hex();
         let found = self.store().call(move |c| tokens::find(c, &id)).await?;
         found.into_iter().next().ok_or_else(|| Error::Store(format!("token {token_id} vanished")))
@@ -141,7 +168,8 @@ impl Client {
             preimage: cred.preimage,
             amount: Msat(token.amount_msat),
             fee: Msat(token.fee_msat),
-            token_id: token.id()?,
+            token_id: Some(token.id()?),
+            charge: None,
         }))
     }
 
@@ -259,13 +287,15 @@ impl Client {
     /// service's lease in turn. Safe to run while other processes use the same data directory.
     pub async fn recover(&self) -> Result<Recovery, Error> {
         let rows = self.store().call(|c| journal::unresolved(c, None)).await?;
-        let mut keys: Vec<(String, String)> = rows.into_iter().map(|r| (r.origin, r.service)).collect();
+        let mut keys: Vec<(String, String, bool)> =
+            rows.into_iter().map(|r| (r.origin, r.service, r.scheme == journal::CHARGE_SCHEME)).collect();
         keys.sort();
         keys.dedup();
         let mut all = Recovery::default();
-        for (origin, service) in keys {
-            let _lease = self.leases().acquire(&origin, &service, self.config().lease_timeout).await?;
-            let r = self.recover_key(&origin, &service).await?;
+        for (origin, service, charge) in keys {
+            let lease = if charge { crate::charge::lease_name(&service) } else { service.clone() };
+            let _lease = self.leases().acquire(&origin, &lease, self.config().lease_timeout).await?;
+            let r = self.recover_key(&origin, &service, charge).await?;
             all.completed.extend(r.completed);
             all.released.extend(r.released);
             all.unknown.extend(r.unknown);
@@ -273,11 +303,11 @@ impl Client {
         Ok(all)
     }
 
-    /// Resolves the unresolved journal entries of one origin and service. The caller holds its lease, so no
-    /// other request is paying them now.
-    pub(crate) async fn recover_key(&self, origin: &str, service: &str) -> Result<Recovery, Error> {
+    /// Resolves the unresolved journal entries of one origin and service (a charge's: its realm; `charge`
+    /// says which). The caller holds its lease, so no other request is paying them now.
+    pub(crate) async fn recover_key(&self, origin: &str, service: &str, charge: bool) -> Result<Recovery, Error> {
         let (o, s) = (origin.to_owned(), service.to_owned());
-        let rows = self.store().call(move |c| journal::unresolved(c, Some((&o, &s)))).await?;
+        let rows = self.store().call(move |c| journal::unresolved(c, Some((&o, &s, charge)))).await?;
         let mut out = Recovery::default();
         for row in rows {
             let hash = row.hash()?;

@@ -5,7 +5,11 @@
 //! (`L402 error="invalid_credential"`), or a `402` with a fresh L402 challenge for a service the token grants.
 //! Any other `401` or `402` (the API behind the paywall asking for credentials of its own, a `402` without a
 //! challenge) is the caller's response: it is returned as it is, and the token stays valid.
+//!
+//! A `Payment` charge credential is refused when a `401`/`402` answered to it carries a fresh challenge of
+//! either scheme, or an `error` parameter on an `L402`, `LSAT` or `Payment` challenge ([`charge_refused`]).
 
+use crate::mpp_shim::mpp::PaymentChallenge;
 use l402_proto::Challenge;
 use reqwest::header::{HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 
@@ -24,7 +28,7 @@ pub(crate) enum Verdict {
 
 /// Judges a `401`/`402` answered to `token`; `challenge` is the response's parsed L402 challenge, if any.
 pub(crate) fn judge(token: &StoredToken, headers: &HeaderMap, challenge: Option<&Challenge>) -> Verdict {
-    if headers.get_all(WWW_AUTHENTICATE).iter().any(l402_error) {
+    if headers.get_all(WWW_AUTHENTICATE).iter().any(|v| paywall_error(v, false)) {
         return Verdict::Refused;
     }
     match challenge {
@@ -32,6 +36,14 @@ pub(crate) fn judge(token: &StoredToken, headers: &HeaderMap, challenge: Option<
         Some(_) => Verdict::OtherService,
         None => Verdict::NotThePaywall,
     }
+}
+
+/// Whether a `401`/`402` answered to a charge credential is the paywall's refusal of it (module doc).
+pub(crate) fn charge_refused(headers: &HeaderMap) -> bool {
+    let values = || headers.get_all(WWW_AUTHENTICATE).iter().map(HeaderValue::as_bytes);
+    headers.get_all(WWW_AUTHENTICATE).iter().any(|v| paywall_error(v, true))
+        || !PaymentChallenge::parse_all(values()).is_empty()
+        || Challenge::parse(values()).is_ok()
 }
 
 /// Splits a header value on commas outside quoted strings.
@@ -57,9 +69,10 @@ fn is_tchar(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
-/// Whether a `WWW-Authenticate` value holds an `L402` or `LSAT` challenge with an `error` parameter. Each
-/// comma-separated item either starts a challenge (`scheme [param]`) or is one more parameter of the current one.
-fn l402_error(value: &HeaderValue) -> bool {
+/// Whether a `WWW-Authenticate` value holds an `L402` or `LSAT` (or, with `payment`, a `Payment`) challenge
+/// with an `error` parameter. Each comma-separated item either starts a challenge (`scheme [param]`) or is one
+/// more parameter of the current one.
+fn paywall_error(value: &HeaderValue, payment: bool) -> bool {
     let Ok(text) = value.to_str() else { return false };
     let mut in_l402 = false;
     for item in split_items(text) {
@@ -70,7 +83,9 @@ fn l402_error(value: &HeaderValue) -> bool {
             name
         } else {
             // A new challenge: `name` is its scheme, and what follows may be its first parameter.
-            in_l402 = name.eq_ignore_ascii_case("L402") || name.eq_ignore_ascii_case("LSAT");
+            in_l402 = name.eq_ignore_ascii_case("L402")
+                || name.eq_ignore_ascii_case("LSAT")
+                || (payment && name.eq_ignore_ascii_case("Payment"));
             let rest = after.trim_start_matches([' ', '\t']);
             let end = rest.find(|c| !is_tchar(c)).unwrap_or(rest.len());
             if rest[end..].trim_start_matches([' ', '\t']).starts_with('=') { &rest[..end] } else { "" }
@@ -105,10 +120,13 @@ mod tests {
             "",
         ];
         for v in yes {
-            assert!(l402_error(&HeaderValue::from_str(v).expect("value")), "{v}");
+            assert!(paywall_error(&HeaderValue::from_str(v).expect("value"), false), "{v}");
         }
         for v in no {
-            assert!(!l402_error(&HeaderValue::from_str(v).expect("value")), "{v}");
+            assert!(!paywall_error(&HeaderValue::from_str(v).expect("value"), false), "{v}");
         }
+        let payment = HeaderValue::from_static(r#"Payment error="invalid_credential""#);
+        assert!(!paywall_error(&payment, false), "a Payment error is not a word on an L402 token");
+        assert!(paywall_error(&payment, true));
     }
 }

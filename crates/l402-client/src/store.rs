@@ -10,12 +10,16 @@
 //! The connection is used from `spawn_blocking` ([`Store::call`]) so a wait for the write lock never stalls the
 //! async runtime.
 //!
-//! # Schema (version 1)
+//! # Schema (version 2)
 //! - `payments`: one row per payment hash, written *before* the payment is sent (the write-ahead journal) and
 //!   updated with its outcome; `state` is `pending` (journaled, maybe sent), `succeeded`, `failed` (no money
 //!   moved) or `unknown` (the wallet could not tell). Budgets count `reserved_msat` of `pending`/`unknown`
 //!   rows and `amount_msat + fee_msat` of `succeeded` rows. It keeps the macaroon and invoice of the challenge
-//!   so a payment found to have succeeded after a crash still yields its token.
+//!   so a payment found to have succeeded after a crash still yields its token. A `Payment` charge (scheme
+//!   `Payment`, no macaroon) keeps the echoed challenge instead (`challenge`, `challenge_id`), so that its
+//!   credential can be rebuilt from the challenge and the preimage; `charge_state` is `unspent` (paid, not yet
+//!   accepted by the server: presented again by the next request it fits), `spent`, `refused` or `expired`, and
+//!   `receipt_*` hold the server's `Payment-Receipt` (version 2 added these columns).
 //! - `tokens`: paid tokens with their preimage, per origin, the services they grant and the path they were
 //!   bought at; `state` is `valid` or `refused` (the server did not honour it; kept as proof of payment).
 //! - `routes`: which service a path of an origin asked to be paid for (learned from challenges), so the right
@@ -36,7 +40,19 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The database's file name inside the data directory.
 pub const DB_FILE: &str = "l402-client.sqlite3";
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// What version 2 added to a version 1 database (and, after [`SCHEMA`], to a new one): the `Payment` charge.
+const MIGRATE_TO_2: &str = "
+ALTER TABLE payments ADD COLUMN challenge TEXT;
+ALTER TABLE payments ADD COLUMN challenge_id TEXT;
+ALTER TABLE payments ADD COLUMN charge_state TEXT CHECK (charge_state IN ('unspent', 'spent', 'refused', 'expired'));
+ALTER TABLE payments ADD COLUMN receipt_status TEXT;
+ALTER TABLE payments ADD COLUMN receipt_reference TEXT;
+ALTER TABLE payments ADD COLUMN receipt_challenge_id TEXT;
+ALTER TABLE payments ADD COLUMN receipt_timestamp TEXT;
+CREATE INDEX IF NOT EXISTS payments_unspent_charges ON payments (origin, service, charge_state);
+";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS payments (
@@ -171,6 +187,9 @@ fn connect(path: &Path) -> Result<Result<Connection, Error>, rusqlite::Error> {
             ))));
         }
         tx.execute_batch(SCHEMA)?;
+        if version < 2 {
+            tx.execute_batch(MIGRATE_TO_2)?;
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
     }

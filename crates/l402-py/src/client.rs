@@ -2,7 +2,8 @@
 //!
 //! A request returns a plain tuple `(status, url, headers, body, token_id, payment)` that `l402.Response`
 //! wraps: `headers` a list of `(name, value bytes)`, `body` bytes (read whole, at most `max_body`), `payment`
-//! `(payment_hash, amount_msat, fee_msat, token_id)` or `None`. The blocking calls run on the process's tokio
+//! `(payment_hash, amount_msat, fee_msat, token_id, scheme, challenge_id, receipt_reference, receipt_challenge_id)`
+//! or `None` (`token_id` `None` for a `Payment` charge; the last three only for a charge). The blocking calls run on the process's tokio
 //! runtime with the GIL released; `request_async` hands back an asyncio awaitable of the same tuple.
 
 use std::borrow::Cow;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use l402_client::reqwest::Method;
-use l402_client::{ClientConfig, Destinations, Error, LimitKind, Limits, Usage, tokens};
+use l402_client::{ClientConfig, Destinations, Error, LimitKind, Limits, Payment, PreferScheme, Usage, tokens};
 use l402_proto::Msat;
 use l402_wallet::{LazyWallet, WalletConfig};
 use pyo3::exceptions::PyValueError;
@@ -25,8 +26,9 @@ use crate::wallet::Wallet;
 /// Default `max_body`: 64 MiB, as `l402 fetch --max-body`.
 const DEFAULT_MAX_BODY: u64 = 64 << 20;
 
-/// A payment as Python receives it: payment hash, amount msat, fee msat, token id (never the preimage).
-type PaymentTuple = (String, u64, u64, String);
+/// A payment as Python receives it (never the preimage): payment hash, amount msat, fee msat, token id, scheme,
+/// and for a charge its challenge id, receipt reference and receipt challenge id.
+type PaymentTuple = (String, u64, u64, Option<String>, &'static str, Option<String>, Option<String>, Option<String>);
 /// The spend view as Python receives it: stored limits by name, counted `(hour, day, total)`, the ledger JSON.
 type SpendTuple = (Vec<(String, u64)>, (u64, u64, u64), String);
 /// A response as Python receives it.
@@ -97,8 +99,22 @@ async fn fetch(inner: Arc<Inner>, parts: Parts) -> Result<ResponseTuple, Failure
         }
         body.extend_from_slice(&chunk);
     }
-    let payment = answer.payment.map(|p| (p.payment_hash.to_hex(), p.amount.0, p.fee.0, p.token_id.to_hex()));
+    let payment = answer.payment.as_ref().map(payment_tuple);
     Ok((status, url, headers, Cow::Owned(body), token_id.map(|t| t.to_hex()), payment))
+}
+
+fn payment_tuple(p: &Payment) -> PaymentTuple {
+    let receipt = p.charge.as_ref().and_then(|c| c.receipt.as_ref());
+    (
+        p.payment_hash.to_hex(),
+        p.amount.0,
+        p.fee.0,
+        p.token_id.map(|t| t.to_hex()),
+        p.scheme(),
+        p.charge.as_ref().map(|c| c.challenge_id.clone()),
+        receipt.map(|r| r.reference.clone()),
+        receipt.map(|r| r.challenge_id.clone()),
+    )
 }
 
 impl Client {
@@ -117,7 +133,7 @@ impl Client {
     #[new]
     #[pyo3(signature = (wallet=None, data_dir=None, max_cost_sat=1_000, max_fee_sat=50, session_budget_sat=None,
         budgets=None, allow_http=false, public_only=false, payment_timeout=60.0, read_timeout=60.0,
-        max_body=DEFAULT_MAX_BODY, max_redirects=10))]
+        max_body=DEFAULT_MAX_BODY, max_redirects=10, prefer_scheme="l402"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -133,6 +149,7 @@ impl Client {
         read_timeout: f64,
         max_body: u64,
         max_redirects: usize,
+        prefer_scheme: &str,
     ) -> PyResult<Self> {
         let dir = data_dir
             .or_else(l402_client::default_data_dir)
@@ -154,6 +171,9 @@ impl Client {
         config.recovery_timeout = config.payment_timeout;
         config.read_timeout = seconds("read_timeout", read_timeout)?;
         config.max_redirects = max_redirects;
+        config.prefer_scheme = PreferScheme::from_name(prefer_scheme).ok_or_else(|| {
+            PyValueError::new_err(format!("prefer_scheme must be \"l402\" or \"payment\", not {prefer_scheme:?}"))
+        })?;
         config.checkpoint = l402_client::config::pause_hook_from_env();
         let mut limits = Vec::new();
         for (name, value) in budgets.unwrap_or_default() {

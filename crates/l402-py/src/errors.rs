@@ -35,6 +35,7 @@ fn class_name(e: &Error) -> &'static str {
         Error::Invoice(InvoiceError::Expired { .. }) => "InvoiceExpired",
         Error::Invoice(InvoiceError::HashMismatch { .. }) => "PaymentHashMismatch",
         Error::Invoice(_) => "InvoiceInvalid",
+        Error::AmountMismatch { .. } => "AmountMismatch",
         Error::Budget { .. } => "BudgetExhausted",
         Error::NotReplayable => "NotReplayable",
         Error::PlainHttp { .. } => "PlainHttp",
@@ -43,6 +44,7 @@ fn class_name(e: &Error) -> &'static str {
         Error::PaymentRejected { .. } => "PaymentRejected",
         Error::OutcomeUnknown { .. } => "OutcomeUnknown",
         Error::PaidButRefused { .. } => "PaidButRefused",
+        Error::ChargeRefused { .. } => "ChargeRefused",
         Error::BodyTooLarge { .. } => "BodyTooLarge",
         Error::ReadTimeout(_) => "ReadTimeout",
         Error::Wallet(_) => "WalletError",
@@ -96,6 +98,16 @@ fn fields(e: &Error, kw: &Bound<'_, PyDict>) -> PyResult<()> {
             kw.set_item("token_id", token_id.to_hex())?;
             kw.set_item("status", status)?;
             kw.set_item("paid_msat", paid.0)?;
+        }
+        Error::ChargeRefused { payment_hash, challenge_id, status, paid } => {
+            kw.set_item("payment_hash", payment_hash.to_hex())?;
+            kw.set_item("challenge_id", challenge_id)?;
+            kw.set_item("status", status)?;
+            kw.set_item("paid_msat", paid.0)?;
+        }
+        Error::AmountMismatch { stated, invoice } => {
+            kw.set_item("stated_msat", stated.0)?;
+            kw.set_item("invoice_msat", invoice.0)?;
         }
         Error::BodyTooLarge { limit } => kw.set_item("limit", limit)?,
         Error::LeaseTimeout(what) => kw.set_item("service", what)?,
