@@ -145,7 +145,7 @@ async fn an_upstream_401_or_a_bare_402_is_returned_and_the_paid_token_stays_vali
     let c = Client::new(alice.clone(), loopback_config(dir.path().join("c"))).expect("client");
 
     let paid = get(&c, &server.url("/svc/data")).await.expect("paid");
-    let token = paid.payment.expect("a payment").token_id;
+    let token = paid.payment.expect("a payment").token_id.expect("a token");
     for (path, status) in [("/svc/upstream401", 401), ("/svc/upstream402", 402)] {
         let r = get(&c, &server.url(path)).await.expect("the API's answer is returned");
         assert_eq!(r.response.status(), status, "{path}");

@@ -46,9 +46,10 @@ async fn pays_once_reuses_the_token_replays_bodies_and_matches_the_ledger() {
     let r = get(&c, &server.url("/svc/data")).await.expect("paid request");
     assert_eq!(r.response.status(), 200);
     let paid = r.payment.expect("a payment was made");
+    assert!(paid.token_id.is_some(), "an L402 payment buys a token");
     assert_eq!(paid.amount, Msat::from_sat(100));
     assert_eq!(paid.preimage.payment_hash(), paid.payment_hash);
-    assert_eq!(r.token_id, Some(paid.token_id));
+    assert_eq!(r.token_id, paid.token_id);
     assert!(r.response.text().await.expect("body").contains("paid GET /svc/data for svc"));
     assert_eq!(server.challenges(), 1);
     assert_eq!(server.state.last_scheme.lock().expect("lock").as_deref(), Some("L402"), "the server's scheme");
@@ -57,7 +58,7 @@ async fn pays_once_reuses_the_token_replays_bodies_and_matches_the_ledger() {
     let r = get(&c, &server.url("/svc/more")).await.expect("token reused");
     assert_eq!(r.response.status(), 200);
     assert!(r.payment.is_none());
-    assert_eq!(r.token_id, Some(paid.token_id));
+    assert_eq!(r.token_id, paid.token_id);
     assert_eq!(server.challenges(), 1);
     let free = get(&c, &server.url("/free")).await.expect("free");
     assert_eq!(free.response.status(), 200);

@@ -12,13 +12,20 @@
 //! (`401`, `WWW-Authenticate: Bearer`), `.../upstream402` with a `402` carrying no challenge, `.../big` with
 //! [`ServerState::big_bytes`] bytes (streamed, no `Content-Length`), and `.../stall` with the start of a body that never ends.
 //!
+//! With [`ServerState::offer_payment`] on it also offers a `Payment` scheme Lightning charge after its L402 lines
+//! (its own invoice, as Aperture does), accepts a charge credential once (single use), answers it with a
+//! `Payment-Receipt`, and can misbehave in its charge offer ([`mpp::ChargeMode`]); [`ServerState::offer_l402`]
+//! off leaves only the `Payment` line.
+//!
 //! [`RawServer`] is the hostile one: it answers whatever a test scripts, byte for byte, and records every
 //! request head it was sent.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod mpp;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -83,6 +90,17 @@ pub struct ServerState {
     pub last_body: Mutex<Vec<u8>>,
     /// The size of the `.../big` body.
     pub big_bytes: AtomicU64,
+    /// Whether a 402 carries the L402 lines (`LSAT`, `L402`).
+    pub offer_l402: AtomicBool,
+    /// Whether a 402 carries a `Payment` charge line (after the L402 ones).
+    pub offer_payment: AtomicBool,
+    pub charge_mode: Mutex<mpp::ChargeMode>,
+    /// The charges issued, by challenge id.
+    pub charges: Mutex<HashMap<String, mpp::Issued>>,
+    /// The challenge ids of the charge credentials accepted, in order.
+    pub charges_accepted: Mutex<Vec<String>>,
+    /// Whether [`mpp::ChargeMode::HangOnce`] has hung once.
+    pub hung: AtomicBool,
 }
 
 pub struct Server {
@@ -123,6 +141,12 @@ impl Server {
             last_scheme: Mutex::new(None),
             last_body: Mutex::new(Vec::new()),
             big_bytes: AtomicU64::new(1 << 20),
+            offer_l402: AtomicBool::new(true),
+            offer_payment: AtomicBool::new(false),
+            charge_mode: Mutex::new(mpp::ChargeMode::Normal),
+            charges: Mutex::default(),
+            charges_accepted: Mutex::default(),
+            hung: AtomicBool::new(false),
         });
         let app = axum::Router::new().fallback(handle).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -159,6 +183,21 @@ impl Server {
 
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Which schemes a 402 offers.
+    pub fn offer(&self, l402: bool, payment: bool) {
+        self.state.offer_l402.store(l402, Ordering::SeqCst);
+        self.state.offer_payment.store(payment, Ordering::SeqCst);
+    }
+
+    pub fn set_charge_mode(&self, mode: mpp::ChargeMode) {
+        *self.state.charge_mode.lock().expect("lock") = mode;
+    }
+
+    /// The challenge ids of the charges accepted.
+    pub fn charges_accepted(&self) -> Vec<String> {
+        self.state.charges_accepted.lock().expect("lock").clone()
     }
 
     /// Forgets every root key (as if the server lost its store): every token is refused from now on.
@@ -199,6 +238,9 @@ async fn handle(
         return (StatusCode::OK, format!("free {method} {path}")).into_response();
     };
     let mode = *s.mode.lock().expect("lock");
+    if let Some(answer) = charge_answer(&s, &headers, service, &method, &path, &body).await {
+        return answer;
+    }
     let scheme = if mode == Mode::RefuseValid { None } else { accepted(&s, &headers, service) };
     if let Some(scheme) = scheme {
         if mode == Mode::HangPaid {
@@ -221,6 +263,93 @@ async fn handle(
             .into_response();
     }
     challenge(&s, service, mode).await
+}
+
+/// The answer to a request carrying a `Payment` credential (`None` if it carries none): served once per charge
+/// whose id this server issued, whose echoed request is the one issued, unexpired, with a preimage of the stated
+/// hash; a fresh 402 otherwise (as Aperture answers).
+async fn charge_answer(
+    s: &Arc<ServerState>,
+    headers: &HeaderMap,
+    service: &str,
+    method: &Method,
+    path: &str,
+    body: &Bytes,
+) -> Option<Response> {
+    let (id, request, preimage) = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(mpp::parse_credential)?;
+    let charge_mode = *s.charge_mode.lock().expect("lock");
+    let mode = *s.mode.lock().expect("lock");
+    let valid = {
+        let charges = s.charges.lock().expect("lock");
+        charges.get(&id).is_some_and(|c| {
+            c.request == request && !c.consumed && now() < c.expires && preimage.payment_hash() == c.stated_hash
+        })
+    };
+    if !valid || charge_mode == mpp::ChargeMode::RefuseCharge {
+        return Some(challenge(s, service, mode).await);
+    }
+    if charge_mode == mpp::ChargeMode::HangOnce && !s.hung.swap(true, Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    // Spent last and once (as Aperture's `INSERT ... ON CONFLICT DO NOTHING`).
+    let spent = s
+        .charges
+        .lock()
+        .expect("lock")
+        .get_mut(&id)
+        .map(|c| (!std::mem::replace(&mut c.consumed, true), c.stated_hash));
+    let Some((true, hash)) = spent else { return Some(challenge(s, service, mode).await) };
+    s.charges_accepted.lock().expect("lock").push(id.clone());
+    *s.last_scheme.lock().expect("lock") = Some("Payment".into());
+    *s.last_body.lock().expect("lock") = body.to_vec();
+    s.served_paid.fetch_add(1, Ordering::SeqCst);
+    let mut r = (StatusCode::OK, format!("paid {method} {path} for {service} by charge")).into_response();
+    if charge_mode != mpp::ChargeMode::NoReceipt {
+        let receipt = mpp::receipt(&hash, &id, now());
+        r.headers_mut().insert("payment-receipt", HeaderValue::from_str(&receipt).expect("receipt"));
+    }
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    Some(r)
+}
+
+/// The `Payment` charge line of a challenge, made hostile as [`ServerState::charge_mode`] says.
+async fn charge_line(s: &ServerState, service: &str) -> Result<String, LightningError> {
+    use mpp::ChargeMode as M;
+    let mode = *s.charge_mode.lock().expect("lock");
+    let price = s.price_msat.load(Ordering::SeqCst);
+    let (invoice, hash) = match mode {
+        M::MainnetInvoice | M::ExpiredInvoice => {
+            let hash = Preimage(random32()).payment_hash();
+            let inv = if mode == M::MainnetInvoice {
+                foreign_invoice(Currency::Bitcoin, &hash, Some(price), now(), 600)
+            } else {
+                foreign_invoice(Currency::Regtest, &hash, Some(price), now() - 1_000, 600)
+            };
+            (inv, hash)
+        }
+        _ => {
+            let req = InvoiceRequest {
+                amount: Msat(price),
+                memo: format!("l402 test charge {service}"),
+                expiry: Duration::from_secs(600),
+            };
+            let issued = s.node.create_invoice(&req).await?;
+            (issued.bolt11, issued.payment_hash)
+        }
+    };
+    let stated_hash = if mode == M::HashMismatch { Preimage(random32()).payment_hash() } else { hash };
+    let stated_sat = if mode == M::AmountMismatch { price / 1000 - 1 } else { price / 1000 };
+    let network = if matches!(mode, M::StatedMainnet | M::MainnetInvoice) { "mainnet" } else { "regtest" };
+    let request = mpp::charge_request(stated_sat, &invoice, network, &stated_hash);
+    let expires = if mode == M::ExpiringChallenge { now() + 5 } else { now() + 900 };
+    let id = mpp::b64url(&random32());
+    let line = mpp::challenge_line(&id, "l402-test", &request, &mpp::rfc3339(expires));
+    s.charges.lock().expect("lock").insert(id, mpp::Issued { request, stated_hash, expires, consumed: false });
+    Ok(line)
 }
 
 /// What the API behind the paywall answers on the special paths (see the module doc).
@@ -325,11 +454,18 @@ async fn challenge(s: &ServerState, service: &str, mode: Mode) -> Response {
     }
     let mac = Macaroon::mint(&root, &id, &caveats);
     s.root_keys.lock().expect("lock").insert(mac.identifier_hash(), root);
-    let lines: Vec<String> = match mode {
+    let mut lines: Vec<String> = match mode {
+        _ if !s.offer_l402.load(Ordering::SeqCst) => Vec::new(),
         Mode::LsatOnly => vec![format_challenge(Scheme::Lsat, &mac, &invoice)],
         Mode::SpecV0 => vec![format_challenge_v0(&mac, &invoice)],
         _ => challenge_lines(&mac, &invoice).to_vec(),
     };
+    if s.offer_payment.load(Ordering::SeqCst) {
+        match charge_line(s, service).await {
+            Ok(line) => lines.push(line),
+            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        }
+    }
     let mut r = (StatusCode::PAYMENT_REQUIRED, "payment required").into_response();
     for l in lines {
         r.headers_mut().append(header::WWW_AUTHENTICATE, HeaderValue::from_str(&l).expect("header"));
