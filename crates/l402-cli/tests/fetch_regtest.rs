@@ -533,3 +533,105 @@ async fn fetch_stops_at_max_body_and_read_timeout_and_keeps_the_paid_token() {
     node.stop().await;
     env.net.shutdown().await;
 }
+
+/// `--prefer-scheme payment` against a server offering an L402 token and a `Payment` charge: the dry run quotes
+/// the charge, each fetch pays a charge of its own (never reused) and never the L402 offer, `spend` shows each
+/// charge's scheme, challenge id and receipt; by default the L402 offer is paid. Hostile charge offers and a
+/// refused charge exit with the L402 path's codes; a process killed after paying a charge leaves it in the
+/// journal, and the next run completes it and presents it (nothing paid again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fetch_prefer_scheme_payment_pays_one_charge_per_request_and_recovers_a_killed_one() {
+    use support::mpp::ChargeMode;
+    let env = env(&["cli"]).await;
+    env.server.offer(true, true);
+    let url = env.server.url("/svc/data");
+    let data = env.data("charges");
+    let pay = ["fetch", "--prefer-scheme", "payment"];
+
+    let q = json(&env.run(0, &data, &[&pay[..], &["--dry-run", &url]].concat()));
+    assert_eq!((q["scheme"].as_str(), q["would_pay"].as_bool()), (Some("Payment"), Some(true)), "{q}");
+    assert_eq!(q["offers"], serde_json::json!(["L402", "Payment"]));
+    assert_eq!((q["amount_msat"].as_u64(), q["service"].as_str()), (Some(100_000), Some("l402-test")), "{q}");
+    assert!(q["challenge_id"].is_string(), "{q}");
+    assert_eq!(json(&env.run(0, &data, &["fetch", "--dry-run", &url]))["scheme"], "L402", "the default");
+
+    let mut hashes = Vec::new();
+    for _ in 0..2 {
+        let o = env.run(0, &data, &[&pay[..], &[url.as_str()]].concat());
+        assert!(o.status.success(), "{}", describe(&o));
+        let v = json(&o);
+        assert_eq!(v["status"], 200);
+        let p = &v["payment"];
+        assert_eq!((p["scheme"].as_str(), p["token_id"].is_null()), (Some("Payment"), true), "{v}");
+        assert_eq!(p["receipt"]["reference"], p["payment_hash"], "{v}");
+        assert_eq!(p["receipt"]["challenge_id"], p["challenge_id"], "{v}");
+        hashes.push(p["payment_hash"].as_str().expect("hash").to_owned());
+    }
+    assert_ne!(hashes[0], hashes[1], "the second request paid a charge of its own");
+    assert_eq!(env.server.charges_accepted().len(), 2);
+    assert_eq!(json(&env.run(0, &data, &["token", "list", "--json"]))["tokens"].as_array().map(Vec::len), Some(0));
+    let ledger = json(&env.run(0, &data, &["spend", "--json"]));
+    for e in ledger["payments"].as_array().expect("payments") {
+        assert_eq!((e["scheme"].as_str(), e["charge_state"].as_str()), (Some("Payment"), Some("spent")), "{e}");
+        assert_eq!(e["receipt_reference"], e["payment_hash"], "{e}");
+        assert!(e["receipt_challenge_id"].is_string() && e["receipt_challenge_id"] == e["challenge_id"], "{e}");
+    }
+    let text = String::from_utf8_lossy(&env.run(0, &data, &["spend"]).stdout).into_owned();
+    assert!(text.contains("charge spent, challenge") && text.contains("receipt success reference"), "{text}");
+
+    // By default, the L402 offer (a token, reused).
+    let l402 = env.data("l402");
+    let v = json(&env.run(0, &l402, &["fetch", &url]));
+    assert_eq!((v["payment"]["scheme"].as_str(), v["token_id"].is_string()), (Some("L402"), true), "{v}");
+    assert!(json(&env.run(0, &l402, &["fetch", &url]))["payment"].is_null());
+
+    // Hostile charges and a refused one: the L402 path's exit codes.
+    for (mode, code, reason) in [
+        (ChargeMode::AmountMismatch, 19, "amount_mismatch"),
+        (ChargeMode::HashMismatch, 14, "payment_hash_mismatch"),
+        (ChargeMode::StatedMainnet, 12, "wrong_network"),
+        (ChargeMode::ExpiringChallenge, 13, "invoice_expired"),
+        (ChargeMode::RefuseCharge, 22, "paid_but_refused"),
+    ] {
+        env.server.set_charge_mode(mode);
+        let o = env.run(0, &env.data(&format!("{mode:?}")), &[&pay[..], &[url.as_str()]].concat());
+        assert_eq!(o.status.code(), Some(code), "{mode:?}: {}", describe(&o));
+        assert!(stderr(&o).contains(reason), "{mode:?}: {}", stderr(&o));
+    }
+    env.server.set_charge_mode(ChargeMode::Normal);
+
+    // Killed after paying a charge, before recording it: the next run completes it and presents it.
+    let killed = env.data("killed");
+    let mut cmd = env.cmd(0, &killed, &[&pay[..], &[url.as_str()]].concat());
+    cmd.env("L402_TEST_PAUSE_AT", "payment_succeeded");
+    let mut child = cmd.spawn().expect("spawn");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains("test pause at payment_succeeded") {
+        line.clear();
+        assert!(err.read_line(&mut line).expect("stderr") > 0, "exited before pausing");
+    }
+    tokio::time::sleep(SETTLE_GRACE).await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let journal = json(&env.run(0, &killed, &["spend", "--json"]));
+    assert_eq!(journal["payments"][0]["state"], "pending", "{journal}");
+    let journaled = journal["payments"][0]["payment_hash"].clone();
+    let accepted = env.server.charges_accepted().len();
+    let v = json(&env.run(0, &killed, &[&pay[..], &[url.as_str()]].concat()));
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(v["payment"]["payment_hash"], journaled, "the killed run's charge, presented");
+    assert_eq!(env.server.charges_accepted().len(), accepted + 1);
+    let journal = json(&env.run(0, &killed, &["spend", "--json"]));
+    assert_eq!(journal["payments"].as_array().map(Vec::len), Some(1), "nothing paid again: {journal}");
+    assert_eq!(journal["payments"][0]["charge_state"], "spent");
+
+    let node = env.node(0).await;
+    let mut dirs = vec![data, l402, killed];
+    dirs.push(env.data("RefuseCharge"));
+    let theirs: HashMap<String, (u64, u64)> = node_payments(&node).into_iter().map(|(h, a, f)| (h, (a, f))).collect();
+    assert_eq!(ledgers(&env, &dirs), theirs, "one payment per charge, the ledgers match the node");
+    assert_eq!(theirs.len(), 5);
+    node.stop().await;
+    env.net.shutdown().await;
+}
