@@ -1,5 +1,6 @@
 //! `l402 mcp` driven by a real MCP client (rmcp) over stdio: the handshake, the tool list, and a fetch that pays
-//! a real L402 server over a regtest Lightning network, within a per-call maximum the agent cannot raise.
+//! a real L402 server over a regtest Lightning network, within a per-call maximum the agent cannot raise; the
+//! server offers a `Payment` charge too, paid only when a call prefers it (`prefer_scheme`).
 #![allow(missing_docs)]
 
 #[path = "../../l402-client/tests/support/mod.rs"]
@@ -25,6 +26,7 @@ async fn an_mcp_client_fetches_and_pays_within_the_per_call_cap() {
     payers[0].stop().await; // `l402 mcp` runs this wallet
     let wallet = net.root().join("ldk").join("agent");
     let server = Server::start(server_node).await;
+    server.offer(true, true); // L402 and a Payment charge
     let tmp = tempfile::tempdir().expect("tmp");
 
     let (user, password) = net.bitcoind().rpc_auth();
@@ -79,6 +81,7 @@ async fn an_mcp_client_fetches_and_pays_within_the_per_call_cap() {
     assert_eq!(v["status"], 200);
     assert!(v["body"].as_str().expect("body").starts_with("paid GET /svc/agent"));
     assert_eq!(v["payment"]["amount_msat"], 100_000);
+    assert_eq!(v["payment"]["scheme"], "L402", "both offered: the L402 token by default");
     assert!(!text(&r).contains("preimage") && !text(&r).contains("AgEEbHNhdA"), "{}", text(&r));
     let fee = v["payment"]["fee_msat"].as_u64().expect("fee");
 
@@ -87,14 +90,34 @@ async fn an_mcp_client_fetches_and_pays_within_the_per_call_cap() {
     let v: Value = serde_json::from_str(&text(&r)).expect("json");
     assert!(v["payment"].is_null());
 
+    // prefer_scheme "payment": a charge per call (another service, so that no token serves it).
+    let other = server.url("/other/agent");
+    let r = call("fetch", json!({ "url": other, "max_cost_sat": 150, "prefer_scheme": "lightning" })).await;
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).starts_with("request: prefer_scheme"), "{}", text(&r));
+    let mut charges = Vec::new();
+    for _ in 0..2 {
+        let r = call("fetch", json!({ "url": other, "max_cost_sat": 150, "prefer_scheme": "payment" })).await;
+        assert_ne!(r.is_error, Some(true), "{}", text(&r));
+        let v: Value = serde_json::from_str(&text(&r)).expect("json");
+        assert_eq!(v["status"], 200);
+        assert_eq!((v["payment"]["scheme"].as_str(), v["payment"]["token_id"].is_null()), (Some("Payment"), true));
+        assert_eq!(v["payment"]["receipt"]["reference"], v["payment"]["payment_hash"], "{v}");
+        assert!(!text(&r).contains("preimage"), "{}", text(&r));
+        charges.push(v["payment"]["payment_hash"].clone());
+    }
+    assert_ne!(charges[0], charges[1], "a charge is not reused");
+    assert_eq!(server.charges_accepted().len(), 2);
+
     let r = call("ledger", json!({})).await;
     let v: Value = serde_json::from_str(&text(&r)).expect("json");
     let payments = v["payments"].as_array().expect("payments");
-    assert_eq!(payments.len(), 1);
-    assert_eq!(payments[0]["state"], "succeeded");
+    assert_eq!(payments.len(), 3);
+    assert!(payments.iter().all(|p| p["state"] == "succeeded"), "{v}");
+    assert_eq!(payments.iter().filter(|p| p["scheme"] == "Payment" && p["charge_state"] == "spent").count(), 2);
     let r = call("budget", json!({})).await;
     let v: Value = serde_json::from_str(&text(&r)).expect("json");
-    assert_eq!(v["counted_msat"]["total"], 100_000 + fee);
+    assert_eq!(v["counted_msat"]["total"], 3 * 100_000 + fee, "direct channel: the charges pay no fee either");
     assert_eq!(v["max_cost_sat_cap"], 150);
 
     client.cancel().await.expect("close");
@@ -111,8 +134,8 @@ async fn an_mcp_client_fetches_and_pays_within_the_per_call_cap() {
     .await
     .expect("wallet");
     let paid = node_payments(&node);
-    assert_eq!(paid.len(), 1, "one payment on the wallet");
-    assert_eq!((paid[0].1, paid[0].2), (100_000, fee), "ledger == node");
+    assert_eq!(paid.len(), 3, "one payment for the token, one per charge");
+    assert!(paid.iter().all(|p| (p.1, p.2) == (100_000, fee)), "ledger == node: {paid:?}");
     node.stop().await;
     net.shutdown().await;
 }

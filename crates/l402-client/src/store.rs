@@ -264,6 +264,37 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// A version 1 database (before the `Payment` charge) is brought to version 2 in place: its payments stay,
+    /// as L402 entries with no charge columns set, and the ledger reads them.
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_payments() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+            conn.execute_batch(SCHEMA).expect("v1 schema");
+            conn.execute(
+                "INSERT INTO payments (payment_hash, origin, service, path, scheme, macaroon, invoice, amount_msat, \
+                 fee_limit_msat, reserved_msat, state, created_at, updated_at) \
+                 VALUES (?1, 'https://a:443', 'svc', '/x', 'L402', 'AgE=', 'lnbcrt1', 1000, 10, 0, 'failed', 1, 1)",
+                ["ab".repeat(32)],
+            )
+            .expect("row");
+            conn.pragma_update(None, "user_version", 1).expect("v1");
+        }
+        let store = Store::open(dir.path()).expect("migrated");
+        let (version, ledger) = store
+            .blocking(|c| {
+                let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                Ok((v, crate::journal::ledger(c, None)?))
+            })
+            .expect("read");
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(ledger.len(), 1);
+        assert_eq!((ledger[0].scheme.as_str(), ledger[0].charge_state.as_deref()), ("L402", None));
+        drop(store);
+        Store::open(dir.path()).expect("opens again without migrating twice");
+    }
+
     /// Many processes (here threads, each with its own connection) opening a new data directory at the same
     /// moment all get the store: none is turned away with "database is locked".
     #[test]
