@@ -82,31 +82,41 @@ impl Terminal {
         self.out.join(format!("{}.{ext}", self.n))
     }
 
-    /// Runs `line` in this terminal and waits for it (at most `timeout`).
-    fn run(&mut self, line: &str, timeout: Duration) -> Ran {
+    /// Gives `line` to the shell, its output to files, in the foreground or as a background job. Returns the
+    /// stdout and stderr files and the file that then receives `$?` (foreground) or `$!` (background).
+    fn submit(&mut self, line: &str, background: bool) -> (PathBuf, PathBuf, PathBuf) {
         self.n += 1;
-        let (out, err, rc) = (self.file("out"), self.file("err"), self.file("rc"));
+        let (out, err) = (self.file("out"), self.file("err"));
+        let (mark, var, amp) = if background { (self.file("pid"), "$!", " &") } else { (self.file("rc"), "$?", "") };
         writeln!(
             self.stdin,
-            "{{\n{line}\n}} </dev/null >'{}' 2>'{}'\necho $? >'{rc}.tmp' && mv '{rc}.tmp' '{rc}'",
+            "{{\n{line}\n}} </dev/null >'{}' 2>'{}'{amp}\necho {var} >'{m}.tmp' && mv '{m}.tmp' '{m}'",
             out.display(),
             err.display(),
-            rc = rc.display()
+            m = mark.display()
         )
         .expect("bash reads");
+        (out, err, mark)
+    }
+
+    /// Waits (at most `timeout`) for `mark` and returns what it holds.
+    fn wait_for(&self, mark: &Path, line: &str, err: &Path, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
-        while !rc.exists() {
-            let so_far = std::fs::read_to_string(&err).unwrap_or_default();
-            assert!(
-                Instant::now() < deadline,
-                "terminal {}: `{line}` did not finish within {timeout:?}:\n{so_far}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        while !mark.exists() {
+            let so_far = std::fs::read_to_string(err).unwrap_or_default();
+            assert!(Instant::now() < deadline, "terminal {}: `{line}` took over {timeout:?}:\n{so_far}", self.name);
+            std::thread::sleep(Duration::from_millis(50));
         }
+        std::fs::read_to_string(mark).expect("mark").trim().to_owned()
+    }
+
+    /// Runs `line` in this terminal and waits for it (at most `timeout`).
+    fn run(&mut self, line: &str, timeout: Duration) -> Ran {
+        let (out, err, rc) = self.submit(line, false);
+        let code = self.wait_for(&rc, line, &err, timeout).parse().expect("exit code");
         Ran {
             line: line.to_owned(),
-            code: std::fs::read_to_string(&rc).expect("rc").trim().parse().expect("exit code"),
+            code,
             stdout: std::fs::read_to_string(&out).unwrap_or_default(),
             stderr: std::fs::read_to_string(&err).unwrap_or_default(),
         }
@@ -114,35 +124,18 @@ impl Terminal {
 
     /// Starts `line` as this terminal's background job, and waits until its stderr says `ready`.
     fn background(&mut self, line: &str, ready: &str) {
-        self.n += 1;
-        let (out, err, pid) = (self.file("out"), self.file("err"), self.file("pid"));
-        writeln!(
-            self.stdin,
-            "{{\n{line}\n}} </dev/null >'{}' 2>'{}' &\necho $! >'{pid}.tmp' && mv '{pid}.tmp' '{pid}'",
-            out.display(),
-            err.display(),
-            pid = pid.display()
-        )
-        .expect("bash reads");
+        let (_, err, pid) = self.submit(line, true);
+        let pgid: u32 = self.wait_for(&pid, line, &err, Duration::from_secs(10)).parse().expect("pid");
+        self.job = Some((pgid, err.clone()));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let text = std::fs::read_to_string(&err).unwrap_or_default();
             if text.contains(ready) {
-                break;
+                return;
             }
-            if let Ok(p) = std::fs::read_to_string(&pid) {
-                let pgid: u32 = p.trim().parse().expect("pid");
-                self.job = Some((pgid, err.clone()));
-                assert!(alive(pgid), "terminal {}: `{line}` exited:\n{text}", self.name);
-            }
+            assert!(alive(pgid), "terminal {}: `{line}` exited:\n{text}", self.name);
             assert!(Instant::now() < deadline, "terminal {}: `{line}` not ready within 60 s:\n{text}", self.name);
             std::thread::sleep(Duration::from_millis(100));
-        }
-        while self.job.is_none() {
-            if let Ok(p) = std::fs::read_to_string(&pid) {
-                self.job = Some((p.trim().parse().expect("pid"), err.clone()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -208,7 +201,7 @@ fn environment(tmp: &Path) -> HashMap<String, String> {
     let keep = ["L402_BITCOIND", "L402_LND", "L402_LNCLI"];
     let mut env: HashMap<String, String> = std::env::vars()
         .filter(|(k, _)| !k.starts_with("L402_") || keep.contains(&k.as_str()))
-        .filter(|(k, _)| !["XDG_DATA_HOME", "RUST_LOG", "CARGO_TARGET_DIR"].contains(&k.as_str()))
+        .filter(|(k, _)| !["XDG_DATA_HOME", "RUST_LOG"].contains(&k.as_str()))
         .collect();
     let bin = Path::new(env!("CARGO_BIN_EXE_l402")).parent().expect("bin dir").display().to_string();
     let path = env.get("PATH").cloned().unwrap_or_default();
