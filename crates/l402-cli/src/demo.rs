@@ -15,8 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use axum::Router;
-use axum::routing::get;
 use clap::Args;
 use l402_client::{Client, ClientConfig, Error as ClientError, Progress};
 use l402_lightning::PaymentEvent;
@@ -135,19 +133,6 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
     rt.block_on(demo(args)).map_err(Failure::Input)
 }
 
-async fn weather_api() -> anyhow::Result<String> {
-    let app = Router::new()
-        .route(
-            "/weather/today",
-            get(|| async { axum::Json(serde_json::json!({ "city": "Lisbon", "sky": "sunny", "high_c": 24 })) }),
-        )
-        .route("/weather/premium", get(|| async { "a very expensive forecast" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(format!("http://{addr}"))
-}
-
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = tempfile::Builder::new().prefix("l402-demo-").tempdir()?;
@@ -166,7 +151,7 @@ async fn run_steps(net: &Regtest, dir: &std::path::Path, lifetime: u64, backend:
     println!("   bitcoind (regtest) on 127.0.0.1:{}", net.bitcoind().rpc_port());
     let sides = sides(net, backend).await?;
 
-    let upstream = weather_api().await?;
+    let upstream = crate::sample_api::start().await?;
     let config = Config::parse(&format!(
         r#"
 listen = "127.0.0.1:0"

@@ -3,7 +3,7 @@
 //! Each subcommand lives in its own module; this file only parses arguments and maps errors to exit codes:
 //! 0 success, 1 refused (a credential that does not verify), 2 bad input or usage. `fetch`, `spend` and `mcp`
 //! add the client's codes (3-6 transport/wallet/challenge/store, 10-19 refused before paying, 20-22 after
-//! paying, 23-24 reading the response), listed in `fetch.rs`.
+//! paying, 23-24 reading the response), listed in `fetch.rs`; `regtest pay` uses 4, 20 and 21 in the same sense.
 
 mod decode;
 mod demo;
@@ -12,6 +12,7 @@ mod keys;
 mod mcp;
 mod proxy;
 mod regtest;
+mod sample_api;
 mod spend;
 mod token;
 mod token_store;
@@ -21,9 +22,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Lightning-paid APIs (L402): decode, mint and verify tokens; run a local regtest network.
+/// Lightning-paid APIs (L402): put a price on an API (proxy), pay for one (fetch, mcp, spend), read and mint
+/// tokens (decode, token), and try it all on a local regtest network (demo, regtest).
 #[derive(Parser, Debug)]
-#[command(name = "l402", version, about, propagate_version = true)]
+#[command(name = "l402", version, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,7 +45,8 @@ enum Command {
     Spend(Box<spend::SpendArgs>),
     /// An MCP server over stdio: a fetch tool for AI agents (per-call price cap, scheme, budgets) and budget/ledger tools.
     Mcp(Box<mcp::McpArgs>),
-    /// A local regtest Lightning network (bitcoind, LDK nodes and, with --lnd, real LND nodes) for trying things out.
+    /// A local regtest Lightning network for trying things out: bitcoind, LDK nodes, a sample API and, with --lnd,
+    /// real LND nodes that l402 proxy and l402 fetch can use (regtest env; regtest pay for other clients).
     #[command(subcommand)]
     Regtest(regtest::RegtestCommand),
     /// Run the L402 reverse proxy: a Lightning price on any HTTP or gRPC API.

@@ -1,15 +1,24 @@
-//! `l402 regtest up|status|down`: a local regtest Lightning network that outlives the command.
+//! `l402 regtest up|status|env|pay|down`: a local regtest Lightning network that outlives the command.
 //!
-//! `up` starts `l402 regtest serve` in the background; it owns bitcoind and the LDK nodes (alice, funded, with
-//! a channel to bob), and with `--lnd` two real LND nodes (`payer`, funded, with a channel to `operator`),
-//! writes `state.json` in the network's directory once everything is ready, and shuts everything down on
-//! SIGTERM or SIGINT. `status` reads that file and asks bitcoind for its height, and prints for each LND node
-//! what `l402 proxy` (the operator: its invoice macaroon) and `l402 fetch` (the payer: a pay-only macaroon)
-//! need; `down` sends SIGTERM and waits until the server is gone.
+//! `up` starts `l402 regtest serve` in the background; it owns bitcoind, the LDK nodes (alice, funded, with a
+//! channel to bob), a sample weather API ([`crate::sample_api`]) and, with `--lnd`, two real LND nodes
+//! (`payer`, funded, with a channel to `operator`); it writes `state.json` (0600: it holds bitcoind's RPC
+//! password) in the network's directory once everything is ready, and shuts everything down on SIGTERM or
+//! SIGINT. `status` reads that file and asks bitcoind for its height; `down` sends SIGTERM and waits until the
+//! server is gone.
+//!
+//! Other programs can use the LND nodes only: the LDK nodes live inside the server's process. `env` prints
+//! what `l402 proxy` needs to issue invoices from the operator (a whole proxy config in front of the sample
+//! API) or what `l402 fetch` needs to pay from the payer (environment variables: file paths, never a
+//! macaroon); `pay` pays any regtest invoice from an LND node and prints the preimage, for trying other L402
+//! clients ([`env`], [`pay`]).
 //!
 //! `up` starts from a clean directory: it deletes what an earlier network left there, but only in a directory
 //! that is absent, empty, or marked as one of ours (the [`MARKER`] file `up` writes, or a `state.json`); any
 //! other directory is refused untouched, so a mistyped `--dir` never deletes someone's data.
+
+mod env;
+mod pay;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,11 +33,21 @@ use crate::Failure;
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum RegtestCommand {
-    /// Start the network in the background (bitcoind, alice and bob, a funded channel alice -> bob; with
-    /// --lnd also real LND nodes payer and operator, a funded channel payer -> operator).
+    /// Start the network in the background: bitcoind, LDK nodes alice and bob (a funded channel alice -> bob)
+    /// and a sample API; with --lnd also real LND nodes payer and operator (a funded channel payer ->
+    /// operator), which l402 proxy and l402 fetch can use (see `l402 regtest env`).
     Up(UpArgs),
-    /// Show the running network: processes, block height, nodes.
+    /// Show the running network (processes, block height, nodes, the sample API) and how to connect to it.
     Status(StatusArgs),
+    /// Print what l402 proxy or l402 fetch needs to use an LND node of the network (started with --lnd):
+    /// for `operator`, a proxy config in front of the sample API; for `payer`, the environment l402 fetch
+    /// reads (eval it). File paths only, never a macaroon.
+    #[command(after_help = env::AFTER_HELP)]
+    Env(env::EnvArgs),
+    /// Pay a regtest BOLT11 invoice from an LND node of the network (started with --lnd) and print the
+    /// preimage (hex) on stdout: for trying other L402 clients against l402 proxy.
+    #[command(after_help = pay::AFTER_HELP)]
+    Pay(pay::PayArgs),
     /// Stop the network and every process it started.
     Down(DirArgs),
     /// Run the network in the foreground until SIGTERM/SIGINT (what `up` starts).
@@ -41,7 +60,8 @@ pub(crate) struct UpArgs {
     #[command(flatten)]
     dir: DirArgs,
     /// Also start two real LND nodes (built by scripts/install-peers.sh): `payer`, with a 1M sat channel to
-    /// `operator`.
+    /// `operator`. Other programs (l402 proxy, l402 fetch) can use these; the LDK nodes live inside the
+    /// network's own process.
     #[arg(long)]
     lnd: bool,
 }
@@ -103,6 +123,8 @@ pub(crate) fn run(cmd: RegtestCommand) -> Result<(), Failure> {
     match cmd {
         RegtestCommand::Up(a) => up(&a.dir.dir, a.lnd).map_err(Failure::Input),
         RegtestCommand::Status(a) => status(&a.dir.dir, a.json).map_err(Failure::Input),
+        RegtestCommand::Env(a) => env::run(&a).map_err(Failure::Input),
+        RegtestCommand::Pay(a) => pay::run(&a),
         RegtestCommand::Down(a) => down(&a.dir).map_err(Failure::Input),
         RegtestCommand::Serve(a) => serve(&a.dir.dir, a.lnd).map_err(Failure::Input),
     }
@@ -203,6 +225,9 @@ fn status(dir: &Path, as_json: bool) -> anyhow::Result<()> {
             ch["sats"]
         );
     }
+    if let Some(api) = state["sample_api"].as_str() {
+        println!("  sample API {api} (GET /weather/today, /weather/premium)");
+    }
     for node in state["lnd"].as_array().into_iter().flatten() {
         let s = |k: &str| node[k].as_str().unwrap_or("?").to_owned();
         println!("  LND {:<8} {} at {}, gRPC {}", s("name"), s("pubkey"), s("listen"), s("rpc_address"));
@@ -210,27 +235,79 @@ fn status(dir: &Path, as_json: bool) -> anyhow::Result<()> {
         println!("    invoice.macaroon  {}", s("invoice_macaroon"));
         println!("    pay.macaroon      {}  (pay-only: info:read offchain:read offchain:write)", s("pay_macaroon"));
         println!("    admin.macaroon    {}", s("admin_macaroon"));
+        println!("    pay.lndconnect    {}  (for --lndconnect-file)", s("lndconnect_pay_file"));
     }
-    if let (Some(op), Some(payer)) = (lnd_node(&state, "operator"), lnd_node(&state, "payer")) {
-        let s = |n: &Value, k: &str| n[k].as_str().unwrap_or("?").to_owned();
-        println!("\n  l402 proxy, backed by the operator (put this in its config):");
-        println!("    [lightning]\n    backend = \"lnd\"\n    address = \"{}\"", s(op, "rpc_address"));
-        println!("    tls_cert = \"{}\"\n    macaroon = \"{}\"", s(op, "tls_cert"), s(op, "invoice_macaroon"));
-        println!("  l402 fetch, paying from the payer:");
+    let d = dir_flag(dir);
+    if lnd_node(&state, "operator").is_some() && lnd_node(&state, "payer").is_some() {
+        println!("\n  to use it, in two terminals:");
+        println!("    l402 regtest env operator{d} > l402.toml && l402 proxy --config l402.toml");
+        println!("    eval \"$(l402 regtest env payer{d})\" && l402 fetch --allow-http {}", env::SAMPLE_URL);
         println!(
-            "    l402 fetch URL --lnd-address {} --lnd-tls-cert {} --lnd-macaroon {}",
-            s(payer, "rpc_address"),
-            s(payer, "tls_cert"),
-            s(payer, "pay_macaroon")
+            "  and to pay any regtest invoice from the payer (prints the preimage): l402 regtest pay payer{d} INVOICE"
         );
-        println!("    (or --lndconnect-file {}: the pay-only lndconnect URI, 0600)", s(payer, "lndconnect_pay_file"));
-        println!("    add --allow-http to pay a plain-http URL, such as a proxy on loopback");
+    } else {
+        println!(
+            "\n  alice and bob live inside the network's own process: no other program can use them. For nodes\n  \
+             that l402 proxy and l402 fetch can use: l402 regtest down{d}, then l402 regtest up --lnd{d}"
+        );
     }
     Ok(())
 }
 
 fn lnd_node<'a>(state: &'a Value, name: &str) -> Option<&'a Value> {
     state["lnd"].as_array()?.iter().find(|n| n["name"] == name)
+}
+
+/// The state of the network running in `dir`, or an error saying that none is.
+fn running_state(dir: &Path) -> anyhow::Result<Value> {
+    let state = if state_path(dir).exists() { Some(read_state(dir)?) } else { None };
+    match state {
+        Some(state) if state["pid"].as_u64().is_some_and(alive) => Ok(state),
+        _ => bail!("no network running in {} (start one with `l402 regtest up --lnd{}`)", dir.display(), dir_flag(dir)),
+    }
+}
+
+/// The LND node `name` of the network in `dir`, or an error that names the nodes it has and says which of them
+/// other programs can use.
+fn lnd_node_named<'a>(state: &'a Value, dir: &Path, name: &str) -> anyhow::Result<&'a Value> {
+    if let Some(node) = lnd_node(state, name) {
+        return Ok(node);
+    }
+    let names = |key: &str| -> Vec<&str> {
+        state[key].as_array().into_iter().flatten().filter_map(|n| n["name"].as_str()).collect()
+    };
+    let (lnd, ldk) = (names("lnd"), names("nodes"));
+    let usable = if lnd.is_empty() {
+        format!("it has no LND node: for payer and operator, start it with `l402 regtest up --lnd{}`", dir_flag(dir))
+    } else {
+        format!("its LND nodes are {}", lnd.join(", "))
+    };
+    let shown: String = name.chars().take(40).collect();
+    if ldk.contains(&name) {
+        bail!("{shown} is an LDK node inside the network's own process: no other program can use it; {usable}");
+    }
+    bail!(
+        "no node {shown:?} in the network in {}: {usable}{}",
+        dir.display(),
+        if ldk.is_empty() {
+            String::new()
+        } else {
+            format!(" (and LDK nodes {}, held inside its process)", ldk.join(", "))
+        }
+    )
+}
+
+/// ` --dir DIR` for a command shown to the user, when `dir` is not the default one.
+fn dir_flag(dir: &Path) -> String {
+    if dir == default_dir() { String::new() } else { format!(" --dir {}", shell_quote(&dir.display().to_string())) }
+}
+
+/// `s` as one shell word (single-quoted where it needs to be).
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-:@%+=,".contains(&b)) {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 fn block_height(state: &Value) -> anyhow::Result<u64> {
@@ -310,6 +387,7 @@ fn serve(dir: &Path, with_lnd: bool) -> anyhow::Result<()> {
                 })
             })
             .collect();
+        let sample_api = crate::sample_api::start().await?;
         let mut lnd = Vec::new();
         let mut channels = vec![json!({ "from": "alice", "to": "bob", "sats": 1_000_000 })];
         if with_lnd {
@@ -351,6 +429,7 @@ fn serve(dir: &Path, with_lnd: bool) -> anyhow::Result<()> {
             "nodes": nodes,
             "lnd": lnd,
             "channels": channels,
+            "sample_api": sample_api,
         });
         let tmp = dir.join("state.json.tmp");
         // It holds bitcoind's RPC password: readable by its owner only.

@@ -15,7 +15,7 @@
 //! anything else spends the charge (`spent`), with the `Payment-Receipt` if the server sent one. If no answer
 //! comes (a transport error), the charge stays `unspent`, for the next request to present.
 
-use crate::mpp_shim::mpp::{PAYMENT_RECEIPT_HEADER, PaymentChallenge, PaymentCredential, Receipt};
+use l402_proto::mpp::{PAYMENT_RECEIPT_HEADER, PaymentChallenge, PaymentCredential, Receipt};
 use l402_proto::{Msat, PaymentHash};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::{Request, StatusCode};

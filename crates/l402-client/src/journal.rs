@@ -357,7 +357,7 @@ pub(crate) fn unspent_charge(
 /// What the server did with a charge credential, and its receipt if it sent one.
 pub(crate) enum ChargeOutcome {
     /// It answered (not with a refusal): the charge is spent.
-    Spent(Option<crate::mpp_shim::mpp::Receipt>),
+    Spent(Option<l402_proto::mpp::Receipt>),
     /// The paywall refused it, with this status.
     Refused(u16),
     /// Its challenge expired before it could be presented.

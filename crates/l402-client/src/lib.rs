@@ -71,7 +71,6 @@ pub mod config;
 mod error;
 pub mod journal;
 mod lease;
-mod mpp_shim;
 pub mod net;
 mod offer;
 mod pay;

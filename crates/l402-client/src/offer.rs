@@ -18,8 +18,8 @@
 
 use std::time::Duration;
 
-use crate::mpp_shim::mpp::{ChargeRequest, PaymentChallenge};
 use l402_proto::lightning_invoice::Currency;
+use l402_proto::mpp::{ChargeRequest, PaymentChallenge};
 use l402_proto::{Challenge, ChallengeError, InvoiceError, Msat, PaymentHash};
 use reqwest::header::{HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 
@@ -144,7 +144,7 @@ pub(crate) struct CheckedCharge {
 pub(crate) fn challenge_expiry(challenge: &PaymentChallenge) -> Result<Option<u64>, Error> {
     match &challenge.expires {
         None => Ok(None),
-        Some(s) => crate::mpp_shim::rfc3339::parse(s)
+        Some(s) => l402_proto::rfc3339::parse(s)
             .map(Some)
             .ok_or_else(|| Error::Challenge("the Payment challenge's expires is not an RFC 3339 time".into())),
     }

@@ -9,8 +9,8 @@
 //! A `Payment` charge credential is refused when a `401`/`402` answered to it carries a fresh challenge of
 //! either scheme, or an `error` parameter on an `L402`, `LSAT` or `Payment` challenge ([`charge_refused`]).
 
-use crate::mpp_shim::mpp::PaymentChallenge;
 use l402_proto::Challenge;
+use l402_proto::mpp::PaymentChallenge;
 use reqwest::header::{HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 
 use crate::tokens::{StoredToken, TokenScope};

@@ -4,6 +4,10 @@
 //! Authorization header, decode the macaroon, check the preimage hash, run the HMAC chain and check 3 caveats.
 //! `floor/b64_sha256_5hmac`: the bare primitives the protocol forces on any verifier without a cache: one base64
 //! decode, one sha256, five HMAC-SHA256 (key derivation, identifier, three caveats).
+//! `verify/payment_charge`: the same for a `Payment` charge credential, everything but the node and the store
+//! (which a charge needs and a token does not): parse the Authorization header (base64url, JSON), check the
+//! challenge id (one HMAC-SHA256 over its parameters), read the expiry, decode the charge request (base64url,
+//! JSON) and check the preimage against its payment hash.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
@@ -66,11 +70,35 @@ fn bench(c: &mut Criterion) {
     });
 }
 
+fn bench_charge(c: &mut Criterion) {
+    use l402_proto::mpp::{ChargeRequest, PaymentChallenge, PaymentCredential};
+    let secret = [0x42; 32];
+    let preimage = Preimage(std::array::from_fn(|i| i as u8));
+    // A real-sized regtest invoice string (the request carries it whole).
+    let invoice = "lnbcrt10u1p5example".repeat(16);
+    let request = ChargeRequest::lightning(1_000, &invoice, "regtest", preimage.payment_hash().0).description("svc");
+    let challenge = PaymentChallenge::charge(&secret, "api.example.com", &request.encode(), "2030-01-01T00:00:00Z");
+    let header = PaymentCredential::charge(challenge, &preimage).header_value();
+    c.bench_function("verify/payment_charge", |b| {
+        b.iter(|| {
+            let cred = PaymentCredential::from_authorization([black_box(header.as_bytes())])
+                .expect("parses")
+                .expect("a Payment credential");
+            assert!(cred.challenge.verify_id(black_box(&secret)));
+            let expires = cred.challenge.expires.as_deref().and_then(l402_proto::rfc3339::parse).expect("expiry");
+            let request = ChargeRequest::decode(&cred.challenge.request).expect("request");
+            let preimage = cred.charge_preimage().expect("preimage");
+            assert_eq!(preimage.payment_hash().0, request.method_details.payment_hash);
+            (expires, request.amount)
+        })
+    });
+}
+
 fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
     m.update(msg);
     m.finalize().into_bytes().into()
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, bench_charge);
 criterion_main!(benches);

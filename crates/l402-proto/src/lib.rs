@@ -42,6 +42,8 @@ pub mod error;
 pub mod identifier;
 pub mod invoice;
 pub mod macaroon;
+pub mod mpp;
+pub mod rfc3339;
 pub mod types;
 pub mod verify;
 

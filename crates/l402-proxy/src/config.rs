@@ -59,6 +59,9 @@ pub struct Config {
     /// How tokens are minted: stateless, from master keys (the default with SQLite), or stored at mint time.
     #[serde(default)]
     pub tokens: TokensConfig,
+    /// The `Payment` scheme, for services whose `schemes` include `"payment"`.
+    #[serde(default)]
+    pub payment: PaymentConfig,
     /// The priced services, matched in order: the first whose host and path match takes the request.
     #[serde(rename = "service")]
     pub services: Vec<ServiceConfig>,
@@ -85,6 +88,10 @@ fn default_timeout() -> u64 {
 fn default_host() -> String {
     "*".into()
 }
+fn default_schemes() -> Vec<String> {
+    vec!["l402".into()]
+}
+
 fn yes() -> bool {
     true
 }
@@ -317,6 +324,29 @@ pub enum LightningConfig {
     },
 }
 
+/// The `Payment` scheme (MPP): its challenges' realm and expiry. Their ids are HMACs under a secret derived
+/// from the master key, so instances sharing `[tokens] master_key_files` verify each other's challenges.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentConfig {
+    /// The realm challenges name (default: the listen address, as Aperture).
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// How long a charge challenge can be paid and presented, seconds (default 900, Aperture's 15 minutes).
+    #[serde(default = "default_charge_expiry")]
+    pub expiry_secs: u64,
+}
+
+fn default_charge_expiry() -> u64 {
+    900
+}
+
+impl Default for PaymentConfig {
+    fn default() -> Self {
+        Self { realm: None, expiry_secs: default_charge_expiry() }
+    }
+}
+
 /// One priced service.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -370,6 +400,10 @@ pub struct ServiceConfig {
     /// Ask for payment (false: a plain reverse proxy, e.g. to measure the paywall's cost).
     #[serde(default = "yes")]
     pub payment: bool,
+    /// The schemes a 402 offers and requests may pay with: `"l402"` (tokens, reusable until they expire) and
+    /// `"payment"` (the `Payment` scheme's Lightning charge, one payment per request). Default `["l402"]`.
+    #[serde(default = "default_schemes")]
+    pub schemes: Vec<String>,
     /// The largest request body, bytes: a larger `Content-Length` is answered 413 before anything is
     /// forwarded; a body without one (chunked, HTTP/2) is cut when it passes the limit.
     #[serde(default = "default_max_body")]
@@ -459,6 +493,16 @@ impl ServiceConfig {
             _ => Err(ConfigError(format!("service {}: give exactly one of price_msat, price_sat", self.name))),
         }
     }
+
+    /// The schemes it is paid in.
+    pub fn schemes(&self) -> Result<l402_server::Schemes, ConfigError> {
+        l402_server::Schemes::from_names(&self.schemes).ok_or_else(|| {
+            ConfigError(format!(
+                "service {}: schemes: a non-empty list of \"l402\" and \"payment\" (got {:?})",
+                self.name, self.schemes
+            ))
+        })
+    }
 }
 
 impl Config {
@@ -479,6 +523,9 @@ impl Config {
         if config.tokens.revocation_poll_ms == 0 || config.tokens.revocation_poll_ms > 3_600_000 {
             return Err(ConfigError("tokens.revocation_poll_ms: give 1..=3600000".into()));
         }
+        if !(1..=86_400).contains(&config.payment.expiry_secs) {
+            return Err(ConfigError("payment.expiry_secs: give 1..=86400".into()));
+        }
         crate::client::TrustedProxies::parse(&config.trusted_proxies)?;
         let mut names = std::collections::HashSet::new();
         for s in &config.services {
@@ -497,6 +544,14 @@ impl Config {
                 positive(&format!("service {}: rate_limit.per_second", s.name), r.per_second)?;
             }
             let price = s.price()?;
+            let schemes = s.schemes()?;
+            if s.payment && schemes.payment && price % 1000 != 0 {
+                return Err(ConfigError(format!(
+                    "service {}: the Payment scheme prices in whole satoshis: give price_sat, or a price_msat \
+                     that is a multiple of 1000",
+                    s.name
+                )));
+            }
             if s.payment && price == 0 {
                 return Err(ConfigError(format!("service {}: a paid service needs a price above 0", s.name)));
             }

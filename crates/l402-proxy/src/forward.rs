@@ -179,7 +179,7 @@ impl Upstream {
         path: &str,
         peer: IpAddr,
         tls: bool,
-        l402: Option<(&str, &str)>,
+        l402: Option<Paid<'_>>,
         max_body: u64,
     ) -> Result<Response<Body>, ForwardError> {
         let query = req.uri().query();
@@ -225,9 +225,13 @@ impl Upstream {
         if let Some(h) = original_host {
             headers.insert(X_FORWARDED_HOST, h);
         }
-        if let Some((token_id, service)) = l402 {
-            if let (Ok(t), Ok(s)) = (HeaderValue::from_str(token_id), HeaderValue::from_str(service)) {
-                headers.insert(X_L402_TOKEN_ID, t);
+        if let Some(paid) = l402 {
+            let (name, id) = match paid.by {
+                PaidBy::Token(t) => (X_L402_TOKEN_ID, t),
+                PaidBy::Charge(h) => (X_L402_PAYMENT_HASH, h),
+            };
+            if let (Ok(t), Ok(s)) = (HeaderValue::from_str(id), HeaderValue::from_str(paid.service)) {
+                headers.insert(name, t);
                 headers.insert(X_L402_SERVICE, s);
             }
         }
@@ -293,6 +297,25 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_L402_TOKEN_ID: HeaderName = HeaderName::from_static("x-l402-token-id");
 const X_L402_SERVICE: HeaderName = HeaderName::from_static("x-l402-service");
+const X_L402_PAYMENT_HASH: HeaderName = HeaderName::from_static("x-l402-payment-hash");
+
+/// How a forwarded request was paid, as the upstream is told.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Paid<'a> {
+    /// The token or the charge.
+    pub(crate) by: PaidBy<'a>,
+    /// The service.
+    pub(crate) service: &'a str,
+}
+
+/// The token id (`X-L402-Token-Id`) or a `Payment` charge's payment hash (`X-L402-Payment-Hash`), hex.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PaidBy<'a> {
+    /// An L402 token.
+    Token(&'a str),
+    /// A `Payment` charge.
+    Charge(&'a str),
+}
 
 fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {

@@ -17,11 +17,11 @@ use l402_proto::Msat;
 use l402_server::layer::answer;
 use l402_server::response::is_grpc;
 use l402_server::store::{PostgresStore, SqliteStore, TokenStore};
-use l402_server::{Charge, MasterKeys, Paywall, ServiceSpec};
+use l402_server::{Authorized, Charge, MasterKeys, PaymentScheme, Paywall, ServiceSpec};
 
 use crate::client::{ClientPrefix, TrustedProxies};
 use crate::config::{Config, ConfigError, ListenerConfig, RateKey, ServiceConfig, StoreConfig};
-use crate::forward::{ForwardError, Upstream, failure_response};
+use crate::forward::{ForwardError, Paid, PaidBy, Upstream, failure_response};
 use crate::limits::{ChallengeLimiter, Freebies, LimitKey, RateLimiter};
 use crate::metrics::{Outcome, ProxyMetrics};
 use crate::routing::{canonical_path, glob, host_only};
@@ -127,10 +127,25 @@ impl State {
             .verified_stateless_size(config.tokens.verified_tokens)
             .metrics(metrics.paywall.clone());
         let key_files = config.tokens.key_files(&config.store);
+        let wants_payment = config.services.iter().any(|s| s.schemes().is_ok_and(|s| s.payment));
         if key_files.is_empty() {
+            if wants_payment {
+                return Err(ConfigError(
+                    "the Payment scheme's challenge ids are keyed by the master key: a service with schemes = \
+                     [\"payment\"] needs stateless tokens ([tokens] stored = false, the default)"
+                        .into(),
+                ));
+            }
             tracing::info!("tokens are stored at mint time (set [tokens] master_key_files for stateless tokens)");
         } else {
             let keys = MasterKeys::load(&key_files).map_err(|e| ConfigError(format!("tokens: {e}")))?;
+            if wants_payment {
+                let realm = config.payment.realm.clone().unwrap_or_else(|| config.listen.to_string());
+                let scheme = PaymentScheme::new(realm, keys.payment_secrets())
+                    .ok_or_else(|| ConfigError("tokens: no master key".into()))?
+                    .expiry(Duration::from_secs(config.payment.expiry_secs));
+                builder = builder.payment_scheme(scheme);
+            }
             builder = builder.master_keys(keys);
             tracing::info!(keys = key_files.len(), "stateless tokens: challenges write nothing to the store");
         }
@@ -154,6 +169,7 @@ impl State {
                 price: Msat(s.price()?),
                 lifetime: s.lifetime_secs.map(Duration::from_secs),
                 capabilities: s.capabilities.clone(),
+                schemes: s.schemes()?,
             };
             let case = |p: &str| if s.case_insensitive_paths { p.to_ascii_lowercase() } else { p.to_owned() };
             services.push(Service {
@@ -299,10 +315,12 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
     }
     let free = free_path || (capability.is_none() && service.freebies.take(prefix));
     let mut token_id = None;
+    let mut receipt = None;
     if !free {
         let charge = Charge { service: service.spec.clone(), price: service.spec.price, capability };
-        match state.paywall.authenticate(req.headers(), &charge).await {
-            Ok(token) => token_id = Some(token.token_id),
+        match state.paywall.authorize(req.headers(), &charge).await {
+            Ok(Authorized::Token(token)) => token_id = Some(token.token_id),
+            Ok(Authorized::Charge(paid)) => receipt = Some(paid),
             Err(refusal) => {
                 if let Some((RateKey::Address, limiter)) = &service.limiter {
                     if let Err(wait) = limiter.check(LimitKey::Client(prefix)) {
@@ -348,14 +366,19 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
             return status_response(StatusCode::TOO_MANY_REQUESTS, "rate limited", grpc, Extra::RetryAfter(wait));
         }
     }
-    let token_hex = token_id.map(|t| t.to_hex());
-    let l402 = token_hex.as_deref().map(|t| (t, name));
-    let result = service.upstream.forward(req, &path, peer.ip(), state.tls, l402, service.config.max_body_bytes).await;
+    let token_hex = token_id.map(|t| t.to_hex()).or_else(|| receipt.as_ref().map(|r| hex::encode(r.payment_hash.0)));
+    let paid = token_hex
+        .as_deref()
+        .map(|id| Paid { by: if receipt.is_some() { PaidBy::Charge(id) } else { PaidBy::Token(id) }, service: name });
+    let result = service.upstream.forward(req, &path, peer.ip(), state.tls, paid, service.config.max_body_bytes).await;
     let elapsed = started.elapsed();
     state.metrics.upstream_latency.observe(elapsed);
     match result {
-        Ok(resp) => {
+        Ok(mut resp) => {
             state.metrics.count(Outcome::Forwarded);
+            if let Some(value) = receipt.and_then(|r| HeaderValue::from_str(&r.receipt).ok()) {
+                l402_server::layer::with_receipt(resp.headers_mut(), value);
+            }
             tracing::info!(%method, path, %client, service = name, token_id = token_hex.as_deref().unwrap_or("-"), status = resp.status().as_u16(), ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX), "forwarded");
             resp
         }

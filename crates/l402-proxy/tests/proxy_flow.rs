@@ -228,11 +228,7 @@ async fn grpc_through_the_proxy() {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
     let n = network().await;
-    // A real tonic upstream (the standard gRPC health service), reached over h2c.
-    let incoming = tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
-    let grpc_addr = incoming.local_addr().expect("addr");
-    let (_reporter, health) = tonic_health::server::health_reporter();
-    tokio::spawn(tonic::transport::Server::builder().add_service(health).serve_with_incoming(incoming));
+    let (grpc_addr, _reporter) = support::grpc_health();
     let dir = tempfile::tempdir().expect("tmp");
     let config = format!(
         r#"

@@ -47,11 +47,23 @@ impl Aperture {
     /// Starts Aperture with its files in `dir`, minting invoices on `lnd`, selling `services`, and waits until
     /// it answers HTTP.
     pub async fn start(dir: &Path, lnd: &Lnd, services: &[ApertureService]) -> Result<Self, RegtestError> {
+        Self::start_with(dir, lnd, services, false).await
+    }
+
+    /// As [`Aperture::start`], with its `Payment` scheme on when `mpp` (`authenticator.enablempp`, realm
+    /// `aperture-regtest`): each 402 then carries a `Payment` charge line after the L402 ones, with an invoice
+    /// of its own.
+    pub async fn start_with(
+        dir: &Path,
+        lnd: &Lnd,
+        services: &[ApertureService],
+        mpp: bool,
+    ) -> Result<Self, RegtestError> {
         let exe = find_peer("aperture", "L402_APERTURE")?;
         std::fs::create_dir_all(dir).map_err(|e| RegtestError::Io("creating Aperture's directory".into(), e))?;
         let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let config = dir.join("aperture.yaml");
-        std::fs::write(&config, yaml(listen, dir, lnd, services))
+        std::fs::write(&config, yaml(listen, dir, lnd, services, mpp))
             .map_err(|e| RegtestError::Io("writing aperture.yaml".into(), e))?;
         let log = std::fs::File::create(dir.join("stdout.log"))
             .map_err(|e| RegtestError::Io("creating Aperture's log".into(), e))?;
@@ -125,7 +137,7 @@ impl Drop for Aperture {
     }
 }
 
-fn yaml(listen: SocketAddr, dir: &Path, lnd: &Lnd, services: &[ApertureService]) -> String {
+fn yaml(listen: SocketAddr, dir: &Path, lnd: &Lnd, services: &[ApertureService], mpp: bool) -> String {
     let macdir = lnd.macaroon_path(crate::lnd::LndMacaroon::Invoice);
     let macdir = macdir.parent().unwrap_or(Path::new("."));
     let mut out = format!(
@@ -139,6 +151,10 @@ fn yaml(listen: SocketAddr, dir: &Path, lnd: &Lnd, services: &[ApertureService])
         tls = lnd.tls_cert_path().display(),
         macdir = macdir.display(),
     );
+    if mpp {
+        let at = out.find("services:\n").unwrap_or(out.len());
+        out.insert_str(at, "  enablempp: true\n  mpprealm: \"aperture-regtest\"\n");
+    }
     for s in services {
         out.push_str(&format!(
             "  - name: \"{}\"\n    hostregexp: '.*'\n    pathregexp: '{}'\n    address: \"{}\"\n    protocol: http\n    price: {}\n",

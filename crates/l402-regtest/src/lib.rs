@@ -45,20 +45,48 @@ pub async fn pay_challenge<'a>(
     let bad = |what: String| RegtestError::Rpc { method: "pay_challenge".into(), message: what };
     let challenge = l402_proto::Challenge::parse(www_authenticate).map_err(|e| bad(e.to_string()))?;
     let hash = challenge.macaroon.l402_identifier().map_err(|e| bad(e.to_string()))?.payment_hash;
-    let (_, info) = l402_proto::invoice::decode_invoice(&challenge.invoice).map_err(|e| bad(e.to_string()))?;
+    let paid = pay_invoice(payer, &challenge.invoice, hash).await?;
+    let credential = l402_proto::Credential::new(challenge.scheme, challenge.macaroon, paid.preimage);
+    Ok((credential.header_value(), paid))
+}
+
+/// Pays the first `Payment` Lightning charge among a 402's `WWW-Authenticate` values (checking that its
+/// invoice pays the charge's payment hash) and returns the `Authorization` value, for tests.
+pub async fn pay_payment_challenge<'a>(
+    payer: &dyn l402_lightning::Payer,
+    www_authenticate: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<(String, l402_lightning::PaymentSuccess), RegtestError> {
+    use l402_proto::mpp::{ChargeRequest, PaymentChallenge, PaymentCredential};
+    let bad = |what: String| RegtestError::Rpc { method: "pay_payment_challenge".into(), message: what };
+    let challenge = PaymentChallenge::parse_all(www_authenticate)
+        .into_iter()
+        .find(|c| c.method == "lightning" && c.intent == "charge")
+        .ok_or_else(|| bad("no Payment lightning charge in the 402".into()))?;
+    let request = ChargeRequest::decode(&challenge.request).map_err(|e| bad(e.to_string()))?;
+    let hash = l402_proto::PaymentHash(request.method_details.payment_hash);
+    let paid = pay_invoice(payer, &request.method_details.invoice, hash).await?;
+    Ok((PaymentCredential::charge(challenge, &paid.preimage).header_value(), paid))
+}
+
+/// Pays `bolt11` after checking that it pays `hash` and has an amount.
+async fn pay_invoice(
+    payer: &dyn l402_lightning::Payer,
+    bolt11: &str,
+    hash: l402_proto::PaymentHash,
+) -> Result<l402_lightning::PaymentSuccess, RegtestError> {
+    let bad = |what: String| RegtestError::Rpc { method: "pay_invoice".into(), message: what };
+    let (_, info) = l402_proto::invoice::decode_invoice(bolt11).map_err(|e| bad(e.to_string()))?;
     if info.payment_hash != hash {
-        return Err(bad("the invoice does not pay the macaroon's payment hash".into()));
+        return Err(bad("the invoice does not pay the challenge's payment hash".into()));
     }
     let request = l402_lightning::PayRequest {
-        bolt11: challenge.invoice.clone(),
+        bolt11: bolt11.to_owned(),
         payment_hash: hash,
         amount: info.amount.ok_or_else(|| bad("amountless invoice".into()))?,
         max_fee: l402_proto::Msat(10_000),
         timeout: std::time::Duration::from_secs(30),
     };
-    let paid = payer.pay(&request, &|_| {}).await.map_err(|e| bad(e.to_string()))?;
-    let credential = l402_proto::Credential::new(challenge.scheme, challenge.macaroon, paid.preimage);
-    Ok((credential.header_value(), paid))
+    payer.pay(&request, &|_| {}).await.map_err(|e| bad(e.to_string()))
 }
 
 /// A free TCP port on 127.0.0.1, for a process to listen on.

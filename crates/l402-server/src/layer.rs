@@ -1,5 +1,6 @@
-//! The tower [`Layer`]: prices each request, lets paid ones through with the verified [`L402Token`] as a
-//! request extension, and answers the others itself (a 402 challenge is a normal `Ok(response)`).
+//! The tower [`Layer`]: prices each request, lets paid ones through with the verified [`L402Token`] (or, for a
+//! `Payment` charge, the [`PaidCharge`], and a `Payment-Receipt` on the response) as a request extension, and
+//! answers the others itself (a 402 challenge is a normal `Ok(response)`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,11 +9,12 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body_util::{Either, Full};
 use tower::{Layer, Service};
 
-use crate::paywall::{L402Token, Paywall, Refusal};
+use crate::charge::PaidCharge;
+use crate::paywall::{Authorized, L402Token, Paywall, Refusal};
 use crate::pricing::{Charge, Pricing, RequestInfo};
 use crate::response;
 
@@ -69,12 +71,12 @@ pub type ResponseFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<L402
 pub async fn answer(paywall: &Paywall, charge: &Charge, refusal: Refusal, grpc: bool) -> Response<Full<Bytes>> {
     paywall.metrics().refused(refusal.reason());
     if refusal.wants_challenge() {
-        match paywall.mint(charge).await {
-            Ok(minted) => {
+        match paywall.offers(charge).await {
+            Ok(offers) => {
                 if !matches!(refusal, Refusal::PaymentRequired) {
                     tracing::info!(reason = refusal.reason(), service = %charge.service.name, "credential refused; new challenge");
                 }
-                return response::challenge(&minted, &charge.service.name, grpc);
+                return response::challenge(&offers, &charge.service.name, grpc);
             }
             Err(e) => {
                 tracing::warn!(reason = e.reason(), error = %e, "could not mint a challenge");
@@ -85,6 +87,12 @@ pub async fn answer(paywall: &Paywall, charge: &Charge, refusal: Refusal, grpc: 
     }
     tracing::info!(reason = refusal.reason(), service = %charge.service.name, "request refused");
     response::refusal(&refusal, grpc)
+}
+
+/// Puts a charge's receipt on the response it paid for, which is private to the client that paid.
+pub fn with_receipt(headers: &mut http::HeaderMap, receipt: HeaderValue) {
+    headers.insert(response::PAYMENT_RECEIPT, receipt);
+    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("private"));
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for L402Service<S>
@@ -114,11 +122,20 @@ where
         let paywall = self.paywall.clone();
         Box::pin(async move {
             let grpc = response::is_grpc(req.headers());
-            match paywall.authenticate(req.headers(), &charge).await {
-                Ok(token) => {
+            match paywall.authorize(req.headers(), &charge).await {
+                Ok(Authorized::Token(token)) => {
                     tracing::debug!(token_id = %token.token_id, service = %token.service, "paid request");
                     req.extensions_mut().insert::<L402Token>(token);
                     inner.call(req).await.map(|r| r.map(Either::Left))
+                }
+                Ok(Authorized::Charge(paid)) => {
+                    let receipt = HeaderValue::from_str(&paid.receipt).ok();
+                    req.extensions_mut().insert::<PaidCharge>(paid);
+                    let mut resp = inner.call(req).await?;
+                    if let Some(receipt) = receipt {
+                        with_receipt(resp.headers_mut(), receipt);
+                    }
+                    Ok(resp.map(Either::Left))
                 }
                 Err(refusal) => Ok(answer(&paywall, &charge, refusal, grpc).await.map(Either::Right)),
             }

@@ -30,6 +30,7 @@
 //! ```
 
 mod cache;
+pub mod charge;
 #[cfg(feature = "axum")]
 mod extract;
 pub mod layer;
@@ -43,12 +44,15 @@ pub mod secret;
 pub mod store;
 
 pub use cache::{DEFAULT_KEY_CACHE_SIZE, DEFAULT_KEY_CACHE_TTL, DEFAULT_VERIFIED_STATELESS_SIZE};
+pub use charge::{PaidCharge, PaymentScheme};
 #[cfg(feature = "axum")]
 pub use extract::MissingL402Token;
 pub use layer::{L402Body, L402Layer, L402Service};
 pub use metrics::Metrics;
-pub use paywall::{Clock, L402Token, Minted, Paywall, PaywallBuilder, Refusal, mint_stateless, system_clock};
-pub use pricing::{Charge, Pricing, RequestInfo, ServiceSpec, StaticPrice};
+pub use paywall::{
+    Authorized, Clock, L402Token, Minted, Offers, Paywall, PaywallBuilder, Refusal, mint_stateless, system_clock,
+};
+pub use pricing::{Charge, Pricing, RequestInfo, Schemes, ServiceSpec, StaticPrice};
 pub use recorder::{DEFAULT_PENDING_SIZE, DEFAULT_RECORDED_SIZE};
 pub use revocation::DEFAULT_REVOCATION_POLL;
 pub use secret::{MasterKey, MasterKeys, SecretError};

@@ -12,6 +12,8 @@ pub struct Metrics {
     pub challenges_issued: AtomicU64,
     /// Requests let through with a valid token.
     pub tokens_verified: AtomicU64,
+    /// Requests let through with a `Payment` charge (each charge once).
+    pub charges_paid: AtomicU64,
     /// Requests let through without payment (free routes).
     pub free_requests: AtomicU64,
     /// Invoices this instance recorded as settled.
@@ -47,6 +49,12 @@ impl Metrics {
             "l402_tokens_verified_total",
             "Requests let through with a valid token.",
             self.tokens_verified.load(Ordering::Relaxed),
+        );
+        c(
+            out,
+            "l402_charges_paid_total",
+            "Requests let through with a Payment charge.",
+            self.charges_paid.load(Ordering::Relaxed),
         );
         c(
             out,

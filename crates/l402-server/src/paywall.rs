@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use http::HeaderMap;
-use l402_lightning::{InvoiceIssuer, InvoiceRequest, LightningError};
+use l402_lightning::{InvoiceIssuer, InvoiceRequest, LightningError, LightningErrorKind};
 use l402_proto::caveat::CAPABILITIES_SUFFIX;
 use l402_proto::challenge::challenge_lines;
 use l402_proto::{
@@ -37,12 +37,13 @@ use crate::cache::{
     DEFAULT_KEY_CACHE_SIZE, DEFAULT_KEY_CACHE_TTL, DEFAULT_VERIFIED_STATELESS_SIZE, KeyCache, StatelessCache,
     VerifiedCache,
 };
+use crate::charge::{ChargeOffer, ChargeRefusal, PaidCharge, PaymentScheme};
 use crate::metrics::Metrics;
 use crate::pricing::{Charge, ServiceSpec};
 use crate::recorder::{DEFAULT_PENDING_SIZE, DEFAULT_RECORDED_SIZE, Recorder};
 use crate::revocation::{DEFAULT_REVOCATION_POLL, Revocations};
 use crate::secret::{MasterKeys, SecretError};
-use crate::store::{KeyLookup, NewToken, StoreError, TokenStore, UsedToken};
+use crate::store::{KeyLookup, NewToken, SpentCharge, StoreError, TokenStore, UsedToken};
 
 /// The time source: Unix seconds.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -90,6 +91,33 @@ impl Minted {
     }
 }
 
+/// What a 402 offers: an L402 token, a `Payment` charge, or both, as the service's schemes say.
+#[derive(Clone, Debug)]
+pub struct Offers {
+    /// The L402 token minted (the `LSAT` and `L402` lines).
+    pub l402: Option<Minted>,
+    /// The `Payment` charge (its line comes after the L402 ones, as Aperture sends it).
+    pub payment: Option<ChargeOffer>,
+}
+
+impl Offers {
+    /// The `WWW-Authenticate` values, in order.
+    pub fn header_values(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.l402.iter().flat_map(Minted::header_values).collect();
+        v.extend(self.payment.iter().map(|p| p.header.clone()));
+        v
+    }
+}
+
+/// A request let through: by an L402 token (reusable), or by a `Payment` charge (spent by this request).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Authorized {
+    /// A verified L402 token.
+    Token(L402Token),
+    /// A charge, now spent.
+    Charge(PaidCharge),
+}
+
 /// Why a request was not let through. Each maps to a status (see [`Refusal::status`]).
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -115,9 +143,12 @@ pub enum Refusal {
     /// The store could not be asked (503; nothing passes).
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// No invoice could be created for a challenge (503).
+    /// No invoice could be created for a challenge, or a charge's invoice could not be looked up (503).
     #[error("lightning backend: {0}")]
     Lightning(LightningError),
+    /// A `Payment` credential was refused (402 with a fresh challenge, or 401 when it is forged).
+    #[error("payment credential refused: {0}")]
+    Charge(ChargeRefusal),
 }
 
 impl Refusal {
@@ -134,6 +165,7 @@ impl Refusal {
             Refusal::Forbidden(_) => "forbidden",
             Refusal::Store(_) => "store_unavailable",
             Refusal::Lightning(_) => "lightning_unavailable",
+            Refusal::Charge(c) => c.reason(),
         }
     }
 
@@ -146,6 +178,13 @@ impl Refusal {
                     VerifyError::Expired { .. }
                         | VerifyError::ServiceNotGranted { .. }
                         | VerifyError::CapabilityNotGranted { .. }
+                )
+                | Refusal::Charge(
+                    ChargeRefusal::Expired
+                        | ChargeRefusal::WrongService
+                        | ChargeRefusal::Unsettled
+                        | ChargeRefusal::Spent
+                        | ChargeRefusal::NotACharge { .. }
                 )
         )
     }
@@ -176,6 +215,7 @@ pub struct Paywall {
     keys: Option<MasterKeys>,
     revocations: Arc<Revocations>,
     recorder: Recorder,
+    payment: Option<PaymentScheme>,
 }
 
 impl std::fmt::Debug for Paywall {
@@ -201,9 +241,17 @@ pub struct PaywallBuilder {
     recorded_size: usize,
     pending_size: usize,
     stateless_size: usize,
+    payment: Option<PaymentScheme>,
 }
 
 impl PaywallBuilder {
+    /// Offer and accept the `Payment` scheme's Lightning charge on services whose schemes include it
+    /// ([`crate::charge`]). Without it those services offer L402 only.
+    pub fn payment_scheme(mut self, scheme: PaymentScheme) -> Self {
+        self.payment = Some(scheme);
+        self
+    }
+
     /// Mint stateless tokens under these master keys (the first mints, all verify): challenges write nothing
     /// to the store and verifications read nothing from it. Tokens minted before, with their root key in the
     /// store, keep working. Without master keys every token is stored at mint time.
@@ -297,6 +345,7 @@ impl PaywallBuilder {
             keys: self.keys,
             revocations: Arc::new(Revocations::new(self.revocation_poll)),
             recorder,
+            payment: self.payment,
         })
     }
 }
@@ -344,6 +393,7 @@ impl Paywall {
             recorded_size: DEFAULT_RECORDED_SIZE,
             pending_size: DEFAULT_PENDING_SIZE,
             stateless_size: DEFAULT_VERIFIED_STATELESS_SIZE,
+            payment: None,
         }
     }
 
@@ -425,6 +475,93 @@ impl Paywall {
             }
         }
         Ok(None)
+    }
+
+    /// What a 402 for `charge` offers: a token if the service takes L402, a charge if it takes the `Payment`
+    /// scheme and this paywall has one ([`PaywallBuilder::payment_scheme`]).
+    pub async fn offers(&self, charge: &Charge) -> Result<Offers, Refusal> {
+        let schemes = charge.service.schemes;
+        let payment = match (&self.payment, schemes.payment) {
+            (Some(p), true) => Some(self.offer_charge(p, charge).await?),
+            _ => None,
+        };
+        let l402 = if schemes.l402 || payment.is_none() { Some(self.mint(charge).await?) } else { None };
+        if l402.is_none() {
+            self.metrics.challenges_issued.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Offers { l402, payment })
+    }
+
+    /// A fresh `Payment` charge for `charge`: an invoice of its own, nothing written anywhere.
+    async fn offer_charge(&self, scheme: &PaymentScheme, charge: &Charge) -> Result<ChargeOffer, Refusal> {
+        let spec = &charge.service;
+        let amount_sat = crate::charge::price_sat(charge.price);
+        let memo = format!("Payment charge for {}", spec.name);
+        let request = InvoiceRequest { amount: Msat::from_sat(amount_sat), memo, expiry: scheme.expiry };
+        let invoice = self.issuer.create_invoice(&request).await.map_err(Refusal::Lightning)?;
+        let network = l402_proto::invoice::decode_invoice(&invoice.bolt11)
+            .map(|(_, info)| crate::charge::network_name(&info.currency))
+            .map_err(|e| Refusal::Lightning(LightningError::new(LightningErrorKind::Internal, e.to_string())))?;
+        let expires_at = self.now().saturating_add(scheme.expiry.as_secs());
+        let offer =
+            scheme.challenge(&spec.name, amount_sat, &invoice.bolt11, network, invoice.payment_hash, expires_at);
+        tracing::debug!(challenge_id = %offer.challenge_id, service = %spec.name, "payment charge offered");
+        Ok(offer)
+    }
+
+    /// Authorizes a request for `charge` by whichever scheme its credential is in: a `Payment` credential on
+    /// a service that takes the scheme ([`crate::charge`]: spent by this request), else an L402 credential
+    /// ([`Paywall::authenticate`]). A service that takes only the `Payment` scheme answers any other
+    /// credential with a 402.
+    pub async fn authorize(&self, headers: &HeaderMap, charge: &Charge) -> Result<Authorized, Refusal> {
+        let schemes = charge.service.schemes;
+        if let (Some(scheme), true) = (&self.payment, schemes.payment) {
+            let values = headers.get_all(http::header::AUTHORIZATION);
+            match l402_proto::mpp::PaymentCredential::from_authorization(values.iter().map(http::HeaderValue::as_bytes))
+            {
+                Ok(Some(cred)) => return self.check_charge(scheme, &cred, charge).await.map(Authorized::Charge),
+                Ok(None) => {}
+                Err(e) => return Err(Refusal::Charge(ChargeRefusal::Request(e.to_string()))),
+            }
+        }
+        if !schemes.l402 {
+            return Err(Refusal::PaymentRequired);
+        }
+        self.authenticate(headers, charge).await.map(Authorized::Token)
+    }
+
+    /// Checks a `Payment` charge credential and spends it ([`crate::charge`] lists the checks).
+    async fn check_charge(
+        &self,
+        scheme: &PaymentScheme,
+        cred: &l402_proto::mpp::PaymentCredential,
+        charge: &Charge,
+    ) -> Result<PaidCharge, Refusal> {
+        let now = self.now();
+        let service = &charge.service.name;
+        let (payment_hash, amount, expires_at) =
+            scheme.precheck(cred, service, charge.price, now).map_err(Refusal::Charge)?;
+        let state = self.issuer.lookup_invoice(&payment_hash).await;
+        if !crate::charge::settled(state).map_err(Refusal::Lightning)? {
+            return Err(Refusal::Charge(ChargeRefusal::Unsettled));
+        }
+        let challenge_id = cred.challenge.id.clone();
+        let spent = SpentCharge {
+            payment_hash,
+            challenge_id: challenge_id.clone(),
+            service: service.clone(),
+            amount,
+            consumed_at: now,
+            expires_at,
+        };
+        if !self.store.spend_charge(&spent).await? {
+            return Err(Refusal::Charge(ChargeRefusal::Spent));
+        }
+        self.metrics.charges_paid.fetch_add(1, Ordering::Relaxed);
+        self.metrics.revenue_msat.fetch_add(amount.0, Ordering::Relaxed);
+        tracing::debug!(challenge_id = %challenge_id, service = %service, "payment charge spent");
+        let receipt = crate::charge::receipt(&payment_hash, &challenge_id, now);
+        Ok(PaidCharge { payment_hash, challenge_id, service: service.clone(), amount, receipt })
     }
 
     /// Authenticates a request for `charge`: finds its credential ([`Paywall::credential`]) and checks it

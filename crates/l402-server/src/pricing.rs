@@ -6,6 +6,40 @@ use std::time::Duration;
 use http::{HeaderMap, Method, Uri};
 use l402_proto::Msat;
 
+/// The authentication schemes a service's 402 offers and its requests accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schemes {
+    /// L402 tokens (`LSAT` and `L402` lines; reusable until they expire).
+    pub l402: bool,
+    /// The `Payment` scheme's Lightning charge (MPP; one payment per request).
+    pub payment: bool,
+}
+
+impl Default for Schemes {
+    /// L402 only.
+    fn default() -> Self {
+        Self { l402: true, payment: false }
+    }
+}
+
+impl Schemes {
+    /// Both schemes.
+    pub const BOTH: Self = Self { l402: true, payment: true };
+
+    /// Reads scheme names (`l402`, `payment`; case-insensitive). `None` for an unknown name or an empty list.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Option<Self> {
+        let mut s = Self { l402: false, payment: false };
+        for n in names {
+            match n.as_ref().to_ascii_lowercase().as_str() {
+                "l402" => s.l402 = true,
+                "payment" => s.payment = true,
+                _ => return None,
+            }
+        }
+        (s.l402 || s.payment).then_some(s)
+    }
+}
+
 /// A priced service: what its tokens grant and cost.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {
@@ -19,12 +53,27 @@ pub struct ServiceSpec {
     pub lifetime: Option<Duration>,
     /// The capabilities its tokens grant (minted as `<service>_capabilities`).
     pub capabilities: Vec<String>,
+    /// The schemes it is paid in (default: L402 only).
+    pub schemes: Schemes,
 }
 
 impl ServiceSpec {
     /// A service at tier 0 with no lifetime and no capabilities.
     pub fn new(name: impl Into<String>, price: Msat) -> Self {
-        Self { name: name.into(), tier: 0, price, lifetime: None, capabilities: Vec::new() }
+        Self {
+            name: name.into(),
+            tier: 0,
+            price,
+            lifetime: None,
+            capabilities: Vec::new(),
+            schemes: Schemes::default(),
+        }
+    }
+
+    /// Paid in these schemes.
+    pub fn schemes(mut self, schemes: Schemes) -> Self {
+        self.schemes = schemes;
+        self
     }
 
     /// With a token lifetime.

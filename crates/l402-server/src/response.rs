@@ -10,7 +10,10 @@ use http::header::{ACCESS_CONTROL_EXPOSE_HEADERS, CACHE_CONTROL, CONTENT_TYPE, R
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::paywall::{Minted, Refusal};
+use crate::paywall::{Offers, Refusal};
+
+/// The header a 2xx paid with a `Payment` charge carries.
+pub const PAYMENT_RECEIPT: http::HeaderName = http::HeaderName::from_static("payment-receipt");
 
 /// Whether a request is gRPC.
 pub fn is_grpc(headers: &HeaderMap) -> bool {
@@ -44,8 +47,9 @@ fn grpc_message(s: &str) -> HeaderValue {
 }
 
 fn base(status: StatusCode, grpc: bool) -> http::response::Builder {
-    let b =
-        Response::builder().header(CACHE_CONTROL, "no-store").header(ACCESS_CONTROL_EXPOSE_HEADERS, "WWW-Authenticate");
+    let b = Response::builder()
+        .header(CACHE_CONTROL, "no-store")
+        .header(ACCESS_CONTROL_EXPOSE_HEADERS, "WWW-Authenticate, Payment-Receipt");
     if grpc { b.status(StatusCode::OK).header(CONTENT_TYPE, "application/grpc") } else { b.status(status) }
 }
 
@@ -57,10 +61,12 @@ fn finish(builder: http::response::Builder, body: Bytes) -> Response<Full<Bytes>
     })
 }
 
-/// A 402 with the challenge.
-pub fn challenge(minted: &Minted, service: &str, grpc: bool) -> Response<Full<Bytes>> {
+/// A 402 with the offers: the `LSAT` and `L402` lines of a token, then the `Payment` line of a charge. With
+/// a `Payment` line the body is the problem+json Aperture sends; without, a small JSON naming the service, the
+/// price and the token id.
+pub fn challenge(offers: &Offers, service: &str, grpc: bool) -> Response<Full<Bytes>> {
     let mut b = base(StatusCode::PAYMENT_REQUIRED, grpc);
-    for line in minted.header_values() {
+    for line in offers.header_values() {
         if let Ok(v) = HeaderValue::from_str(&line) {
             b = b.header(WWW_AUTHENTICATE, v);
         }
@@ -69,13 +75,21 @@ pub fn challenge(minted: &Minted, service: &str, grpc: bool) -> Response<Full<By
         let b = b.header("grpc-status", "13").header("grpc-message", "payment required");
         return finish(b, Bytes::new());
     }
-    let body = format!(
-        "{{\"error\":\"payment required\",\"service\":\"{}\",\"price_msat\":{},\"token_id\":\"{}\"}}",
-        json_escape(service),
-        minted.price.0,
-        minted.token_id
-    );
-    finish(b.header(CONTENT_TYPE, "application/json"), Bytes::from(body))
+    match &offers.l402 {
+        Some(minted) if offers.payment.is_none() => {
+            let body = format!(
+                "{{\"error\":\"payment required\",\"service\":\"{}\",\"price_msat\":{},\"token_id\":\"{}\"}}",
+                json_escape(service),
+                minted.price.0,
+                minted.token_id
+            );
+            finish(b.header(CONTENT_TYPE, "application/json"), Bytes::from(body))
+        }
+        _ => finish(
+            b.header(CONTENT_TYPE, "application/problem+json"),
+            Bytes::from_static(l402_proto::mpp::PROBLEM_PAYMENT_REQUIRED.as_bytes()),
+        ),
+    }
 }
 
 /// What a client is told of a refusal: the reason for its own credential (401, 403), but of a 5xx only that

@@ -28,6 +28,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 const TOKEN_ID_TAG: &[u8] = b"l402 stateless token id v1";
 const ROOT_KEY_TAG: &[u8] = b"l402 stateless root key v1";
+const PAYMENT_ID_TAG: &[u8] = b"l402 payment challenge id v1";
 
 /// Why a master key could not be loaded or created. Never carries the secret.
 #[derive(Debug, Error)]
@@ -215,6 +216,13 @@ impl MasterKeys {
     pub fn root_key(&self, token_id: &TokenId) -> Option<RootKey> {
         let key = &self.keys[self.minted_by(token_id)?];
         Some(RootKey(key.hmac(ROOT_KEY_TAG, &token_id.0)))
+    }
+
+    /// The HMAC secrets of `Payment` challenge ids, one per key in the same order (the first issues, all
+    /// verify): `HMAC-SHA256(master, "l402 payment challenge id v1")`, so instances sharing master keys
+    /// verify each other's challenges.
+    pub fn payment_secrets(&self) -> Vec<[u8; 32]> {
+        self.keys.iter().map(|k| k.hmac(PAYMENT_ID_TAG, &[])).collect()
     }
 
     /// When a stateless token id says it was minted (Unix seconds).

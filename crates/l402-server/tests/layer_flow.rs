@@ -116,7 +116,10 @@ async fn pay_reuse_expire_scope_revoke() {
     assert_eq!(m.tokens_verified.load(Ordering::SeqCst), 4);
     // The payment is recorded once: by the settlement or by the first verified request.
     let revenue = f.store.revenue().await.expect("revenue");
-    assert_eq!(revenue, vec![Revenue { service: "weather".into(), tokens_paid: 1, amount: Msat::from_sat(1_000) }]);
+    assert_eq!(
+        revenue,
+        vec![Revenue { service: "weather".into(), tokens_paid: 1, charges_paid: 0, amount: Msat::from_sat(1_000) }]
+    );
 
     // Free route: no token needed, none given.
     let free = f.get("/free", None).await;

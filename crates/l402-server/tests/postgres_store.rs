@@ -38,7 +38,7 @@ async fn contract(a: &dyn TokenStore, b: &dyn TokenStore) {
     assert_eq!(b.lookup(&[1; 32]).await.expect("lookup"), KeyLookup::Active { root_key: RootKey([1; 32]), paid: true });
     assert_eq!(
         b.revenue().await.expect("revenue"),
-        vec![Revenue { service: "weather".into(), tokens_paid: 1, amount: Msat(1_000) }]
+        vec![Revenue { service: "weather".into(), tokens_paid: 1, charges_paid: 0, amount: Msat(1_000) }]
     );
     // Revoked on one, refused by both.
     assert!(b.revoke(&TokenId([101; 32])).await.expect("revoke"));
@@ -76,6 +76,7 @@ async fn stateless(a: &dyn TokenStore, b: &dyn TokenStore) {
     assert!(b.revenue().await.expect("revenue").contains(&Revenue {
         service: "maps".into(),
         tokens_paid: 1,
+        charges_paid: 0,
         amount: Msat(2_500)
     }));
     // The stored token revoked above is listed first; then an unrecorded stateless id, then a recorded one.

@@ -81,7 +81,7 @@ async fn verifying_a_stateless_token_reads_nothing_and_records_it_once() {
     assert!(t.paid_at.is_some_and(|p| p >= t.created_at) && t.revoked_at.is_none(), "{t:?}");
     assert_eq!(
         store.revenue().await.expect("revenue"),
-        vec![Revenue { service: "weather".into(), tokens_paid: 1, amount: Msat::from_sat(1_000) }]
+        vec![Revenue { service: "weather".into(), tokens_paid: 1, charges_paid: 0, amount: Msat::from_sat(1_000) }]
     );
     let m = app.paywall.metrics();
     assert_eq!(m.revenue_msat.load(std::sync::atomic::Ordering::SeqCst), 1_000_000);

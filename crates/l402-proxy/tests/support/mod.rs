@@ -102,6 +102,16 @@ pub async fn upstream() -> Upstream {
     Upstream { url: format!("http://{addr}"), uploads, upload_bytes }
 }
 
+/// A real tonic upstream (the standard gRPC health service) on loopback, reached over h2c: its address, and
+/// the reporter to keep while it serves.
+pub fn grpc_health() -> (std::net::SocketAddr, tonic_health::server::HealthReporter) {
+    let incoming = tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let addr = incoming.local_addr().expect("addr");
+    let (reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(tonic::transport::Server::builder().add_service(health).serve_with_incoming(incoming));
+    (addr, reporter)
+}
+
 pub struct Net {
     pub net: Regtest,
     pub alice: Arc<LdkNode>,

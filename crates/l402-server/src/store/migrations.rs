@@ -22,6 +22,7 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
     CREATE INDEX l402_tokens_created_at ON l402_tokens (created_at);",
     ),
     (2, SQLITE_REVOCATIONS),
+    (3, SQLITE_CHARGES),
 ];
 
 /// Version 2: revocations by sequence, so that every instance can hold the set in memory and follow it (a
@@ -55,6 +56,7 @@ pub(crate) const POSTGRES: &[(i64, &str)] = &[
     CREATE INDEX l402_tokens_created_at ON l402_tokens (created_at);",
     ),
     (2, POSTGRES_REVOCATIONS),
+    (3, POSTGRES_CHARGES),
 ];
 
 /// Version 2 (see [`SQLITE_REVOCATIONS`]). Revocations are inserted under an advisory lock held until commit,
@@ -66,3 +68,27 @@ const POSTGRES_REVOCATIONS: &str = "CREATE TABLE l402_revocations (
     );
     INSERT INTO l402_revocations (token_id, revoked_at)
         SELECT token_id, revoked_at FROM l402_tokens WHERE revoked_at IS NOT NULL ORDER BY revoked_at, token_id;";
+
+/// Version 3: `Payment` charges, one row per payment hash. The primary key is what makes a charge credential
+/// single-use: the first request to insert its hash is served, every later one (on any instance) is refused.
+/// The rows are kept: they are the revenue of the `Payment` scheme.
+const SQLITE_CHARGES: &str = "CREATE TABLE l402_charges (
+        payment_hash BLOB PRIMARY KEY,
+        challenge_id TEXT NOT NULL,
+        service      TEXT NOT NULL,
+        amount_msat  INTEGER NOT NULL,
+        consumed_at  INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL
+    );
+    CREATE INDEX l402_charges_consumed_at ON l402_charges (consumed_at);";
+
+/// Version 3 (see [`SQLITE_CHARGES`]).
+const POSTGRES_CHARGES: &str = "CREATE TABLE l402_charges (
+        payment_hash BYTEA PRIMARY KEY,
+        challenge_id TEXT NOT NULL,
+        service      TEXT NOT NULL,
+        amount_msat  BIGINT NOT NULL,
+        consumed_at  BIGINT NOT NULL,
+        expires_at   BIGINT NOT NULL
+    );
+    CREATE INDEX l402_charges_consumed_at ON l402_charges (consumed_at);";

@@ -66,6 +66,23 @@ pub struct UsedToken {
     pub paid: Msat,
 }
 
+/// A `Payment` charge credential, recorded as spent when it is first accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpentCharge {
+    /// The payment hash of the charge's invoice: what makes it single-use.
+    pub payment_hash: PaymentHash,
+    /// The challenge id (the HMAC the server issued; safe to log).
+    pub challenge_id: String,
+    /// The service it paid for.
+    pub service: String,
+    /// The amount of the charge.
+    pub amount: Msat,
+    /// When it was spent, Unix seconds.
+    pub consumed_at: u64,
+    /// When its challenge expired (or expires), Unix seconds.
+    pub expires_at: u64,
+}
+
 /// A revocation, in the order they were made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Revocation {
@@ -170,7 +187,9 @@ pub struct Revenue {
     pub service: String,
     /// Tokens paid for.
     pub tokens_paid: u64,
-    /// The amount received.
+    /// `Payment` charges spent (one request each).
+    pub charges_paid: u64,
+    /// The amount received (tokens and charges).
     pub amount: Msat,
 }
 
@@ -208,6 +227,9 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn mark_paid(&self, payment_hash: &PaymentHash, amount: Option<Msat>, at: u64) -> Result<bool, StoreError>;
     /// Tokens newest first (by mint time, then token id), one page as `query` says.
     async fn list(&self, query: &TokenQuery) -> Result<Vec<TokenInfo>, StoreError>;
-    /// Revenue per service, from tokens whose payment was recorded.
+    /// Revenue per service, from tokens whose payment was recorded and from spent `Payment` charges.
     async fn revenue(&self) -> Result<Vec<Revenue>, StoreError>;
+    /// Records a `Payment` charge as spent, atomically: `true` if this call recorded it, `false` if its payment
+    /// hash was spent before (by this instance or any other sharing the store).
+    async fn spend_charge(&self, charge: &SpentCharge) -> Result<bool, StoreError>;
 }

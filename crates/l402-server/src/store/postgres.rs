@@ -9,7 +9,9 @@ use l402_proto::{Msat, PaymentHash, RootKey, TokenId};
 
 use super::migrations::POSTGRES;
 use super::pg_tls;
-use super::{KeyLookup, NewToken, Revenue, Revocation, StoreError, TokenInfo, TokenQuery, TokenStore, UsedToken};
+use super::{
+    KeyLookup, NewToken, Revenue, Revocation, SpentCharge, StoreError, TokenInfo, TokenQuery, TokenStore, UsedToken,
+};
 
 /// A [`TokenStore`] in PostgreSQL.
 #[derive(Clone)]
@@ -259,8 +261,12 @@ impl TokenStore for PostgresStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT service, COUNT(*), COALESCE(SUM(paid_msat), 0)::bigint FROM l402_tokens
-                 WHERE paid_at IS NOT NULL GROUP BY service ORDER BY service",
+                "SELECT service, SUM(tokens)::bigint, SUM(charges)::bigint, SUM(amount)::bigint FROM (
+                     SELECT service, COUNT(*) AS tokens, 0 AS charges, COALESCE(SUM(paid_msat), 0) AS amount
+                     FROM l402_tokens WHERE paid_at IS NOT NULL GROUP BY service
+                     UNION ALL
+                     SELECT service, 0, COUNT(*), SUM(amount_msat) FROM l402_charges GROUP BY service
+                 ) AS r GROUP BY service ORDER BY service",
                 &[],
             )
             .await
@@ -270,9 +276,30 @@ impl TokenStore for PostgresStore {
             .map(|r| Revenue {
                 service: r.get(0),
                 tokens_paid: r.get::<_, i64>(1) as u64,
-                amount: Msat(r.get::<_, i64>(2) as u64),
+                charges_paid: r.get::<_, i64>(2) as u64,
+                amount: Msat(r.get::<_, i64>(3) as u64),
             })
             .collect())
+    }
+
+    async fn spend_charge(&self, charge: &SpentCharge) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "INSERT INTO l402_charges (payment_hash, challenge_id, service, amount_msat, consumed_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (payment_hash) DO NOTHING",
+                &[
+                    &&charge.payment_hash.0[..],
+                    &charge.challenge_id,
+                    &charge.service,
+                    &(charge.amount.0 as i64),
+                    &(charge.consumed_at as i64),
+                    &(charge.expires_at as i64),
+                ],
+            )
+            .await
+            .map_err(StoreError::from_display)?;
+        Ok(n > 0)
     }
 }
 

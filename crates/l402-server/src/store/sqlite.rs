@@ -15,7 +15,9 @@ use l402_proto::{Msat, PaymentHash, RootKey, TokenId};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::migrations::SQLITE;
-use super::{KeyLookup, NewToken, Revenue, Revocation, StoreError, TokenInfo, TokenQuery, TokenStore, UsedToken};
+use super::{
+    KeyLookup, NewToken, Revenue, Revocation, SpentCharge, StoreError, TokenInfo, TokenQuery, TokenStore, UsedToken,
+};
 
 /// A [`TokenStore`] in a SQLite file.
 #[derive(Clone)]
@@ -307,17 +309,42 @@ impl TokenStore for SqliteStore {
     async fn revenue(&self) -> Result<Vec<Revenue>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT service, COUNT(*), COALESCE(SUM(paid_msat), 0) FROM l402_tokens
-                 WHERE paid_at IS NOT NULL GROUP BY service ORDER BY service",
+                "SELECT service, SUM(tokens), SUM(charges), SUM(amount) FROM (
+                     SELECT service, COUNT(*) AS tokens, 0 AS charges, COALESCE(SUM(paid_msat), 0) AS amount
+                     FROM l402_tokens WHERE paid_at IS NOT NULL GROUP BY service
+                     UNION ALL
+                     SELECT service, 0, COUNT(*), SUM(amount_msat) FROM l402_charges GROUP BY service
+                 ) GROUP BY service ORDER BY service",
             )?;
             let rows = st.query_map([], |r| {
                 Ok(Revenue {
                     service: r.get(0)?,
                     tokens_paid: r.get::<_, i64>(1)? as u64,
-                    amount: Msat(r.get::<_, i64>(2)? as u64),
+                    charges_paid: r.get::<_, i64>(2)? as u64,
+                    amount: Msat(r.get::<_, i64>(3)? as u64),
                 })
             })?;
             rows.collect()
+        })
+        .await
+    }
+
+    async fn spend_charge(&self, charge: &SpentCharge) -> Result<bool, StoreError> {
+        let c = charge.clone();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO l402_charges (payment_hash, challenge_id, service, amount_msat, consumed_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (payment_hash) DO NOTHING",
+                params![
+                    &c.payment_hash.0[..],
+                    c.challenge_id,
+                    c.service,
+                    c.amount.0 as i64,
+                    c.consumed_at as i64,
+                    c.expires_at as i64
+                ],
+            )
+            .map(|n| n > 0)
         })
         .await
     }

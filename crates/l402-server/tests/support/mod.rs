@@ -14,7 +14,7 @@ use l402_ldk::LdkNode;
 use l402_proto::{Msat, PaymentHash, TokenId};
 use l402_regtest::Regtest;
 use l402_server::store::{
-    KeyLookup, NewToken, Revenue, Revocation, StoreError, TokenInfo, TokenQuery, TokenStore, UsedToken,
+    KeyLookup, NewToken, Revenue, Revocation, SpentCharge, StoreError, TokenInfo, TokenQuery, TokenStore, UsedToken,
 };
 use l402_server::{Charge, L402Layer, L402Token, Paywall, RequestInfo, ServiceSpec};
 
@@ -26,7 +26,7 @@ pub struct Counting {
 }
 
 /// The calls that write.
-pub const WRITES: [&str; 5] = ["insert", "record", "mark_paid", "revoke", "revoke_id"];
+pub const WRITES: [&str; 6] = ["insert", "record", "mark_paid", "revoke", "revoke_id", "spend_charge"];
 
 impl Counting {
     pub fn new(inner: impl TokenStore) -> Arc<Self> {
@@ -88,6 +88,10 @@ impl TokenStore for Counting {
     async fn revenue(&self) -> Result<Vec<Revenue>, StoreError> {
         self.call("revenue")?;
         self.inner.revenue().await
+    }
+    async fn spend_charge(&self, c: &SpentCharge) -> Result<bool, StoreError> {
+        self.call("spend_charge")?;
+        self.inner.spend_charge(c).await
     }
 }
 
