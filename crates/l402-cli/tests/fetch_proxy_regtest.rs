@@ -1,6 +1,6 @@
 //! `l402 fetch` through the project's own reverse proxy (`l402-proxy`, configured by TOML, SQLite token store)
 //! in front of a real upstream on loopback, paying over a real regtest Lightning channel with the CLI's embedded
-//! LDK wallet.
+//! LDK wallet; with a service offering L402 and the `Payment` charge, both preferences end to end.
 #![allow(missing_docs)]
 
 mod cli_support;
@@ -31,6 +31,13 @@ name = "quotes"
 path = "/quotes/*"
 upstream = "{up}"
 price_sat = 150
+
+[[service]]
+name = "charged"
+path = "/charged/*"
+upstream = "{up}"
+price_sat = 40
+schemes = ["l402", "payment"]
 "#,
         db = tmp.path().join("proxy.sqlite3").display(),
     );
@@ -75,6 +82,45 @@ price_sat = 150
     assert_eq!(v["status"], 200, "{}", describe(&o));
     assert!(v["payment"].is_null(), "the token is reused");
     assert_eq!(v["token_id"], token);
+
+    // Both schemes offered: the L402 token by default (reused), a charge per request when preferred.
+    let charged = server_url(&proxy, "/charged/a");
+    let v: Value = serde_json::from_slice(&fetch(&[&charged]).stdout).expect("json");
+    assert_eq!((v["status"].as_u64(), v["payment"]["scheme"].as_str()), (Some(200), Some("L402")), "{v}");
+    let v: Value = serde_json::from_slice(&fetch(&[&charged]).stdout).expect("json");
+    assert!(v["payment"].is_null() && v["token_id"].is_string(), "the token is reused: {v}");
+    let prefer = |extra: &[&str]| {
+        let data = tmp.path().join("charges");
+        let o = Command::new(env!("CARGO_BIN_EXE_l402"))
+            .args(["fetch", "--allow-http", "--prefer-scheme", "payment"])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--ldk-dir")
+            .arg(&wallet)
+            .args(["--network", "regtest", "--bitcoind-rpc-user", user, "--bitcoind-rpc-port"])
+            .arg(net.bitcoind().rpc_port().to_string())
+            .env("L402_BITCOIND_RPC_PASSWORD", password)
+            .stdin(Stdio::null())
+            .output()
+            .expect("l402 runs");
+        assert!(o.status.success(), "{}", describe(&o));
+        serde_json::from_slice::<Value>(&o.stdout).expect("json")
+    };
+    let q = prefer(&["--dry-run", &charged]);
+    assert_eq!((q["scheme"].as_str(), q["amount_msat"].as_u64()), (Some("Payment"), Some(40_000)), "{q}");
+    let mut hashes = Vec::new();
+    for _ in 0..2 {
+        let v = prefer(&[&charged]);
+        assert_eq!(v["status"], 200, "{v}");
+        assert_eq!(v["body"], "upstream saw /charged/a with 0 bytes");
+        let p = &v["payment"];
+        assert_eq!((p["scheme"].as_str(), p["amount_msat"].as_u64()), (Some("Payment"), Some(40_000)), "{v}");
+        assert_eq!(p["receipt"]["reference"], p["payment_hash"], "our proxy's receipt: {v}");
+        assert_eq!(p["receipt"]["challenge_id"], p["challenge_id"], "{v}");
+        hashes.push(p["payment_hash"].clone());
+    }
+    assert_ne!(hashes[0], hashes[1], "a charge per request");
 
     drop(proxy);
     let _held = l402_client::lock_exclusive(&wallet.join("l402-wallet.lock"), std::time::Duration::from_secs(60))
