@@ -150,12 +150,13 @@ class Proxy:
 @contextlib.contextmanager
 def proxy(network: Network, upstream: str, directory: pathlib.Path) -> Iterator[Proxy]:
     """`l402 proxy` backed by the operator's LND (its invoice macaroon), in front of `upstream`: services
-    weather, news and maps at 10 sat each."""
+    weather, news and maps at 10 sat each (L402), and charged (10 sat, L402 and the Payment charge)."""
     port = free_port()
     op = network.operator
     services = "".join(
         f'\n[[service]]\nname = "{name}"\npath = "/{name}/*"\nupstream = "{upstream}"\nprice_sat = {PRICE_MSAT // 1000}\n'
-        for name in ("weather", "news", "maps")
+        + ('schemes = ["l402", "payment"]\n' if name == "charged" else "")
+        for name in ("weather", "news", "maps", "charged")
     )
     config = directory / "l402.toml"
     config.write_text(

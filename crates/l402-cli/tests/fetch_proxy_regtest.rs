@@ -47,12 +47,12 @@ schemes = ["l402", "payment"]
     let url = format!("http://{}/quotes/today", proxy.addr());
 
     let (user, password) = net.bitcoind().rpc_auth();
-    let fetch = |args: &[&str]| {
+    let fetch_in = |data: &str, args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_l402"))
             .args(["fetch", "--allow-http"])
             .args(args)
             .arg("--data-dir")
-            .arg(tmp.path().join("client"))
+            .arg(tmp.path().join(data))
             .arg("--ldk-dir")
             .arg(&wallet)
             .args(["--network", "regtest", "--bitcoind-rpc-user", user, "--bitcoind-rpc-port"])
@@ -62,6 +62,7 @@ schemes = ["l402", "payment"]
             .output()
             .expect("l402 runs")
     };
+    let fetch = |args: &[&str]| fetch_in("client", args);
 
     let o = fetch(&["--dry-run", &url]);
     assert!(o.status.success(), "{}", describe(&o));
@@ -90,20 +91,7 @@ schemes = ["l402", "payment"]
     let v: Value = serde_json::from_slice(&fetch(&[&charged]).stdout).expect("json");
     assert!(v["payment"].is_null() && v["token_id"].is_string(), "the token is reused: {v}");
     let prefer = |extra: &[&str]| {
-        let data = tmp.path().join("charges");
-        let o = Command::new(env!("CARGO_BIN_EXE_l402"))
-            .args(["fetch", "--allow-http", "--prefer-scheme", "payment"])
-            .args(extra)
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--ldk-dir")
-            .arg(&wallet)
-            .args(["--network", "regtest", "--bitcoind-rpc-user", user, "--bitcoind-rpc-port"])
-            .arg(net.bitcoind().rpc_port().to_string())
-            .env("L402_BITCOIND_RPC_PASSWORD", password)
-            .stdin(Stdio::null())
-            .output()
-            .expect("l402 runs");
+        let o = fetch_in("charges", &[&["--prefer-scheme", "payment"], extra].concat());
         assert!(o.status.success(), "{}", describe(&o));
         serde_json::from_slice::<Value>(&o.stdout).expect("json")
     };
