@@ -9,7 +9,7 @@
 //! request, so a success stores no token: the row itself (challenge + preimage) is the credential, in
 //! `charge_state` `unspent` until the server accepts it (`spent`, with its `Payment-Receipt` if it sent one) or
 //! refuses it (`refused`). A charge left `unspent` (the request failed after paying, or the process died) is
-//! presented again by the next request it fits ([`unspent_charge`]); one whose challenge expired meanwhile is
+//! presented again by the next request it fits (`unspent_charge`); one whose challenge expired meanwhile is
 //! `expired`.
 
 use l402_lightning::PaymentSuccess;
