@@ -24,6 +24,9 @@ pre='000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'
 seed challenge "LSAT macaroon=\"$mac\", invoice=\"lnbcrt1x\"" "L402 version=\"0\", token=\"$mac\", invoice=\"lnbc1\", Basic realm=\"a\\\"b\""
 seed credential "L402 $mac:$pre" "LSAT $mac:$pre
 L402 $mac:$pre"
+seed payment "Payment id=\"x7Tg2pLqR9mKvNwY3hBcZa\", realm=\"api.example.com\", method=\"lightning\", intent=\"charge\", request=\"eyJhbW91bnQiOiIxMDAifQ\", expires=\"2026-03-15T12:05:00Z\"
+LSAT macaroon=\"$mac\", invoice=\"lnbcrt1x\", payment id=a, realm=r, method=lightning, intent=session, request=cQ" \
+  "Payment eyJjaGFsbGVuZ2UiOnsiaWQiOiJrTTl4UHFXdlQybkpySHNZNGFEZkViIiwicmVhbG0iOiJhcGkuZXhhbXBsZS5jb20iLCJtZXRob2QiOiJsaWdodG5pbmciLCJpbnRlbnQiOiJjaGFyZ2UiLCJyZXF1ZXN0IjoiZXlKaGJXOTFiblFpT2lJeE1EQWlmUSIsImV4cGlyZXMiOiIyMDI2LTAzLTE1VDEyOjA1OjAwWiJ9LCJwYXlsb2FkIjp7InByZWltYWdlIjoiYTNmMWUyZDRiNWM2YTdlOCJ9fQ"
 mkdir -p fuzz/corpus/macaroon
 printf '%s' "$mac" | base64 -d > fuzz/corpus/macaroon/seed-0
 # Request heads: the attacks pinned by crates/l402-proxy/tests/hardening.rs.
@@ -53,7 +56,7 @@ Connection: x-l402-token-id, keep-alive" \
 Host: [::1]:80"
 
 status=0
-for target in challenge credential macaroon proxy_request; do
+for target in challenge credential macaroon payment proxy_request; do
   log="fuzz/artifacts/$target.log"
   mkdir -p fuzz/artifacts
   set +e

@@ -1,7 +1,8 @@
 //! `l402-bench challenges`: challenges per second through the [`Paywall`] (mint: invoice, token id, root key,
 //! caveats, store insert; then the two `WWW-Authenticate` lines), with the embedded LDK node and with
 //! LND-sim (`l402_lnd::LndNode` over gRPC/TLS with an invoice macaroon -> the simulator -> the same LDK node).
-//! Sequential and with `--concurrency` tasks; beside each, the bare `create_invoice` of the same backend.
+//! Sequential and with `--concurrency` tasks; beside each, the bare `create_invoice` of the same backend; then
+//! the same with both schemes on (a stateless L402 token and a `Payment` charge, two invoices per 402).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use clap::Args;
 use l402_lightning::{InvoiceIssuer, InvoiceRequest};
 use l402_proto::Msat;
 use l402_server::store::SqliteStore;
-use l402_server::{Charge, Paywall, ServiceSpec};
+use l402_server::{Charge, MasterKey, MasterKeys, PaymentScheme, Paywall, Schemes, ServiceSpec};
 use serde_json::json;
 
 use crate::net::Net;
@@ -54,7 +55,7 @@ async fn measure(args: &ChallengeArgs, net: &Net) -> Result<()> {
     for (key, label, issuer) in backends {
         note(&format!("challenges with {label}"));
         let store = Arc::new(SqliteStore::open(&dir.path().join(format!("{key}.db")))?);
-        let paywall = Paywall::builder(store, issuer.clone()).build();
+        let paywall = Paywall::builder(store.clone(), issuer.clone()).build();
         let charge = Charge::of(&Arc::new(ServiceSpec::new("api", Msat::from_sat(10))));
         for _ in 0..10 {
             challenge(&paywall, &charge).await?; // warm-up: connections, caches
@@ -80,63 +81,79 @@ async fn measure(args: &ChallengeArgs, net: &Net) -> Result<()> {
             tick,
         );
 
-        let mut sequential = Vec::with_capacity(args.count);
-        let machine = Snapshot::take(tick);
-        let t = Instant::now();
-        for _ in 0..args.count {
-            let s = Instant::now();
-            challenge(&paywall, &charge).await?;
-            sequential.push(s.elapsed());
-        }
-        report(
-            &format!("challenges.{key}.sequential"),
-            &format!("{label}, challenges, sequential"),
-            &sequential,
-            t.elapsed(),
-            1,
-            &machine,
-            tick,
-        );
+        let keys = MasterKeys::single(MasterKey::generate()?);
+        let scheme = PaymentScheme::new("bench", keys.payment_secrets()).context("a payment secret")?;
+        let both = Paywall::builder(store, issuer.clone()).master_keys(keys).payment_scheme(scheme).build();
+        let both_charge = Charge::of(&Arc::new(ServiceSpec::new("api", Msat::from_sat(10)).schemes(Schemes::BOTH)));
+        let variants = [
+            ("", "challenges", &paywall, &charge),
+            (
+                "both_schemes.",
+                "challenges with both schemes (stateless L402 + a Payment charge: two invoices)",
+                &both,
+                &both_charge,
+            ),
+        ];
+        for (prefix, what, paywall, charge) in variants {
+            let mut sequential = Vec::with_capacity(args.count);
+            let machine = Snapshot::take(tick);
+            let t = Instant::now();
+            for _ in 0..args.count {
+                let s = Instant::now();
+                challenge(paywall, charge).await?;
+                sequential.push(s.elapsed());
+            }
+            report(
+                &format!("challenges.{key}.{prefix}sequential"),
+                &format!("{label}, {what}, sequential"),
+                &sequential,
+                t.elapsed(),
+                1,
+                &machine,
+                tick,
+            );
 
-        let per_task = args.count.div_ceil(args.concurrency);
-        let machine = Snapshot::take(tick);
-        let t = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..args.concurrency {
-            let (paywall, charge) = (paywall.clone(), charge.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::with_capacity(per_task);
-                for _ in 0..per_task {
-                    let s = Instant::now();
-                    challenge(&paywall, &charge).await?;
-                    lat.push(s.elapsed());
-                }
-                Ok::<_, anyhow::Error>(lat)
-            }));
+            let per_task = args.count.div_ceil(args.concurrency);
+            let machine = Snapshot::take(tick);
+            let t = Instant::now();
+            let mut tasks = Vec::new();
+            for _ in 0..args.concurrency {
+                let (paywall, charge) = (paywall.clone(), charge.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut lat = Vec::with_capacity(per_task);
+                    for _ in 0..per_task {
+                        let s = Instant::now();
+                        challenge(&paywall, &charge).await?;
+                        lat.push(s.elapsed());
+                    }
+                    Ok::<_, anyhow::Error>(lat)
+                }));
+            }
+            let mut concurrent = Vec::new();
+            for task in tasks {
+                concurrent.extend(task.await??);
+            }
+            let wall = t.elapsed();
+            report(
+                &format!("challenges.{key}.{prefix}concurrent"),
+                &format!("{label}, {what}, {} concurrent tasks", args.concurrency),
+                &concurrent,
+                wall,
+                args.concurrency,
+                &machine,
+                tick,
+            );
         }
-        let mut concurrent = Vec::new();
-        for task in tasks {
-            concurrent.extend(task.await??);
-        }
-        let wall = t.elapsed();
-        report(
-            &format!("challenges.{key}.concurrent"),
-            &format!("{label}, challenges, {} concurrent tasks", args.concurrency),
-            &concurrent,
-            wall,
-            args.concurrency,
-            &machine,
-            tick,
-        );
     }
     drop(sim);
     Ok(())
 }
 
-/// One challenge as the proxy makes it: mint (invoice + token + store) and the header lines.
+/// One challenge as the proxy makes it: what the service's schemes offer (an L402 token: invoice, token,
+/// store or nothing; a Payment charge: another invoice) and the header lines.
 async fn challenge(paywall: &Paywall, charge: &Charge) -> Result<()> {
-    let minted = paywall.mint(charge).await.map_err(|e| anyhow::anyhow!("mint: {e}"))?;
-    std::hint::black_box(minted.header_values());
+    let offers = paywall.offers(charge).await.map_err(|e| anyhow::anyhow!("offers: {e}"))?;
+    std::hint::black_box(offers.header_values());
     Ok(())
 }
 

@@ -1,15 +1,17 @@
 //! `l402 decode`: show what a challenge, credential, macaroon or invoice holds, as text or JSON.
 //!
 //! The input's kind is recognized from its shape (a leading `WWW-Authenticate:` / `Authorization:` header name
-//! is allowed). Secrets are never printed: for a credential, the output says whether the preimage hashes to the
-//! token's payment hash, not what the preimage is; signatures are not shown.
+//! is allowed), in the L402 scheme or the `Payment` scheme (MPP). Secrets are never printed: for a credential,
+//! the output says whether the preimage hashes to the payment hash, not what the preimage is; signatures are not
+//! shown.
 
 use std::io::Read as _;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
 use l402_proto::invoice::{InvoiceInfo, decode_invoice, network_name};
-use l402_proto::{Challenge, Credential, Macaroon};
+use l402_proto::mpp::{ChargeRequest, PaymentChallenge, PaymentCredential};
+use l402_proto::{Challenge, Credential, Macaroon, Msat};
 use serde_json::{Value, json};
 
 use crate::Failure;
@@ -50,8 +52,11 @@ pub(crate) fn decode(input: &str) -> anyhow::Result<Value> {
         _ => (None, input),
     };
     let lower = rest.to_ascii_lowercase();
-    let scheme = lower.starts_with("l402 ") || lower.starts_with("lsat ");
-    let looks_like_challenge = lower.contains("invoice=") || lower.contains("macaroon=") || lower.contains("token=");
+    let scheme = lower.starts_with("l402 ") || lower.starts_with("lsat ") || lower.starts_with("payment ");
+    let looks_like_challenge = lower.contains("invoice=")
+        || lower.contains("macaroon=")
+        || lower.contains("token=")
+        || lower.contains("request=");
     match header {
         Some("challenge") => challenge(rest),
         Some(_) => credential(rest),
@@ -70,8 +75,13 @@ pub(crate) fn decode(input: &str) -> anyhow::Result<Value> {
 }
 
 fn challenge(value: &str) -> anyhow::Result<Value> {
-    let all = Challenge::parse_all([value.as_bytes()]).context("challenge")?;
-    let items: Vec<Value> = all
+    let payment: Vec<Value> = PaymentChallenge::parse_all([value.as_bytes()]).iter().map(payment_challenge).collect();
+    let all = match Challenge::parse_all([value.as_bytes()]) {
+        Ok(all) => all,
+        Err(_) if !payment.is_empty() => Vec::new(),
+        Err(e) => return Err(anyhow!(e).context("challenge")),
+    };
+    let mut items: Vec<Value> = all
         .iter()
         .map(|c| {
             let hash = c.macaroon.l402_identifier().ok().map(|id| id.payment_hash);
@@ -88,10 +98,56 @@ fn challenge(value: &str) -> anyhow::Result<Value> {
             })
         })
         .collect();
+    items.extend(payment);
     Ok(json!({ "kind": "challenge", "challenges": items }))
 }
 
+/// A `Payment` challenge: its parameters, and its request decoded (a charge's invoice checked against it).
+fn payment_challenge(c: &PaymentChallenge) -> Value {
+    let request = match ChargeRequest::decode(&c.request) {
+        Ok(r) => {
+            let inv = decode_invoice(&r.method_details.invoice).map(|(_, info)| info);
+            json!({
+                "amount_sat": r.amount,
+                "currency": r.currency,
+                "network": r.method_details.network,
+                "payment_hash": hex::encode(r.method_details.payment_hash),
+                "description": r.description,
+                "invoice": match &inv { Ok(info) => invoice_json(info), Err(e) => json!({ "error": e.to_string() }) },
+                "invoice_matches_request": inv.as_ref().ok().map(|i| {
+                    i.payment_hash.0 == r.method_details.payment_hash && i.amount == Some(Msat::from_sat(r.amount))
+                }),
+            })
+        }
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+    json!({
+        "scheme": "Payment",
+        "id": c.id,
+        "realm": c.realm,
+        "method": c.method,
+        "intent": c.intent,
+        "expires": c.expires,
+        "description": c.description,
+        "request": request,
+    })
+}
+
 fn credential(value: &str) -> anyhow::Result<Value> {
+    if let Some(cred) = PaymentCredential::from_authorization([value.as_bytes()]).context("Payment credential")? {
+        let request = ChargeRequest::decode(&cred.challenge.request).ok();
+        let matches = match (cred.charge_preimage(), &request) {
+            (Ok(p), Some(r)) => Some(p.payment_hash().0 == r.method_details.payment_hash),
+            _ => None,
+        };
+        return Ok(json!({
+            "kind": "credential",
+            "form": "Payment",
+            "challenge": payment_challenge(&cred.challenge),
+            "payload": cred.payload.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()),
+            "preimage_matches_payment_hash": matches,
+        }));
+    }
     let cred = match Credential::from_authorization([value.as_bytes()]) {
         Ok(c) => c,
         Err(e) => Credential::from_macaroon_header(value.as_bytes()).map_err(|_| anyhow!(e)).context("credential")?,

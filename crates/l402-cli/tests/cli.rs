@@ -222,3 +222,31 @@ fn timeouts_too_large_for_the_clock_and_empty_caps_are_usage_errors_not_panics()
         assert!(stderr(&o).contains(flag), "{args:?}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn decode_shows_a_payment_challenge_and_credential_but_no_preimage() {
+    use l402_proto::mpp::{ChargeRequest, PaymentChallenge, PaymentCredential};
+    // The BOLT 11 spec's 2500u invoice: payment hash 0001..0102, 250,000 sat.
+    let inv = "lnbc2500u1pvjluezsp5zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zygspp5qqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqypqdq5xysxxatsyp3k7enxv4jsxqzpu9qrsgquk0rl77nj30yxdy8j9vdx85fkpmdla2087ne0xh8nhedh8w27kyke0lp53ut353s06fv3qfegext0eh0ymjpf39tuven09sam30g4vgpfna3rh";
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice("0001020304050607080900010203040506070809000102030405060708090102", &mut hash).expect("hex");
+    let request = ChargeRequest::lightning(250_000, inv, "mainnet", hash).description("weather");
+    let challenge = PaymentChallenge::charge(b"k", "api.example.com", &request.encode(), "2030-01-01T00:00:00Z");
+    let o = l402(&["decode", "--json", &format!("WWW-Authenticate: {}", challenge.header_value())], None, None);
+    assert!(o.status.success(), "{o:?}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let c = &v["challenges"][0];
+    assert_eq!((c["scheme"].as_str(), c["intent"].as_str()), (Some("Payment"), Some("charge")));
+    assert_eq!(c["request"]["amount_sat"], 250_000);
+    assert_eq!(c["request"]["invoice_matches_request"], true);
+    let preimage = l402_proto::Preimage::from_hex(PREIMAGE).expect("preimage");
+    let cred = PaymentCredential::charge(challenge, &preimage).header_value();
+    let o = l402(&["decode", "--json", &cred], None, None);
+    assert!(o.status.success(), "{o:?}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!((v["kind"].as_str(), v["form"].as_str()), (Some("credential"), Some("Payment")));
+    assert_eq!(v["preimage_matches_payment_hash"], false, "this preimage is not that invoice's");
+    assert_eq!(v["payload"][0], "preimage");
+    let all = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    assert!(!all.contains(PREIMAGE), "preimage echoed");
+}
