@@ -99,7 +99,7 @@ async fn pay_reuse_expire_scope_revoke() {
     assert_eq!(lines.len(), 2);
     assert!(lines[0].starts_with("LSAT macaroon=\"AgEEbHNhdAJCAA") && lines[1].starts_with("L402 macaroon=\""));
     assert_eq!(first.headers()["cache-control"], "no-store");
-    assert_eq!(first.headers()["access-control-expose-headers"], "WWW-Authenticate");
+    assert_eq!(first.headers()["access-control-expose-headers"], "WWW-Authenticate, Payment-Receipt");
     let auth = f.pay(first).await;
     assert!(auth.starts_with("L402 "), "answers in the scheme the server prefers");
 
