@@ -5,7 +5,8 @@
 //! (`payer`, funded, with a channel to `operator`); it writes `state.json` (0600: it holds bitcoind's RPC
 //! password) in the network's directory once everything is ready, and shuts everything down on SIGTERM or
 //! SIGINT. `status` reads that file and asks bitcoind for its height; `down` sends SIGTERM and waits until the
-//! server is gone.
+//! server is gone. The directory is its owner's only (`0700`): LND writes some of its macaroons readable by
+//! all.
 //!
 //! Other programs can use the LND nodes only: the LDK nodes live inside the server's process. `env` prints
 //! what `l402 proxy` needs to issue invoices from the operator (a whole proxy config in front of the sample
@@ -147,6 +148,12 @@ fn up(dir: &Path, lnd: bool) -> anyhow::Result<()> {
         std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Its owner's only: LND writes its macaroons (the invoice one, the read-only one) readable by all.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", dir.display()))?;
+    }
     std::fs::write(
         dir.join(MARKER),
         "a local regtest network made by `l402 regtest up`; `up` may clear this directory\n",

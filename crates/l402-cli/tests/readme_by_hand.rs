@@ -196,9 +196,17 @@ fn check_parts() {
 }
 
 /// The environment the terminals start with: this one, minus the client's own settings, with the built `l402`
-/// first on PATH and a HOME and TMPDIR of the test's own.
+/// first on PATH and a HOME and TMPDIR of the test's own. A new terminal after `bash scripts/demo.sh` names no
+/// peer (the script's exports die with it): the variables naming bitcoind, LND and lncli reach the terminals
+/// only for a part that `l402` would not find in the project's `.tools/` on its own.
 fn environment(tmp: &Path) -> HashMap<String, String> {
-    let keep = ["L402_BITCOIND", "L402_LND", "L402_LNCLI"];
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools");
+    let keep: Vec<&str> =
+        [("L402_BITCOIND", "bitcoind/bin/bitcoind"), ("L402_LND", "peers/bin/lnd"), ("L402_LNCLI", "peers/bin/lncli")]
+            .into_iter()
+            .filter(|(_, path)| !tools.join(path).is_file())
+            .map(|(k, _)| k)
+            .collect();
     let mut env: HashMap<String, String> = std::env::vars()
         .filter(|(k, _)| !k.starts_with("L402_") || keep.contains(&k.as_str()))
         .filter(|(k, _)| !["XDG_DATA_HOME", "RUST_LOG"].contains(&k.as_str()))
@@ -213,8 +221,8 @@ fn environment(tmp: &Path) -> HashMap<String, String> {
     env
 }
 
-/// The network's processes, by state.json: the server, bitcoind and the LND nodes.
-fn network_pids(dir: &Path) -> Vec<(String, u32)> {
+/// The network's processes, by state.json (the server, bitcoind and the LND nodes), and the operator's pubkey.
+fn network(dir: &Path) -> (Vec<(String, u32)>, String) {
     let state: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).expect("state.json")).expect("json");
     let pid = |v: &Value| u32::try_from(v.as_u64().expect("a pid")).expect("pid");
@@ -222,15 +230,43 @@ fn network_pids(dir: &Path) -> Vec<(String, u32)> {
         ("the network server".to_owned(), pid(&state["pid"])),
         ("bitcoind".into(), pid(&state["bitcoind"]["pid"])),
     ];
+    let mut operator = String::new();
     for n in state["lnd"].as_array().expect("LND nodes") {
         pids.push((format!("LND {}", n["name"]), pid(&n["pid"])));
+        if n["name"] == "operator" {
+            operator = n["pubkey"].as_str().expect("pubkey").to_owned();
+        }
     }
-    pids
+    (pids, operator)
+}
+
+/// Where the README's proxy listens.
+const PROXY_ADDRESS: &str = "127.0.0.1:8402";
+
+/// Runs of this test on one machine (other checkouts) take turns, the README's proxy having a fixed address:
+/// a lock file first (an `flock`, the client's own), then the address itself (a run without the lock, or
+/// another program). Held while the returned file is open.
+fn take_turn() -> std::fs::File {
+    let path = std::env::temp_dir().join("l402-readme-by-hand.lock");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let lock = rt
+        .block_on(l402_client::lock_exclusive(&path, Duration::from_secs(900)))
+        .unwrap_or_else(|e| panic!("{} stayed locked for 15 min (another run of this test?): {e}", path.display()));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while std::net::TcpListener::bind(PROXY_ADDRESS).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{PROXY_ADDRESS}, where the README's proxy listens, stayed in use for 5 min"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    lock
 }
 
 #[test]
 fn the_readme_try_it_yourself_section_runs_as_written() {
     check_parts();
+    let _turn = take_turn();
     let started = Instant::now();
     let tmp = tempfile::tempdir().expect("tmp");
     let env = environment(tmp.path());
@@ -241,7 +277,7 @@ fn the_readme_try_it_yourself_section_runs_as_written() {
     let mut terminals: HashMap<String, Terminal> = HashMap::new();
     let mut ran: Vec<Ran> = Vec::new();
     let mut interrupted = String::new();
-    let mut pids = Vec::new();
+    let (mut pids, mut operator_pubkey) = (Vec::new(), String::new());
     for (terminal, lines) in blocks() {
         let term = terminals
             .entry(terminal.clone())
@@ -260,7 +296,7 @@ fn the_readme_try_it_yourself_section_runs_as_written() {
             let r = term.run(line, Duration::from_secs(300));
             assert_eq!(r.code, 0, "terminal {terminal}: `{line}` exited {}:\n{}\n{}", r.code, r.stdout, r.stderr);
             if line.starts_with("l402 regtest up") {
-                pids = network_pids(&net_dir);
+                (pids, operator_pubkey) = network(&net_dir);
             }
             ran.push(r);
         }
@@ -278,10 +314,19 @@ fn the_readme_try_it_yourself_section_runs_as_written() {
     let config = std::fs::read_to_string(work.join("l402.toml")).expect("l402.toml was written");
     assert!(config.contains("invoice.macaroon") && !config.contains("AgEDbG5k"), "{config}");
 
-    // The first fetch met the 402 and paid; the second reused the token.
-    let fetches = find("l402 fetch");
-    assert_eq!(fetches.len(), 2, "two fetches: {fetches:?}");
     let json = |r: &Ran| -> Value { serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {r:?}")) };
+    // The dry run showed the 402's price, to be paid to the operator, and paid nothing.
+    let dry = find("l402 fetch --dry-run");
+    assert_eq!(dry.len(), 1, "one dry run: {dry:?}");
+    let quote = json(dry[0]);
+    assert_eq!(quote["payment_required"], true, "{quote}");
+    assert_eq!((quote["amount_msat"].as_u64(), quote["would_pay"].as_bool()), (Some(10_000), Some(true)), "{quote}");
+    assert_eq!(quote["network"], "regtest", "{quote}");
+    assert_eq!(quote["destination"], operator_pubkey, "the operator's LND issued the invoice: {quote}");
+
+    // The first fetch met the 402 and paid; the second reused the token.
+    let fetches = find("l402 fetch -i");
+    assert_eq!(fetches.len(), 2, "two fetches: {fetches:?}");
     let (first, second) = (json(fetches[0]), json(fetches[1]));
     assert_eq!(first["status"], 200, "{first}");
     assert!(first["body"].as_str().unwrap_or_default().contains("Lisbon"), "the sample API's forecast: {first}");

@@ -83,6 +83,8 @@ fn up_with_lnd_points_at_env_keeps_macaroons_off_the_terminal_and_down_stops_lnd
     // The pay-only lndconnect URI kept in state.json (0600) reaches the payer's LND.
     use std::os::unix::fs::PermissionsExt as _;
     let state_file = std::path::Path::new(dir).join("state.json");
+    // The directory is private: LND's own macaroons in it are readable by all.
+    assert_eq!(std::fs::metadata(dir).expect("dir").permissions().mode() & 0o777, 0o700);
     assert_eq!(std::fs::metadata(&state_file).expect("state").permissions().mode() & 0o777, 0o600);
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state_file).expect("read")).expect("json");
