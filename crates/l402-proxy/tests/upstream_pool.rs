@@ -77,9 +77,9 @@ fn config(dir: &std::path::Path, upstream: &str) -> String {
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_connection_the_upstream_closed_while_idle_is_never_used_again() {
-    let (_net, node) = invoicing_node().await;
+    let (net, node) = invoicing_node().await;
     let dir = tempfile::tempdir().expect("dir");
     let (up, conns) = raw_upstream(After::IdleClose(Duration::from_millis(200))).await;
     let p = proxy(&config(dir.path(), &up), &node).await;
@@ -92,11 +92,12 @@ async fn a_connection_the_upstream_closed_while_idle_is_never_used_again() {
         assert_eq!((r.status, r.body), (200, format!("path=/again{i}")), "request {i} after the upstream closed");
     }
     assert!(conns.load(Ordering::SeqCst) >= 2, "a new upstream connection after the idle close");
+    net.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upstream_connection_close_is_honoured_and_the_next_request_gets_a_new_one() {
-    let (_net, node) = invoicing_node().await;
+    let (net, node) = invoicing_node().await;
     let dir = tempfile::tempdir().expect("dir");
     let (up, conns) = raw_upstream(After::Close).await;
     let p = proxy(&config(dir.path(), &up), &node).await;
@@ -105,11 +106,12 @@ async fn an_upstream_connection_close_is_honoured_and_the_next_request_gets_a_ne
         assert_eq!((r.status, r.body), (200, format!("path=/n{i}")), "request {i}");
     }
     assert_eq!(conns.load(Ordering::SeqCst), 5, "one upstream connection per answer that said close");
+    net.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_body_the_client_walked_away_from_never_leaks_into_the_next_answer() {
-    let (_net, node) = invoicing_node().await;
+    let (net, node) = invoicing_node().await;
     let dir = tempfile::tempdir().expect("dir");
     let (up, conns) = raw_upstream(After::IdleClose(Duration::from_secs(30))).await;
     let p = proxy(&config(dir.path(), &up), &node).await;
@@ -135,4 +137,5 @@ async fn a_body_the_client_walked_away_from_never_leaks_into_the_next_answer() {
         }
     }
     assert!(conns.load(Ordering::SeqCst) >= 2, "the half-read connection was closed, not pooled");
+    net.shutdown().await;
 }
