@@ -20,6 +20,10 @@ mod wallet;
 
 use std::process::ExitCode;
 
+/// mimalloc: cheaper than glibc malloc for the proxy's small per-request allocations across worker threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 /// Lightning-paid APIs (L402): put a price on an API (proxy), pay for one (fetch, mcp, spend), read and mint

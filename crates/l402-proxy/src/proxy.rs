@@ -4,7 +4,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -51,6 +50,8 @@ pub(crate) struct Service {
     pub(crate) upstream: Upstream,
     pub(crate) freebies: Freebies,
     pub(crate) limiter: Option<(RateKey, RateLimiter<LimitKey>)>,
+    /// The host pattern, lower-cased.
+    host: String,
     /// The path patterns, lower-cased when the service matches without regard to case.
     path: String,
     free_paths: Vec<String>,
@@ -91,7 +92,6 @@ pub(crate) struct State {
     pub(crate) paywall: Arc<Paywall>,
     pub(crate) metrics: Arc<ProxyMetrics>,
     pub(crate) tls: bool,
-    pub(crate) requests: AtomicU64,
     pub(crate) listener: ListenerConfig,
     trusted: TrustedProxies,
     challenges: ChallengeLimiter,
@@ -177,6 +177,7 @@ impl State {
                 upstream,
                 freebies: Freebies::new(s.freebies, capacity),
                 limiter: s.rate_limit.as_ref().map(|r| (r.per, RateLimiter::new(r.per_second, r.burst, capacity))),
+                host: s.host.to_ascii_lowercase(),
                 path: case(&s.path),
                 free_paths: s.free_paths.iter().map(|p| case(p)).collect(),
                 routes: s
@@ -197,7 +198,6 @@ impl State {
             paywall,
             metrics,
             tls: config.tls.is_some(),
-            requests: AtomicU64::new(0),
             listener: config.listener.clone(),
             trusted: TrustedProxies::parse(&config.trusted_proxies)?,
             challenges: ChallengeLimiter::new(&config.challenge_limit, capacity),
@@ -214,9 +214,7 @@ impl State {
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .map(host_only)
             .unwrap_or_default();
-        self.services
-            .iter()
-            .find(|s| glob(&s.config.host.to_ascii_lowercase(), &host) && glob(&s.path, s.subject(path, lower)))
+        self.services.iter().find(|s| glob(&s.host, &host) && glob(&s.path, s.subject(path, lower)))
     }
 }
 
@@ -267,7 +265,6 @@ fn status_response(status: StatusCode, msg: &'static str, grpc: bool, extra: Ext
 /// Serves one request.
 pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
-    state.requests.fetch_add(1, Ordering::Relaxed);
     let grpc = is_grpc(req.headers());
     let method = req.method().clone();
     let client: IpAddr = state.trusted.client(peer.ip(), req.headers());
