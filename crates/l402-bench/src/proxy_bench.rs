@@ -191,11 +191,14 @@ async fn rounds(args: &ProxyArgs, load: &Load, tick: f64, what: &str, targets: &
     Ok(())
 }
 
-/// Waits (at most 10 minutes) until the store at `db` counts at least `tokens` tokens paid and every process
-/// of `pids` used under 2% of a core over a second; returns the count.
+/// Waits (at most 10 minutes) until the store at `db` counts at least `tokens` tokens paid, or its count has
+/// stood still for 5 s, while every process of `pids` used under 2% of a core over a second; returns the count.
+/// The count can stop short of `tokens`: a proxy's record queue is bounded and drops what overflows it (such a
+/// token is recorded at a later use), so waiting for every token would wait forever.
 async fn settle(db: &Path, tokens: u64, pids: &[u32], tick: f64) -> Result<u64> {
     let store = SqliteStore::open(db).context("opening the proxies' store")?;
     let deadline = Instant::now() + std::time::Duration::from_secs(600);
+    let (mut last, mut still) = (0u64, 0u32);
     loop {
         let before: Vec<Option<f64>> = pids.iter().map(|p| sys::process_cpu_us(*p, tick)).collect();
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -204,7 +207,9 @@ async fn settle(db: &Path, tokens: u64, pids: &[u32], tick: f64) -> Result<u64> 
             .zip(&before)
             .all(|(p, b)| b.zip(sys::process_cpu_us(*p, tick)).is_some_and(|(b, a)| a - b < 20_000.0));
         let paid: u64 = store.revenue().await.context("the store's revenue")?.iter().map(|r| r.tokens_paid).sum();
-        if idle && paid >= tokens {
+        still = if paid == last { still + 1 } else { 0 };
+        last = paid;
+        if idle && (paid >= tokens || still >= 5) {
             return Ok(paid);
         }
         anyhow::ensure!(Instant::now() < deadline, "the rotated tokens were not all recorded in 10 minutes ({paid})");

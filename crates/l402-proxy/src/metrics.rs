@@ -138,7 +138,7 @@ mod tests {
             })
             .collect();
         for t in threads {
-            t.join().unwrap();
+            t.join().expect("a counting thread");
         }
         let out = m.render();
         let line =
