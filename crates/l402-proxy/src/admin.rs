@@ -175,12 +175,21 @@ fn json_error(status: StatusCode, why: impl std::fmt::Display) -> Response {
     (status, axum::Json(json!({ "error": why.to_string() }))).into_response()
 }
 
-/// A service body: 400 if it is not JSON, 422 if it is not a service.
+/// A service body: 400 if it is not JSON, 422 if it is not a service. A header taken from a file or an
+/// environment variable is the config file's to give: through the API it would let the admin credential
+/// read the proxy's files (its master key) by sending them upstream.
 fn service_body(body: &[u8]) -> Result<ServiceConfig, Response> {
-    ServiceConfig::from_json(body).map_err(|e| {
+    let s = ServiceConfig::from_json(body).map_err(|e| {
         let status = if e.is_syntax() || e.is_eof() { StatusCode::BAD_REQUEST } else { StatusCode::UNPROCESSABLE_ENTITY };
         json_error(status, format!("service: {e}"))
-    })
+    })?;
+    if let Some(name) = s.headers.iter().find(|(_, h)| h.env.is_some() || h.file.is_some()).map(|(n, _)| n) {
+        return Err(json_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("service {}: header {name}: through the admin API give a value (env and file are the config file's)", s.name),
+        ));
+    }
+    Ok(s)
 }
 
 fn service_error(e: &ServiceError) -> Response {

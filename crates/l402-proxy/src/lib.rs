@@ -54,6 +54,7 @@ use crate::proxy::State;
 /// A running proxy. Dropping it stops the listeners.
 pub struct Proxy {
     addr: SocketAddr,
+    services_bound: Duration,
     admin_addr: Option<SocketAddr>,
     state: Arc<State>,
     tasks: Vec<JoinHandle<()>>,
@@ -144,7 +145,8 @@ impl Proxy {
             }));
         }
         tracing::info!(%addr, admin = ?admin_addr, services = state.services.current().services.len(), "l402 proxy listening");
-        Ok(Self { addr, admin_addr, state, tasks })
+        let services_bound = Duration::from_millis(config.tokens.revocation_poll_ms) * 2;
+        Ok(Self { addr, services_bound, admin_addr, state, tasks })
     }
 
     /// Where the proxy listens.
@@ -171,6 +173,12 @@ impl Proxy {
     /// in the store, and swapped in whole; on an error nothing changed. Returns how many services are live.
     pub async fn reload_services(&self, services: Vec<config::ServiceConfig>) -> Result<usize, ServiceError> {
         self.state.services.reload_file(services).await
+    }
+
+    /// The bound on a service change made through another instance sharing the store: it is served here
+    /// within this (twice `[tokens] revocation_poll_ms`).
+    pub fn service_change_bound(&self) -> Duration {
+        self.services_bound
     }
 
     /// The live services' configurations, in matching order.
