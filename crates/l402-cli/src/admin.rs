@@ -92,8 +92,9 @@ fn segment(s: &str) -> String {
 
 fn token(args: &AdminArgs) -> anyhow::Result<String> {
     let t = match &args.token_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading the admin token file {}", path.display()))?,
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading the admin token file {}", path.display()))?
+        }
         None => std::env::var("L402_ADMIN_TOKEN")
             .map_err(|_| anyhow!("no admin token: give --token-file FILE or set L402_ADMIN_TOKEN"))?,
     };

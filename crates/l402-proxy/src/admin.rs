@@ -180,13 +180,17 @@ fn json_error(status: StatusCode, why: impl std::fmt::Display) -> Response {
 /// read the proxy's files (its master key) by sending them upstream.
 fn service_body(body: &[u8]) -> Result<ServiceConfig, Response> {
     let s = ServiceConfig::from_json(body).map_err(|e| {
-        let status = if e.is_syntax() || e.is_eof() { StatusCode::BAD_REQUEST } else { StatusCode::UNPROCESSABLE_ENTITY };
+        let status =
+            if e.is_syntax() || e.is_eof() { StatusCode::BAD_REQUEST } else { StatusCode::UNPROCESSABLE_ENTITY };
         json_error(status, format!("service: {e}"))
     })?;
     if let Some(name) = s.headers.iter().find(|(_, h)| h.env.is_some() || h.file.is_some()).map(|(n, _)| n) {
         return Err(json_error(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("service {}: header {name}: through the admin API give a value (env and file are the config file's)", s.name),
+            format!(
+                "service {}: header {name}: through the admin API give a value (env and file are the config file's)",
+                s.name
+            ),
         ));
     }
     Ok(s)

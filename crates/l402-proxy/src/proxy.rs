@@ -67,7 +67,8 @@ impl Service {
             let value = source.resolve(name)?;
             let name =
                 HeaderName::from_bytes(name.as_bytes()).map_err(|e| ConfigError(format!("header {name}: {e}")))?;
-            let value = HeaderValue::from_str(&value).map_err(|_| ConfigError(format!("header {name}: not a valid header value")))?;
+            let value = HeaderValue::from_str(&value)
+                .map_err(|_| ConfigError(format!("header {name}: not a valid header value")))?;
             extra.push((name, value));
         }
         let upstream =
@@ -193,7 +194,6 @@ impl State {
             challenges: ChallengeLimiter::new(&config.challenge_limit, config.max_tracked_clients),
         })
     }
-
 }
 
 impl ServiceTable {

@@ -189,9 +189,10 @@ impl Registry {
             .map(|r| {
                 let config = match r.config {
                     None => None,
-                    Some(json) => Some(ServiceConfig::from_json(json.as_bytes()).map_err(|e| {
-                        ConfigError(format!("service {} in the store: {e}", r.name))
-                    })?),
+                    Some(json) => Some(
+                        ServiceConfig::from_json(json.as_bytes())
+                            .map_err(|e| ConfigError(format!("service {} in the store: {e}", r.name)))?,
+                    ),
                 };
                 Ok(Stored { name: r.name, config })
             })
@@ -275,7 +276,11 @@ impl Registry {
                         }
                         if changed {
                             let names = r.current().services.len();
-                            tracing::info!(services = names, version = sources.version, "services changed in the store: applied");
+                            tracing::info!(
+                                services = names,
+                                version = sources.version,
+                                "services changed in the store: applied"
+                            );
                         }
                     }
                     Err(e) if !failing => {

@@ -10,8 +10,8 @@ use l402_proto::{Msat, PaymentHash, RootKey, TokenId};
 use super::migrations::POSTGRES;
 use super::pg_tls;
 use super::{
-    KeyLookup, NewToken, Revenue, Revocation, SpentCharge, StoreError, StoredService, TokenInfo, TokenQuery, TokenStore,
-    UsedToken,
+    KeyLookup, NewToken, Revenue, Revocation, SpentCharge, StoreError, StoredService, TokenInfo, TokenQuery,
+    TokenStore, UsedToken,
 };
 
 /// A [`TokenStore`] in PostgreSQL.

@@ -16,8 +16,8 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::migrations::SQLITE;
 use super::{
-    KeyLookup, NewToken, Revenue, Revocation, SpentCharge, StoreError, StoredService, TokenInfo, TokenQuery, TokenStore,
-    UsedToken,
+    KeyLookup, NewToken, Revenue, Revocation, SpentCharge, StoreError, StoredService, TokenInfo, TokenQuery,
+    TokenStore, UsedToken,
 };
 
 /// A [`TokenStore`] in a SQLite file.
@@ -354,7 +354,8 @@ impl TokenStore for SqliteStore {
         let (name, config) = (name.to_owned(), config.map(str::to_owned));
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let version: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM l402_services", [], |r| r.get(0))?;
+            let version: i64 =
+                tx.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM l402_services", [], |r| r.get(0))?;
             tx.execute(
                 "INSERT INTO l402_services (name, config, created, version, updated_at)
                  VALUES (?1, ?2, ?3, ?3, strftime('%s','now'))

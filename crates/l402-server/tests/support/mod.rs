@@ -14,8 +14,8 @@ use l402_ldk::LdkNode;
 use l402_proto::{Msat, PaymentHash, TokenId};
 use l402_regtest::Regtest;
 use l402_server::store::{
-    KeyLookup, NewToken, Revenue, Revocation, SpentCharge, StoreError, StoredService, TokenInfo, TokenQuery, TokenStore,
-    UsedToken,
+    KeyLookup, NewToken, Revenue, Revocation, SpentCharge, StoreError, StoredService, TokenInfo, TokenQuery,
+    TokenStore, UsedToken,
 };
 use l402_server::{Charge, L402Layer, L402Token, Paywall, RequestInfo, ServiceSpec};
 
