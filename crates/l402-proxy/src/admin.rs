@@ -178,14 +178,14 @@ fn json_error(status: StatusCode, why: impl std::fmt::Display) -> Response {
 /// A service body: 400 if it is not JSON, 422 if it is not a service. A header taken from a file or an
 /// environment variable is the config file's to give: through the API it would let the admin credential
 /// read the proxy's files (its master key) by sending them upstream.
-fn service_body(body: &[u8]) -> Result<ServiceConfig, Response> {
+fn service_body(body: &[u8]) -> Result<ServiceConfig, (StatusCode, String)> {
     let s = ServiceConfig::from_json(body).map_err(|e| {
         let status =
             if e.is_syntax() || e.is_eof() { StatusCode::BAD_REQUEST } else { StatusCode::UNPROCESSABLE_ENTITY };
-        json_error(status, format!("service: {e}"))
+        (status, format!("service: {e}"))
     })?;
     if let Some(name) = s.headers.iter().find(|(_, h)| h.env.is_some() || h.file.is_some()).map(|(n, _)| n) {
-        return Err(json_error(
+        return Err((
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(
                 "service {}: header {name}: through the admin API give a value (env and file are the config file's)",
@@ -229,7 +229,7 @@ async fn create_service(State(a): State<Admin>, headers: HeaderMap, body: axum::
     }
     let service = match service_body(&body) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err((status, why)) => return json_error(status, why),
     };
     let name = service.name.clone();
     match a.services.change(&name, Some(service.clone()), false).await {
@@ -269,10 +269,9 @@ async fn update_service(
             }
         }
     }
-    let service = match serde_json::to_vec(&value).map_err(|e| e.to_string()).map(|b| service_body(&b)) {
-        Ok(Ok(s)) => s,
-        Ok(Err(r)) => return r,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    let service = match service_body(&serde_json::to_vec(&value).unwrap_or_default()) {
+        Ok(s) => s,
+        Err((status, why)) => return json_error(status, why),
     };
     match a.services.change(&name, Some(service.clone()), true).await {
         Ok(()) => {

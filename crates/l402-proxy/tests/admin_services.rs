@@ -180,7 +180,9 @@ async fn bad_service_changes_are_refused_with_a_reason_and_change_nothing() {
         s
     };
     let bytes = |v: Value| serde_json::to_vec(&v).expect("json");
-    let cases: Vec<(&str, &str, &str, Option<&str>, Vec<u8>, u16)> = vec![
+    // (what, method, path, token, body, status)
+    type Case<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Vec<u8>, u16);
+    let cases: Vec<Case<'_>> = vec![
         ("not_json", "POST", "/admin/services", Some(TOKEN), b"{\"name\": ".to_vec(), 400),
         ("not_an_object", "POST", "/admin/services", Some(TOKEN), b"[1, 2]".to_vec(), 422),
         ("unknown_key", "POST", "/admin/services", Some(TOKEN), bytes(with("bogus", json!(1))), 422),
