@@ -568,15 +568,25 @@ impl Config {
     }
 }
 
-/// A TOML error by line and message, without the line's text (the file can hold secrets, and a reload's
-/// error is logged).
+/// A TOML error by line, key and message, without the value (the file can hold secrets, and a reload's error
+/// is logged).
 fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
-    match e.span() {
-        Some(span) => {
-            let line = text.as_bytes()[..span.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1;
-            ConfigError(format!("line {line}: {}", e.message()))
-        }
-        None => ConfigError(e.message().to_owned()),
+    let Some(span) = e.span() else { return ConfigError(e.message().to_owned()) };
+    let mut start = span.start.min(text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let line = text.as_bytes()[..start].iter().filter(|&&b| b == b'\n').count() + 1;
+    // The key of a `key = value` line, if it is a plain one: a key is not secret, its value may be.
+    let line_text = text[..start].rsplit('\n').next().unwrap_or_default().to_owned()
+        + text[start..].split('\n').next().unwrap_or_default();
+    let key = line_text
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)));
+    match key {
+        Some(k) => ConfigError(format!("line {line} ({k}): {}", e.message())),
+        None => ConfigError(format!("line {line}: {}", e.message())),
     }
 }
 

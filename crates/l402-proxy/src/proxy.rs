@@ -273,9 +273,9 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
         }
     };
     // The table is read once: a request keeps the service it was routed to, whatever is swapped meanwhile.
-    let table = state.services.current();
+    let table = state.services.for_request();
     let lower = if table.any_case_insensitive { path.to_ascii_lowercase() } else { String::new() };
-    let Some(service) = table.route(&req, &path, &lower).cloned() else {
+    let Some(service) = table.route(&req, &path, &lower) else {
         state.metrics.count(Outcome::NoRoute);
         return status_response(StatusCode::NOT_FOUND, "no service for this host and path", grpc, Extra::None);
     };

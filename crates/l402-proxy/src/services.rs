@@ -9,10 +9,16 @@
 //! (its table is an `Arc` it holds). A service whose configuration did not change keeps its state (freebies,
 //! rate limits, upstream connections).
 //!
+//! A request takes the table through its thread's cache ([`Registry::for_request`]): an atomic load of the
+//! generation, and the table is read under the lock only after a swap, once per thread. A thread keeps the old
+//! table (and its upstream connections) until its next request.
+//!
 //! Instances sharing a PostgreSQL store read `MAX(version)` of the store's services every poll interval (the
 //! revocation poll, `[tokens] revocation_poll_ms`) and rebuild when it moved: a change made through one
 //! instance is served by every other within **2 × the poll interval**.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
@@ -105,9 +111,30 @@ impl From<StoreError> for ServiceError {
     }
 }
 
+/// A thread's hold on a table: an allocation of its own, so that taking it for a request writes to no memory
+/// shared with other threads.
+pub(crate) type TableRef = Arc<Arc<ServiceTable>>;
+
+/// The table a thread took last, and the registry and generation it is of.
+struct Cached {
+    registry: u64,
+    generation: u64,
+    table: TableRef,
+}
+
+thread_local! {
+    static CACHED: RefCell<Option<Cached>> = const { RefCell::new(None) };
+}
+
+/// Tells registries apart (several proxies in one process).
+static NEXT_REGISTRY: AtomicU64 = AtomicU64::new(1);
+
 /// The live services and what changes them.
 pub(crate) struct Registry {
     live: RwLock<Arc<ServiceTable>>,
+    /// Bumped after each swap: a thread whose cached table is of an older generation takes the new one.
+    generation: AtomicU64,
+    id: u64,
     /// Held for a whole change: changes are applied one at a time.
     sources: tokio::sync::Mutex<Sources>,
     store: Arc<dyn TokenStore>,
@@ -128,6 +155,8 @@ impl Registry {
         let sources = Sources { file: config.services.clone(), stored: Vec::new(), version: 0 };
         let mut me = Self {
             live: RwLock::new(Arc::new(ServiceTable { services: Vec::new(), any_case_insensitive: false })),
+            generation: AtomicU64::new(0),
+            id: NEXT_REGISTRY.fetch_add(1, Ordering::Relaxed),
             sources: tokio::sync::Mutex::new(sources.clone()),
             store,
             payment_available,
@@ -141,6 +170,20 @@ impl Registry {
     /// The table in force now (one read lock, an `Arc` clone).
     pub(crate) fn current(&self) -> Arc<ServiceTable> {
         self.live.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The table in force now, for a request: this thread's cached hold on it while the generation has not
+    /// moved (an atomic load and a clone of a thread-private `Arc`), else the new table, cached.
+    pub(crate) fn for_request(&self) -> TableRef {
+        let generation = self.generation.load(Ordering::Acquire);
+        CACHED.with_borrow_mut(|cached| match cached {
+            Some(c) if c.registry == self.id && c.generation == generation => c.table.clone(),
+            _ => {
+                let table: TableRef = Arc::new(self.current());
+                *cached = Some(Cached { registry: self.id, generation, table: table.clone() });
+                table
+            }
+        })
     }
 
     /// The live services' configurations, in matching order.
@@ -173,6 +216,7 @@ impl Registry {
 
     fn swap(&self, table: ServiceTable) {
         *self.live.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(table);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Reads the store's services and applies them if they changed since the last read. `Ok(true)`: a new
