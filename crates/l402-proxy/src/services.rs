@@ -342,3 +342,48 @@ impl Registry {
 fn same_config(a: &ServiceConfig, b: &ServiceConfig) -> bool {
     matches!((serde_json::to_value(a), serde_json::to_value(b)), (Ok(x), Ok(y)) if x == y)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str, price_sat: u64) -> ServiceConfig {
+        let json = format!(
+            r#"{{"name": "{name}", "path": "/{name}*", "upstream": "http://127.0.0.1:1", "price_sat": {price_sat}}}"#
+        );
+        ServiceConfig::from_json(json.as_bytes()).expect("a service")
+    }
+
+    fn stored(name: &str, config: Option<ServiceConfig>) -> Stored {
+        Stored { name: name.into(), config }
+    }
+
+    #[test]
+    fn the_store_replaces_the_files_services_in_place_deletes_them_and_extends_them_in_creation_order() {
+        let sources = Sources {
+            file: vec![service("a", 1), service("b", 1), service("c", 1)],
+            stored: vec![
+                stored("e", Some(service("e", 5))),
+                stored("b", Some(service("b", 2))),
+                stored("c", None),
+                stored("d", Some(service("d", 4))),
+                stored("gone", None),
+            ],
+            version: 5,
+        };
+        let live = sources.effective();
+        let names: Vec<&str> = live.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "e", "d"]);
+        assert_eq!(live[1].price_sat, Some(2), "the store's b, in the file's place");
+    }
+
+    #[test]
+    fn a_service_round_trips_through_its_json_form() {
+        let mut s = service("a", 1);
+        s.headers
+            .insert("x-key".into(), crate::config::HeaderSource { value: Some("v".into()), env: None, file: None });
+        let json = serde_json::to_vec(&s).expect("json");
+        assert!(same_config(&s, &ServiceConfig::from_json(&json).expect("read back")));
+        assert!(!same_config(&s, &service("a", 2)));
+    }
+}
