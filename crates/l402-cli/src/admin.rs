@@ -78,7 +78,7 @@ enum TokensCommand {
 }
 
 /// A path segment, percent-encoded (a service name or token id goes in the URL path).
-fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -90,8 +90,9 @@ fn segment(s: &str) -> String {
     out
 }
 
-fn token(args: &AdminArgs) -> anyhow::Result<String> {
-    let t = match &args.token_file {
+/// The admin token: from `file`, else the environment variable `L402_ADMIN_TOKEN`.
+pub(crate) fn token(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let t = match file {
         Some(path) => {
             std::fs::read_to_string(path).with_context(|| format!("reading the admin token file {}", path.display()))?
         }
@@ -112,7 +113,7 @@ fn read_json(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
 }
 
 pub(crate) fn run(args: AdminArgs) -> Result<(), Failure> {
-    let token = token(&args)?;
+    let token = token(args.token_file.as_deref())?;
     let base = args.url.trim_end_matches('/').to_owned();
     let (method, path, body) = match &args.command {
         AdminCommand::Services(ServicesCommand::List) => (Method::GET, "/admin/services".to_owned(), None),
@@ -141,28 +142,44 @@ pub(crate) fn run(args: AdminArgs) -> Result<(), Failure> {
     rt.block_on(call(&base, method, &path, body, &token))
 }
 
-async fn call(base: &str, method: Method, path: &str, body: Option<Vec<u8>>, token: &str) -> Result<(), Failure> {
+/// One call to the admin API: its status and body, or why no answer came.
+pub(crate) async fn request(
+    base: &str,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+    token: &str,
+) -> Result<(u16, String), String> {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()
-        .map_err(|e| Failure::Input(anyhow!("HTTP client: {e}")))?;
+        .map_err(|e| format!("HTTP client: {e}"))?;
     let mut req = client.request(method, format!("{base}{path}")).bearer_auth(token);
     if let Some(b) = body {
         req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b);
     }
-    let resp = req.send().await.map_err(|e| Failure::Code(3, format!("admin API {base}: {e}")))?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(|e| Failure::Code(3, format!("admin API {base}: {e}")))?;
-    if !status.is_success() {
-        let why = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| text.trim().to_owned());
-        return Err(Failure::Refused(format!("{} {why}", status.as_u16())));
+    let resp = req.send().await.map_err(|e| format!("admin API {base}: {e}"))?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.map_err(|e| format!("admin API {base}: {e}"))?;
+    Ok((status, text))
+}
+
+/// The reason in a refusal's body (`{"error": ...}`), else its text.
+pub(crate) fn reason(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| text.trim().to_owned())
+}
+
+async fn call(base: &str, method: Method, path: &str, body: Option<Vec<u8>>, token: &str) -> Result<(), Failure> {
+    let (status, text) = request(base, method, path, body, token).await.map_err(|e| Failure::Code(3, e))?;
+    if !(200..300).contains(&status) {
+        return Err(Failure::Refused(format!("{status} {}", reason(&text))));
     }
     match serde_json::from_str::<serde_json::Value>(&text) {
         Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or(text)),
-        Err(_) if text.is_empty() => println!("{}", status.as_u16()),
+        Err(_) if text.is_empty() => println!("{status}"),
         Err(_) => println!("{text}"),
     }
     Ok(())

@@ -12,6 +12,7 @@ mod demo;
 mod fetch;
 mod keys;
 mod mcp;
+mod mcp_admin;
 mod proxy;
 mod regtest;
 mod sample_api;
@@ -45,7 +46,8 @@ enum Command {
     Fetch(Box<fetch::FetchArgs>),
     /// The client's ledger: payments, what counts against each budget limit, and the limits.
     Spend(Box<spend::SpendArgs>),
-    /// An MCP server over stdio: a fetch tool for AI agents (per-call price cap, scheme, budgets) and budget/ledger tools.
+    /// An MCP server over stdio: a fetch tool for AI agents (per-call price cap, scheme, budgets) and budget/ledger tools;
+    /// with --admin, the proxy's admin API as tools.
     Mcp(Box<mcp::McpArgs>),
     /// A local regtest Lightning network for trying things out: bitcoind, LDK nodes, a sample API and, with --lnd,
     /// real LND nodes that l402 proxy and l402 fetch can use (regtest env; regtest pay for other clients).
