@@ -3,13 +3,16 @@
 //! Each subcommand lives in its own module; this file only parses arguments and maps errors to exit codes:
 //! 0 success, 1 refused (a credential that does not verify), 2 bad input or usage. `fetch`, `spend` and `mcp`
 //! add the client's codes (3-6 transport/wallet/challenge/store, 10-19 refused before paying, 20-22 after
-//! paying, 23-24 reading the response), listed in `fetch.rs`; `regtest pay` uses 4, 20 and 21 in the same sense.
+//! paying, 23-24 reading the response), listed in `fetch.rs`; `regtest pay` uses 4, 20 and 21 in the same sense;
+//! `admin` uses 1 for a refusal by the admin API and 3 for a transport error.
 
+mod admin;
 mod decode;
 mod demo;
 mod fetch;
 mod keys;
 mod mcp;
+mod mcp_admin;
 mod proxy;
 mod regtest;
 mod sample_api;
@@ -26,7 +29,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 
-/// Lightning-paid APIs (L402): put a price on an API (proxy), pay for one (fetch, mcp, spend), read and mint
+/// Lightning-paid APIs (L402): put a price on an API (proxy, admin), pay for one (fetch, mcp, spend), read and mint
 /// tokens (decode, token), and try it all on a local regtest network (demo, regtest).
 #[derive(Parser, Debug)]
 #[command(name = "l402", version, propagate_version = true)]
@@ -47,7 +50,8 @@ enum Command {
     Fetch(Box<fetch::FetchArgs>),
     /// The client's ledger: payments, what counts against each budget limit, and the limits.
     Spend(Box<spend::SpendArgs>),
-    /// An MCP server over stdio: a fetch tool for AI agents (per-call price cap, scheme, budgets) and budget/ledger tools.
+    /// An MCP server over stdio: a fetch tool for AI agents (per-call price cap, scheme, budgets) and budget/ledger tools;
+    /// with --admin, the proxy's admin API as tools.
     Mcp(Box<mcp::McpArgs>),
     /// A local regtest Lightning network for trying things out: bitcoind, LDK nodes, a sample API and, with --lnd,
     /// real LND nodes that l402 proxy and l402 fetch can use (regtest env; regtest pay for other clients).
@@ -55,6 +59,8 @@ enum Command {
     Regtest(regtest::RegtestCommand),
     /// Run the L402 reverse proxy: a Lightning price on any HTTP or gRPC API.
     Proxy(proxy::ProxyArgs),
+    /// Drive a running proxy's admin API: services at runtime (list, add, update, delete), tokens, revenue.
+    Admin(Box<admin::AdminArgs>),
     /// The whole system on a local regtest network, step by step: 402, payment, 200, reuse, expiry, refusal.
     Demo(demo::DemoArgs),
 }
@@ -93,6 +99,7 @@ fn main() -> ExitCode {
         Command::Token(cmd) => token::run(cmd),
         Command::Regtest(cmd) => regtest::run(cmd),
         Command::Proxy(args) => proxy::run(args),
+        Command::Admin(args) => admin::run(*args),
         Command::Demo(args) => demo::run(args),
         Command::Fetch(args) => fetch::run(*args),
         Command::Spend(args) => spend::run(*args),

@@ -20,6 +20,8 @@
 //! - `budget`: the limits, what counts against them, and what is left of `--budget`.
 //! - `ledger`: the most recent payments.
 //!
+//! With `--admin` it offers the proxy's admin API instead (see `mcp_admin.rs`) and uses no wallet.
+//!
 //! Refusals come back as tool errors whose text starts with the reason (`price_over_cap`, `budget_exhausted`,
 //! `paid_but_refused`, ...), the same names as `l402 fetch` prints.
 
@@ -53,6 +55,16 @@ const MAX_TIMEOUT_SECS: u64 = 600;
 
 #[derive(Args, Debug)]
 pub(crate) struct McpArgs {
+    /// Serve the proxy's admin API as tools instead (list/add/update/delete services, list/revoke tokens,
+    /// revenue); no wallet is used.
+    #[arg(long)]
+    admin: bool,
+    /// With --admin: the proxy's admin listener.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9090")]
+    admin_url: String,
+    /// With --admin: a file holding the admin token (else the environment variable L402_ADMIN_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<std::path::PathBuf>,
     /// The most one token may cost, in sat; the agent's `max_cost_sat` can only lower it.
     #[arg(long, value_name = "SAT", default_value_t = 100)]
     max_cost: u64,
@@ -288,6 +300,14 @@ impl ServerHandler for L402Mcp {
 pub(crate) fn run(args: McpArgs) -> Result<(), Failure> {
     crate::wallet::init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    if args.admin {
+        let token = crate::admin::token(args.admin_token_file.as_deref())?;
+        let server = crate::mcp_admin::AdminMcp::new(args.admin_url.clone(), token);
+        return rt.block_on(async {
+            let running = server.serve(rmcp::transport::stdio()).await.context("MCP handshake")?;
+            running.waiting().await.map(drop).context("MCP session").map_err(Failure::Input)
+        });
+    }
     rt.block_on(async {
         let knobs = Knobs {
             max_cost: args.max_cost,

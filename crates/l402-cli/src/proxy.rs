@@ -1,4 +1,5 @@
-//! `l402 proxy --config l402.toml`: runs the reverse proxy until SIGTERM/SIGINT.
+//! `l402 proxy --config l402.toml`: runs the reverse proxy until SIGTERM/SIGINT; SIGHUP reloads the file's
+//! `[[service]]` tables (the rest of the file is read at start only).
 //!
 //! This is where the config's `[lightning]` section becomes a concrete backend: LND over gRPC (an invoice
 //! macaroon is enough: the connection is checked with a lookup, not GetInfo) or an LDK node embedded here.
@@ -35,7 +36,7 @@ pub(crate) fn run(args: ProxyArgs) -> Result<(), Failure> {
     }
     init_logging(args.log_json);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    rt.block_on(serve(config)).map_err(Failure::Input)
+    rt.block_on(serve(config, &args.config)).map_err(Failure::Input)
 }
 
 fn init_logging(json: bool) {
@@ -95,7 +96,7 @@ pub(crate) async fn issuer(config: &LightningConfig) -> anyhow::Result<(Arc<dyn 
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, path: &std::path::Path) -> anyhow::Result<()> {
     let (issuer, ldk) = issuer(&config.lightning).await?;
     let store = open_store(&config.store).await?;
     let mut proxy = Proxy::start(&config, store, issuer).await?;
@@ -103,10 +104,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(a) = proxy.admin_addr() {
         eprintln!("l402 proxy: metrics and admin on {a}");
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => reload(&proxy, path).await,
+        }
     }
     eprintln!("l402 proxy: shutting down");
     proxy.stop();
@@ -114,4 +120,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         node.stop().await;
     }
     Ok(())
+}
+
+/// SIGHUP: the file's services again, checked as at start (the whole file must be valid) and with the
+/// store's; a bad file changes nothing and the reason is logged (the error names a key or a line, never the
+/// line's text).
+async fn reload(proxy: &Proxy, path: &std::path::Path) {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "SIGHUP: the config file is not valid; services unchanged");
+            return;
+        }
+    };
+    match proxy.reload_services(config.services).await {
+        Ok(n) => tracing::info!(path = %path.display(), services = n, "SIGHUP: services reloaded"),
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "SIGHUP: services not reloaded; unchanged"),
+    }
 }

@@ -1,6 +1,16 @@
 //! The operations listener: `/metrics` (Prometheus), and the admin API behind its own bearer credential:
 //! `GET /admin/tokens?limit=N&service=S&after=CURSOR`, `POST /admin/tokens/{token_id}/revoke`,
-//! `GET /admin/revenue`.
+//! `GET /admin/revenue`; and the services at runtime: `GET /admin/services` (the live services, in matching
+//! order), `POST /admin/services` (a JSON object with the keys of a `[[service]]` table: 201, or 409 if the name
+//! is taken), `PUT /admin/services/{name}` (replaces it: 200, or 404; the body's `name` must be the path's or
+//! absent) and `DELETE /admin/services/{name}` (204, or 404).
+//!
+//! A service is checked as the config file's are, with the whole set it would join (see [`crate::services`]):
+//! a body that is not JSON is answered 400, one that is not a valid service (an unknown key, a wrong type, a
+//! bad price, a duplicate name...) 422, both with `{"error": "..."}`, a body over 64 KiB 413; then nothing
+//! changed. Changes are written to the store (503 if it cannot be written) and applied at once; the other
+//! instances sharing the store apply them within twice `[tokens] revocation_poll_ms`. In `GET`, a header's
+//! literal `value` is shown as `"<redacted>"` (it is often an upstream credential).
 //!
 //! `/admin/tokens` answers a JSON array, newest first (at most 10,000, default 100). When a page is full, a
 //! `Link: <...>; rel="next"` header gives the next page's URL; its `after` cursor is the last token's
@@ -9,21 +19,27 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use l402_proto::TokenId;
 use l402_server::Paywall;
 use l402_server::store::{TokenCursor, TokenQuery};
 use serde_json::json;
 
+use crate::config::ServiceConfig;
 use crate::metrics::ProxyMetrics;
+use crate::services::{Registry, ServiceError};
+
+/// The largest service body the admin API reads.
+const MAX_SERVICE_BODY: usize = 64 << 10;
 
 #[derive(Clone)]
 struct Admin {
     paywall: Arc<Paywall>,
     metrics: Arc<ProxyMetrics>,
+    services: Arc<Registry>,
     token: Option<Arc<String>>,
 }
 
@@ -155,16 +171,148 @@ async fn revenue(State(a): State<Admin>, headers: HeaderMap) -> Response {
     }
 }
 
+fn json_error(status: StatusCode, why: impl std::fmt::Display) -> Response {
+    (status, axum::Json(json!({ "error": why.to_string() }))).into_response()
+}
+
+/// A service body: 400 if it is not JSON, 422 if it is not a service. A header taken from a file or an
+/// environment variable is the config file's to give: through the API it would let the admin credential
+/// read the proxy's files (its master key) by sending them upstream.
+fn service_body(body: &[u8]) -> Result<ServiceConfig, (StatusCode, String)> {
+    let s = ServiceConfig::from_json(body).map_err(|e| {
+        let status =
+            if e.is_syntax() || e.is_eof() { StatusCode::BAD_REQUEST } else { StatusCode::UNPROCESSABLE_ENTITY };
+        (status, format!("service: {e}"))
+    })?;
+    if let Some(name) = s.headers.iter().find(|(_, h)| h.env.is_some() || h.file.is_some()).map(|(n, _)| n) {
+        return Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "service {}: header {name}: through the admin API give a value (env and file are the config file's)",
+                s.name
+            ),
+        ));
+    }
+    Ok(s)
+}
+
+fn service_error(e: &ServiceError) -> Response {
+    let status = match e {
+        ServiceError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ServiceError::Exists(_) => StatusCode::CONFLICT,
+        ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+        ServiceError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    json_error(status, e)
+}
+
+/// A service as `GET` shows it: literal header values redacted.
+fn shown(mut s: ServiceConfig) -> ServiceConfig {
+    for h in s.headers.values_mut() {
+        if h.value.is_some() {
+            h.value = Some("<redacted>".into());
+        }
+    }
+    s
+}
+
+async fn list_services(State(a): State<Admin>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&a, &headers) {
+        return r.into_response();
+    }
+    axum::Json(a.services.configs().into_iter().map(shown).collect::<Vec<_>>()).into_response()
+}
+
+async fn create_service(State(a): State<Admin>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(r) = authorized(&a, &headers) {
+        return r.into_response();
+    }
+    let service = match service_body(&body) {
+        Ok(s) => s,
+        Err((status, why)) => return json_error(status, why),
+    };
+    let name = service.name.clone();
+    match a.services.change(&name, Some(service.clone()), false).await {
+        Ok(()) => {
+            tracing::info!(service = %name, "service created through the admin API");
+            (StatusCode::CREATED, axum::Json(shown(service))).into_response()
+        }
+        Err(e) => service_error(&e),
+    }
+}
+
+async fn update_service(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorized(&a, &headers) {
+        return r.into_response();
+    }
+    // The name may be left out of the body: it is the path's.
+    let mut value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("service: {e}")),
+    };
+    if let Some(obj) = value.as_object_mut() {
+        match obj.get("name") {
+            None => {
+                obj.insert("name".into(), serde_json::Value::String(name.clone()));
+            }
+            Some(serde_json::Value::String(n)) if *n == name => {}
+            Some(_) => {
+                return json_error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("service {name}: the body's name must be the path's (a rename is a DELETE and a POST)"),
+                );
+            }
+        }
+    }
+    let service = match service_body(&serde_json::to_vec(&value).unwrap_or_default()) {
+        Ok(s) => s,
+        Err((status, why)) => return json_error(status, why),
+    };
+    match a.services.change(&name, Some(service.clone()), true).await {
+        Ok(()) => {
+            tracing::info!(service = %name, "service replaced through the admin API");
+            axum::Json(shown(service)).into_response()
+        }
+        Err(e) => service_error(&e),
+    }
+}
+
+async fn delete_service(State(a): State<Admin>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Err(r) = authorized(&a, &headers) {
+        return r.into_response();
+    }
+    match a.services.change(&name, None, true).await {
+        Ok(()) => {
+            tracing::info!(service = %name, "service deleted through the admin API");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => service_error(&e),
+    }
+}
+
 async fn metrics(State(a): State<Admin>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], a.metrics.render()).into_response()
 }
 
-pub(crate) fn router(paywall: Arc<Paywall>, metrics_: Arc<ProxyMetrics>, token: Option<String>) -> Router {
-    let admin = Admin { paywall, metrics: metrics_, token: token.map(Arc::new) };
+pub(crate) fn router(
+    paywall: Arc<Paywall>,
+    metrics_: Arc<ProxyMetrics>,
+    services: Arc<Registry>,
+    token: Option<String>,
+) -> Router {
+    let admin = Admin { paywall, metrics: metrics_, services, token: token.map(Arc::new) };
     Router::new()
         .route("/metrics", get(metrics))
         .route("/admin/tokens", get(tokens))
         .route("/admin/tokens/{token_id}/revoke", post(revoke))
         .route("/admin/revenue", get(revenue))
+        .route("/admin/services", get(list_services).post(create_service))
+        .route("/admin/services/{name}", put(update_service).delete(delete_service))
+        .layer(DefaultBodyLimit::max(MAX_SERVICE_BODY))
         .with_state(admin)
 }

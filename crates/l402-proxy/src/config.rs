@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// A configuration error, naming the key at fault.
@@ -348,7 +348,7 @@ impl Default for PaymentConfig {
 }
 
 /// One priced service.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// The service name (in the token's caveats).
@@ -361,16 +361,16 @@ pub struct ServiceConfig {
     /// Upstream base URL: `http://`, `https://` or `h2c://` (HTTP/2 without TLS, for gRPC).
     pub upstream: String,
     /// A CA certificate (PEM) to trust for an `https://` upstream (instead of none).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_ca: Option<PathBuf>,
     /// Price per token, msat (or `price_sat`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_msat: Option<u64>,
     /// Price per token, sat.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_sat: Option<u64>,
     /// Token lifetime, seconds (none: until revoked).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifetime_secs: Option<u64>,
     /// Pricing tier.
     #[serde(default)]
@@ -389,7 +389,7 @@ pub struct ServiceConfig {
     #[serde(default)]
     pub freebies: u32,
     /// A token-bucket rate limit.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitConfig>,
     /// Extra headers sent upstream.
     #[serde(default)]
@@ -416,7 +416,7 @@ pub struct ServiceConfig {
 }
 
 /// A route's capability requirement.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Path pattern.
@@ -430,7 +430,7 @@ pub struct RouteConfig {
 }
 
 /// A token-bucket rate limit.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// What is limited: each `token` or each client `address`.
@@ -442,7 +442,7 @@ pub struct RateLimitConfig {
 }
 
 /// What a rate limit counts by.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum RateKey {
     /// Each token.
@@ -452,17 +452,17 @@ pub enum RateKey {
 }
 
 /// Where an extra upstream header's value comes from.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderSource {
     /// A literal value.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// An environment variable.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
     /// A file (trailing newline trimmed).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
 }
 
@@ -515,7 +515,7 @@ impl Config {
 
     /// Parses and checks a configuration.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        let config: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         if config.services.is_empty() {
             return Err(ConfigError("no [[service]] configured".into()));
         }
@@ -527,46 +527,7 @@ impl Config {
             return Err(ConfigError("payment.expiry_secs: give 1..=86400".into()));
         }
         crate::client::TrustedProxies::parse(&config.trusted_proxies)?;
-        let mut names = std::collections::HashSet::new();
-        for s in &config.services {
-            if !names.insert(s.name.as_str()) {
-                return Err(ConfigError(format!(
-                    "service {}: the name is already used by another [[service]] (names must be unique: a \
-                     token names its service)",
-                    s.name
-                )));
-            }
-            let patterns = std::iter::once(&s.path).chain(&s.free_paths).chain(s.routes.iter().map(|r| &r.path));
-            for p in patterns {
-                check_pattern(&s.name, p)?;
-            }
-            if let Some(r) = &s.rate_limit {
-                positive(&format!("service {}: rate_limit.per_second", s.name), r.per_second)?;
-            }
-            let price = s.price()?;
-            let schemes = s.schemes()?;
-            if s.payment && schemes.payment && price % 1000 != 0 {
-                return Err(ConfigError(format!(
-                    "service {}: the Payment scheme prices in whole satoshis: give price_sat, or a price_msat \
-                     that is a multiple of 1000",
-                    s.name
-                )));
-            }
-            if s.payment && price == 0 {
-                return Err(ConfigError(format!("service {}: a paid service needs a price above 0", s.name)));
-            }
-            if s.name.is_empty() || s.name.contains([',', ':', '=', ' ']) {
-                return Err(ConfigError(format!("service name {:?}: no commas, colons, '=' or spaces", s.name)));
-            }
-            for r in &s.routes {
-                if !s.capabilities.contains(&r.capability) {
-                    return Err(ConfigError(format!(
-                        "service {}: route {} requires capability {:?}, which the service does not grant",
-                        s.name, r.path, r.capability
-                    )));
-                }
-            }
-        }
+        check_services(&config.services)?;
         Ok(config)
     }
 
@@ -603,13 +564,95 @@ impl Config {
         if c.per_client_burst == 0 || c.global_burst == 0 {
             return Err(ConfigError("challenge_limit: bursts must be at least 1".into()));
         }
-        for s in &self.services {
-            if s.timeout_secs == 0 || s.timeout_secs > MAX_TIMEOUT_SECS {
-                return Err(ConfigError(format!("service {}: timeout_secs between 1 and {MAX_TIMEOUT_SECS}", s.name)));
-            }
-        }
         Ok(())
     }
+}
+
+/// A TOML error by line, key and message, without the value (the file can hold secrets, and a reload's error
+/// is logged).
+fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let Some(span) = e.span() else { return ConfigError(e.message().to_owned()) };
+    let mut start = span.start.min(text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let line = text.as_bytes()[..start].iter().filter(|&&b| b == b'\n').count() + 1;
+    // The key of a `key = value` line, if it is a plain one: a key is not secret, its value may be.
+    let line_text = text[..start].rsplit('\n').next().unwrap_or_default().to_owned()
+        + text[start..].split('\n').next().unwrap_or_default();
+    let key = line_text
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)));
+    match key {
+        Some(k) => ConfigError(format!("line {line} ({k}): {}", e.message())),
+        None => ConfigError(format!("line {line}: {}", e.message())),
+    }
+}
+
+impl ServiceConfig {
+    /// Reads one service from a JSON object with the keys of a `[[service]]` table (the admin API's form;
+    /// unknown keys are refused, as in the file). Checked on its own by [`check_services`] with the others.
+    pub fn from_json(body: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+}
+
+/// The checks every set of services passes, from the file or the admin API alike: unique names, patterns
+/// that can match, prices, schemes, capabilities, limits.
+pub fn check_services(services: &[ServiceConfig]) -> Result<(), ConfigError> {
+    let mut names = std::collections::HashSet::new();
+    for s in services {
+        if !names.insert(s.name.as_str()) {
+            return Err(ConfigError(format!(
+                "service {}: the name is already used by another [[service]] (names must be unique: a \
+                 token names its service)",
+                s.name
+            )));
+        }
+        check_service(s)?;
+    }
+    Ok(())
+}
+
+fn check_service(s: &ServiceConfig) -> Result<(), ConfigError> {
+    if s.name.is_empty() || s.name.contains([',', ':', '=', ' ', '/']) || s.name.chars().any(char::is_control) {
+        return Err(ConfigError(format!(
+            "service name {:?}: no commas, colons, '=', '/', spaces or control characters",
+            s.name
+        )));
+    }
+    let patterns = std::iter::once(&s.path).chain(&s.free_paths).chain(s.routes.iter().map(|r| &r.path));
+    for p in patterns {
+        check_pattern(&s.name, p)?;
+    }
+    if let Some(r) = &s.rate_limit {
+        positive(&format!("service {}: rate_limit.per_second", s.name), r.per_second)?;
+    }
+    let price = s.price()?;
+    let schemes = s.schemes()?;
+    if s.payment && schemes.payment && price % 1000 != 0 {
+        return Err(ConfigError(format!(
+            "service {}: the Payment scheme prices in whole satoshis: give price_sat, or a price_msat \
+             that is a multiple of 1000",
+            s.name
+        )));
+    }
+    if s.payment && price == 0 {
+        return Err(ConfigError(format!("service {}: a paid service needs a price above 0", s.name)));
+    }
+    for r in &s.routes {
+        if !s.capabilities.contains(&r.capability) {
+            return Err(ConfigError(format!(
+                "service {}: route {} requires capability {:?}, which the service does not grant",
+                s.name, r.path, r.capability
+            )));
+        }
+    }
+    if s.timeout_secs == 0 || s.timeout_secs > MAX_TIMEOUT_SECS {
+        return Err(ConfigError(format!("service {}: timeout_secs between 1 and {MAX_TIMEOUT_SECS}", s.name)));
+    }
+    Ok(())
 }
 
 /// A path pattern is matched against canonical paths only: one that no canonical path can match (`//`, a dot

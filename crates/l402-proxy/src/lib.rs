@@ -30,6 +30,7 @@ pub mod metrics;
 mod pool;
 mod proxy;
 pub mod routing;
+mod services;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ use l402_server::Paywall;
 use l402_server::store::TokenStore;
 pub use metrics::ProxyMetrics;
 pub use proxy::open_store;
+pub use services::ServiceError;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -52,6 +54,7 @@ use crate::proxy::State;
 /// A running proxy. Dropping it stops the listeners.
 pub struct Proxy {
     addr: SocketAddr,
+    services_bound: Duration,
     admin_addr: Option<SocketAddr>,
     state: Arc<State>,
     tasks: Vec<JoinHandle<()>>,
@@ -92,6 +95,8 @@ impl Proxy {
         let state = Arc::new(State::new(config, store, issuer)?);
         // Read the revocations now: a store that cannot be read fails the start, not the first paid request.
         state.paywall.refresh_revocations().await.map_err(|e| ConfigError(format!("store: {e}")))?;
+        // The services the admin API wrote to the store override and extend the file's.
+        state.services.load().await.map_err(|e| ConfigError(format!("services: {e}")))?;
         let acceptor = config.tls.as_ref().map(tls_acceptor).transpose()?;
         let listener = TcpListener::bind(config.listen)
             .await
@@ -113,6 +118,7 @@ impl Proxy {
         let queues = spawn_workers(workers, &ctx)?;
         let mut tasks = vec![tokio::spawn(accept(listener, state.listener.max_connections, queues))];
         tasks.push(state.paywall.spawn_settlement_watcher());
+        tasks.push(state.services.spawn_poller(Duration::from_millis(config.tokens.revocation_poll_ms)));
         let mut admin_addr = None;
         if let Some(admin) = &config.admin {
             let token = match (&admin.token_env, &admin.token_file) {
@@ -133,13 +139,14 @@ impl Proxy {
             }
             let l = TcpListener::bind(admin.listen).await.map_err(|e| ConfigError(format!("admin listen: {e}")))?;
             admin_addr = Some(l.local_addr().map_err(|e| ConfigError(e.to_string()))?);
-            let app = admin::router(state.paywall.clone(), state.metrics.clone(), token);
+            let app = admin::router(state.paywall.clone(), state.metrics.clone(), state.services.clone(), token);
             tasks.push(tokio::spawn(async move {
                 let _ = axum::serve(l, app).await;
             }));
         }
-        tracing::info!(%addr, admin = ?admin_addr, services = state.services.len(), "l402 proxy listening");
-        Ok(Self { addr, admin_addr, state, tasks })
+        tracing::info!(%addr, admin = ?admin_addr, services = state.services.current().services.len(), "l402 proxy listening");
+        let services_bound = Duration::from_millis(config.tokens.revocation_poll_ms) * 2;
+        Ok(Self { addr, services_bound, admin_addr, state, tasks })
     }
 
     /// Where the proxy listens.
@@ -160,6 +167,23 @@ impl Proxy {
     /// The metrics.
     pub fn metrics(&self) -> &Arc<ProxyMetrics> {
         &self.state.metrics
+    }
+
+    /// Replaces the config file's services (what SIGHUP does): checked as the file is, with the services
+    /// in the store, and swapped in whole; on an error nothing changed. Returns how many services are live.
+    pub async fn reload_services(&self, services: Vec<config::ServiceConfig>) -> Result<usize, ServiceError> {
+        self.state.services.reload_file(services).await
+    }
+
+    /// The bound on a service change made through another instance sharing the store: it is served here
+    /// within this (twice `[tokens] revocation_poll_ms`).
+    pub fn service_change_bound(&self) -> Duration {
+        self.services_bound
+    }
+
+    /// The live services' configurations, in matching order.
+    pub fn services(&self) -> Vec<config::ServiceConfig> {
+        self.state.services.configs()
     }
 
     /// Stops accepting connections.

@@ -24,6 +24,7 @@ use crate::forward::{ForwardError, Paid, PaidBy, Upstream, failure_response};
 use crate::limits::{ChallengeLimiter, Freebies, LimitKey, RateLimiter};
 use crate::metrics::{Outcome, ProxyMetrics};
 use crate::routing::{canonical_path, glob, host_only};
+use crate::services::{Registry, ServiceTable};
 
 /// A capability route, its patterns ready.
 pub(crate) struct Route {
@@ -59,6 +60,46 @@ pub(crate) struct Service {
 }
 
 impl Service {
+    /// Makes a service ready to serve from its (checked) configuration: resolves its extra headers, builds
+    /// its upstream client; limit tables of `capacity` clients.
+    pub(crate) fn build(s: &ServiceConfig, capacity: usize) -> Result<Self, ConfigError> {
+        let mut extra = Vec::new();
+        for (name, source) in &s.headers {
+            let value = source.resolve(name)?;
+            let name =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|e| ConfigError(format!("header {name}: {e}")))?;
+            let value = HeaderValue::from_str(&value)
+                .map_err(|_| ConfigError(format!("header {name}: not a valid header value")))?;
+            extra.push((name, value));
+        }
+        let upstream =
+            Upstream::new(&s.upstream, s.upstream_ca.as_deref(), Duration::from_secs(s.timeout_secs), extra)?;
+        let spec = ServiceSpec {
+            name: s.name.clone(),
+            tier: s.tier,
+            price: Msat(s.price()?),
+            lifetime: s.lifetime_secs.map(Duration::from_secs),
+            capabilities: s.capabilities.clone(),
+            schemes: s.schemes()?,
+        };
+        let case = |p: &str| if s.case_insensitive_paths { p.to_ascii_lowercase() } else { p.to_owned() };
+        Ok(Service {
+            spec: Arc::new(spec),
+            upstream,
+            freebies: Freebies::new(s.freebies, capacity),
+            limiter: s.rate_limit.as_ref().map(|r| (r.per, RateLimiter::new(r.per_second, r.burst, capacity))),
+            host: s.host.to_ascii_lowercase(),
+            path: case(&s.path),
+            free_paths: s.free_paths.iter().map(|p| case(p)).collect(),
+            routes: s
+                .routes
+                .iter()
+                .map(|r| Route { path: case(&r.path), methods: r.methods.clone(), capability: r.capability.clone() })
+                .collect(),
+            config: s.clone(),
+        })
+    }
+
     /// The pattern form of a path for this service: `path` as is, or `lower` (lower-cased) for a service
     /// with `case_insensitive_paths`.
     fn subject<'a>(&self, path: &'a str, lower: &'a str) -> &'a str {
@@ -88,15 +129,14 @@ impl Service {
 
 /// Everything a request needs.
 pub(crate) struct State {
-    pub(crate) services: Vec<Service>,
+    /// The live services, swapped whole by the admin API, SIGHUP and the store poller.
+    pub(crate) services: Arc<Registry>,
     pub(crate) paywall: Arc<Paywall>,
     pub(crate) metrics: Arc<ProxyMetrics>,
     pub(crate) tls: bool,
     pub(crate) listener: ListenerConfig,
     trusted: TrustedProxies,
     challenges: ChallengeLimiter,
-    /// Whether some service matches paths without regard to case (then a lower-cased path is made).
-    any_case_insensitive: bool,
 }
 
 /// Opens the configured store.
@@ -127,86 +167,39 @@ impl State {
             .verified_stateless_size(config.tokens.verified_tokens)
             .metrics(metrics.paywall.clone());
         let key_files = config.tokens.key_files(&config.store);
-        let wants_payment = config.services.iter().any(|s| s.schemes().is_ok_and(|s| s.payment));
+        // The Payment scheme is there whenever master keys are (a service taking it may come at runtime);
+        // only services whose `schemes` name it offer it.
+        let payment_available = !key_files.is_empty();
         if key_files.is_empty() {
-            if wants_payment {
-                return Err(ConfigError(
-                    "the Payment scheme's challenge ids are keyed by the master key: a service with schemes = \
-                     [\"payment\"] needs stateless tokens ([tokens] stored = false, the default)"
-                        .into(),
-                ));
-            }
             tracing::info!("tokens are stored at mint time (set [tokens] master_key_files for stateless tokens)");
         } else {
             let keys = MasterKeys::load(&key_files).map_err(|e| ConfigError(format!("tokens: {e}")))?;
-            if wants_payment {
-                let realm = config.payment.realm.clone().unwrap_or_else(|| config.listen.to_string());
-                let scheme = PaymentScheme::new(realm, keys.payment_secrets())
-                    .ok_or_else(|| ConfigError("tokens: no master key".into()))?
-                    .expiry(Duration::from_secs(config.payment.expiry_secs));
-                builder = builder.payment_scheme(scheme);
-            }
+            let realm = config.payment.realm.clone().unwrap_or_else(|| config.listen.to_string());
+            let scheme = PaymentScheme::new(realm, keys.payment_secrets())
+                .ok_or_else(|| ConfigError("tokens: no master key".into()))?
+                .expiry(Duration::from_secs(config.payment.expiry_secs));
+            builder = builder.payment_scheme(scheme);
             builder = builder.master_keys(keys);
             tracing::info!(keys = key_files.len(), "stateless tokens: challenges write nothing to the store");
         }
         let paywall = builder.build();
-        let mut services = Vec::new();
-        let capacity = config.max_tracked_clients;
-        for s in &config.services {
-            let mut extra = Vec::new();
-            for (name, source) in &s.headers {
-                let value = source.resolve(name)?;
-                let name =
-                    HeaderName::from_bytes(name.as_bytes()).map_err(|e| ConfigError(format!("header {name}: {e}")))?;
-                let value = HeaderValue::from_str(&value).map_err(|e| ConfigError(format!("header {name}: {e}")))?;
-                extra.push((name, value));
-            }
-            let upstream =
-                Upstream::new(&s.upstream, s.upstream_ca.as_deref(), Duration::from_secs(s.timeout_secs), extra)?;
-            let spec = ServiceSpec {
-                name: s.name.clone(),
-                tier: s.tier,
-                price: Msat(s.price()?),
-                lifetime: s.lifetime_secs.map(Duration::from_secs),
-                capabilities: s.capabilities.clone(),
-                schemes: s.schemes()?,
-            };
-            let case = |p: &str| if s.case_insensitive_paths { p.to_ascii_lowercase() } else { p.to_owned() };
-            services.push(Service {
-                spec: Arc::new(spec),
-                upstream,
-                freebies: Freebies::new(s.freebies, capacity),
-                limiter: s.rate_limit.as_ref().map(|r| (r.per, RateLimiter::new(r.per_second, r.burst, capacity))),
-                host: s.host.to_ascii_lowercase(),
-                path: case(&s.path),
-                free_paths: s.free_paths.iter().map(|p| case(p)).collect(),
-                routes: s
-                    .routes
-                    .iter()
-                    .map(|r| Route {
-                        path: case(&r.path),
-                        methods: r.methods.clone(),
-                        capability: r.capability.clone(),
-                    })
-                    .collect(),
-                config: s.clone(),
-            });
-        }
+        let services = Registry::new(config, paywall.store().clone(), payment_available, config.max_tracked_clients)?;
         Ok(Self {
-            any_case_insensitive: config.services.iter().any(|s| s.case_insensitive_paths),
-            services,
+            services: Arc::new(services),
             paywall,
             metrics,
             tls: config.tls.is_some(),
             listener: config.listener.clone(),
             trusted: TrustedProxies::parse(&config.trusted_proxies)?,
-            challenges: ChallengeLimiter::new(&config.challenge_limit, capacity),
+            challenges: ChallengeLimiter::new(&config.challenge_limit, config.max_tracked_clients),
         })
     }
+}
 
+impl ServiceTable {
     /// The service for a request whose canonical path is `path` (`lower`: lower-cased, if some service
     /// wants it).
-    fn route(&self, req: &Request<Incoming>, path: &str, lower: &str) -> Option<&Service> {
+    fn route(&self, req: &Request<Incoming>, path: &str, lower: &str) -> Option<&Arc<Service>> {
         let host = req
             .headers()
             .get(http::header::HOST)
@@ -276,8 +269,10 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
             return status_response(StatusCode::BAD_REQUEST, "bad request path", grpc, Extra::Reason(e.reason()));
         }
     };
-    let lower = if state.any_case_insensitive { path.to_ascii_lowercase() } else { String::new() };
-    let Some(service) = state.route(&req, &path, &lower) else {
+    // The table is read once: a request keeps the service it was routed to, whatever is swapped meanwhile.
+    let table = state.services.for_request();
+    let lower = if table.any_case_insensitive { path.to_ascii_lowercase() } else { String::new() };
+    let Some(service) = table.route(&req, &path, &lower) else {
         state.metrics.count(Outcome::NoRoute);
         return status_response(StatusCode::NOT_FOUND, "no service for this host and path", grpc, Extra::None);
     };

@@ -23,6 +23,7 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
     ),
     (2, SQLITE_REVOCATIONS),
     (3, SQLITE_CHARGES),
+    (4, SQLITE_SERVICES),
 ];
 
 /// Version 2: revocations by sequence, so that every instance can hold the set in memory and follow it (a
@@ -57,6 +58,7 @@ pub(crate) const POSTGRES: &[(i64, &str)] = &[
     ),
     (2, POSTGRES_REVOCATIONS),
     (3, POSTGRES_CHARGES),
+    (4, POSTGRES_SERVICES),
 ];
 
 /// Version 2 (see [`SQLITE_REVOCATIONS`]). Revocations are inserted under an advisory lock held until commit,
@@ -92,3 +94,25 @@ const POSTGRES_CHARGES: &str = "CREATE TABLE l402_charges (
         expires_at   BIGINT NOT NULL
     );
     CREATE INDEX l402_charges_consumed_at ON l402_charges (consumed_at);";
+
+/// Version 4: services defined at runtime (the proxy's admin API), one row per name: its configuration as
+/// JSON, or NULL for a service deleted (a tombstone, so that a deleted service of the config file stays
+/// deleted). `version` is taken from one counter over the table at each write (under a lock), so every
+/// instance can tell by `MAX(version)` whether the set changed; `created` (the version of the first write)
+/// keeps the order services were added in.
+const SQLITE_SERVICES: &str = "CREATE TABLE l402_services (
+        name       TEXT PRIMARY KEY,
+        config     TEXT,
+        created    INTEGER NOT NULL,
+        version    INTEGER NOT NULL UNIQUE,
+        updated_at INTEGER NOT NULL
+    );";
+
+/// Version 4 (see [`SQLITE_SERVICES`]).
+const POSTGRES_SERVICES: &str = "CREATE TABLE l402_services (
+        name       TEXT PRIMARY KEY,
+        config     TEXT,
+        created    BIGINT NOT NULL,
+        version    BIGINT NOT NULL UNIQUE,
+        updated_at BIGINT NOT NULL
+    );";

@@ -10,6 +10,9 @@
 //! Two implementations share the [`TokenStore`] trait and the same schema, kept by ordered migrations:
 //! [`SqliteStore`] (the default: one file, WAL, created on first start) and [`PostgresStore`] (for several
 //! proxy instances sharing tokens).
+//!
+//! The store also keeps the services defined at runtime through the proxy's admin API
+//! ([`TokenStore::put_service`]), so that they survive a restart and reach every instance sharing it.
 
 mod migrations;
 mod pg_tls;
@@ -193,6 +196,17 @@ pub struct Revenue {
     pub amount: Msat,
 }
 
+/// A service defined at runtime, as the store keeps it (see [`TokenStore::put_service`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredService {
+    /// The service name.
+    pub name: String,
+    /// Its configuration (JSON, the keys of a `[[service]]` table), or `None`: deleted.
+    pub config: Option<String>,
+    /// The write's version: increasing over the whole table, in commit order.
+    pub version: u64,
+}
+
 /// A store failure. The layer answers 503 and lets no request through (fail closed).
 #[derive(Debug, Error)]
 #[error("token store: {0}")]
@@ -232,4 +246,12 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Records a `Payment` charge as spent, atomically: `true` if this call recorded it, `false` if its payment
     /// hash was spent before (by this instance or any other sharing the store).
     async fn spend_charge(&self, charge: &SpentCharge) -> Result<bool, StoreError>;
+    /// Writes a service defined at runtime: its configuration (JSON), or `None` to record it deleted. Returns
+    /// the write's version, above every version before it.
+    async fn put_service(&self, name: &str, config: Option<&str>) -> Result<u64, StoreError>;
+    /// Every service written by [`TokenStore::put_service`] (deleted ones included), in the order they were
+    /// first written.
+    async fn services(&self) -> Result<Vec<StoredService>, StoreError>;
+    /// The version of the last service write (0: none): a cheap way to know whether the services changed.
+    async fn services_version(&self) -> Result<u64, StoreError>;
 }

@@ -10,7 +10,8 @@ use l402_proto::{Msat, PaymentHash, RootKey, TokenId};
 use super::migrations::POSTGRES;
 use super::pg_tls;
 use super::{
-    KeyLookup, NewToken, Revenue, Revocation, SpentCharge, StoreError, TokenInfo, TokenQuery, TokenStore, UsedToken,
+    KeyLookup, NewToken, Revenue, Revocation, SpentCharge, StoreError, StoredService, TokenInfo, TokenQuery,
+    TokenStore, UsedToken,
 };
 
 /// A [`TokenStore`] in PostgreSQL.
@@ -34,6 +35,9 @@ const MIGRATION_LOCK: i64 = 0x4c34_3032;
 
 /// Serializes revocations, so that their sequence numbers are handed out in commit order (see the migration).
 const REVOCATION_LOCK: i64 = 0x4c34_3033;
+
+/// Serializes service writes, so that their versions are handed out in commit order.
+const SERVICES_LOCK: i64 = 0x4c34_3034;
 
 const NOW: &str = "extract(epoch from now())::bigint";
 
@@ -300,6 +304,50 @@ impl TokenStore for PostgresStore {
             .await
             .map_err(StoreError::from_display)?;
         Ok(n > 0)
+    }
+
+    async fn put_service(&self, name: &str, config: Option<&str>) -> Result<u64, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(StoreError::from_display)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SERVICES_LOCK]).await.map_err(StoreError::from_display)?;
+        let version: i64 = tx
+            .query_one("SELECT COALESCE(MAX(version), 0)::bigint + 1 FROM l402_services", &[])
+            .await
+            .map_err(StoreError::from_display)?
+            .get(0);
+        tx.execute(
+            &format!(
+                "INSERT INTO l402_services (name, config, created, version, updated_at) VALUES ($1, $2, $3, $3, {NOW})
+                 ON CONFLICT (name) DO UPDATE SET config = excluded.config, version = excluded.version,
+                     updated_at = excluded.updated_at"
+            ),
+            &[&name, &config, &version],
+        )
+        .await
+        .map_err(StoreError::from_display)?;
+        tx.commit().await.map_err(StoreError::from_display)?;
+        Ok(version as u64)
+    }
+
+    async fn services(&self) -> Result<Vec<StoredService>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query("SELECT name, config, version FROM l402_services ORDER BY created, name", &[])
+            .await
+            .map_err(StoreError::from_display)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredService { name: r.get(0), config: r.get(1), version: r.get::<_, i64>(2) as u64 })
+            .collect())
+    }
+
+    async fn services_version(&self) -> Result<u64, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_one("SELECT COALESCE(MAX(version), 0)::bigint FROM l402_services", &[])
+            .await
+            .map_err(StoreError::from_display)?;
+        Ok(row.get::<_, i64>(0) as u64)
     }
 }
 

@@ -16,7 +16,8 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::migrations::SQLITE;
 use super::{
-    KeyLookup, NewToken, Revenue, Revocation, SpentCharge, StoreError, TokenInfo, TokenQuery, TokenStore, UsedToken,
+    KeyLookup, NewToken, Revenue, Revocation, SpentCharge, StoreError, StoredService, TokenInfo, TokenQuery,
+    TokenStore, UsedToken,
 };
 
 /// A [`TokenStore`] in a SQLite file.
@@ -345,6 +346,44 @@ impl TokenStore for SqliteStore {
                 ],
             )
             .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn put_service(&self, name: &str, config: Option<&str>) -> Result<u64, StoreError> {
+        let (name, config) = (name.to_owned(), config.map(str::to_owned));
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let version: i64 =
+                tx.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM l402_services", [], |r| r.get(0))?;
+            tx.execute(
+                "INSERT INTO l402_services (name, config, created, version, updated_at)
+                 VALUES (?1, ?2, ?3, ?3, strftime('%s','now'))
+                 ON CONFLICT (name) DO UPDATE SET config = excluded.config, version = excluded.version,
+                     updated_at = excluded.updated_at",
+                params![name, config, version],
+            )?;
+            tx.commit()?;
+            Ok(version as u64)
+        })
+        .await
+    }
+
+    async fn services(&self) -> Result<Vec<StoredService>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached("SELECT name, config, version FROM l402_services ORDER BY created, name")?;
+            let rows = st.query_map([], |r| {
+                Ok(StoredService { name: r.get(0)?, config: r.get(1)?, version: r.get::<_, i64>(2)? as u64 })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn services_version(&self) -> Result<u64, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT COALESCE(MAX(version), 0) FROM l402_services", [], |r| r.get::<_, i64>(0))
+                .map(|v| v as u64)
         })
         .await
     }

@@ -14,7 +14,8 @@ use l402_ldk::LdkNode;
 use l402_proto::{Msat, PaymentHash, TokenId};
 use l402_regtest::Regtest;
 use l402_server::store::{
-    KeyLookup, NewToken, Revenue, Revocation, SpentCharge, StoreError, TokenInfo, TokenQuery, TokenStore, UsedToken,
+    KeyLookup, NewToken, Revenue, Revocation, SpentCharge, StoreError, StoredService, TokenInfo, TokenQuery,
+    TokenStore, UsedToken,
 };
 use l402_server::{Charge, L402Layer, L402Token, Paywall, RequestInfo, ServiceSpec};
 
@@ -92,6 +93,18 @@ impl TokenStore for Counting {
     async fn spend_charge(&self, c: &SpentCharge) -> Result<bool, StoreError> {
         self.call("spend_charge")?;
         self.inner.spend_charge(c).await
+    }
+    async fn put_service(&self, name: &str, config: Option<&str>) -> Result<u64, StoreError> {
+        self.call("put_service")?;
+        self.inner.put_service(name, config).await
+    }
+    async fn services(&self) -> Result<Vec<StoredService>, StoreError> {
+        self.call("services")?;
+        self.inner.services().await
+    }
+    async fn services_version(&self) -> Result<u64, StoreError> {
+        self.call("services_version")?;
+        self.inner.services_version().await
     }
 }
 
