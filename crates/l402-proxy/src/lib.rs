@@ -26,6 +26,7 @@ mod conn;
 mod forward;
 pub mod headers;
 mod limits;
+pub mod metering;
 pub mod metrics;
 mod pool;
 mod proxy;

@@ -6,8 +6,9 @@
 //! Usage is a function of the request, so that a test can compute what a request must cost:
 //! `prompt_tokens` is the number of whitespace-separated words in the messages' `content` strings,
 //! `completion_tokens` is `min(max_completion_tokens or max_tokens, ChatOptions::completion_tokens)`.
-//! Chunks can be paced by a delay or held by a gate (each chunk after the first waits for a permit), and the
-//! stream can be cut after some chunks (the connection drops, no usage is sent).
+//! Chunks are paced by a delay; a request with `"x_gate": true` is also held by the upstream's gate (each chunk
+//! after the first waits for a permit, [`ChatUpstream::release`]); a stream is cut (the connection drops, no
+//! usage is sent) after [`ChatOptions::drop_after`] chunks, or the request's `"x_drop_after"`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,15 +33,13 @@ pub struct ChatOptions {
     pub completion_tokens: u64,
     /// The pause before each streamed chunk after the first.
     pub chunk_delay: Duration,
-    /// If set, each streamed chunk after the first waits for a permit of this semaphore (after the delay).
-    pub gate: Option<Arc<Semaphore>>,
     /// If set, a stream is cut (the connection dropped, no usage, no `[DONE]`) after this many chunks (at least 1).
     pub drop_after: Option<usize>,
 }
 
 impl Default for ChatOptions {
     fn default() -> Self {
-        Self { completion_tokens: 8, chunk_delay: Duration::from_millis(5), gate: None, drop_after: None }
+        Self { completion_tokens: 8, chunk_delay: Duration::from_millis(5), drop_after: None }
     }
 }
 
@@ -50,6 +49,7 @@ pub struct ChatUpstream {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
     chunks_sent: Arc<AtomicUsize>,
+    gate: Arc<Semaphore>,
     task: JoinHandle<()>,
 }
 
@@ -78,26 +78,32 @@ impl ChatUpstream {
         let addr = listener.local_addr()?;
         let requests = Arc::new(AtomicUsize::new(0));
         let chunks_sent = Arc::new(AtomicUsize::new(0));
-        let (r, c) = (requests.clone(), chunks_sent.clone());
+        let gate = Arc::new(Semaphore::new(0));
+        let (r, c, g) = (requests.clone(), chunks_sent.clone(), gate.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (options, r, c) = (options.clone(), r.clone(), c.clone());
+                let (options, r, c, g) = (options.clone(), r.clone(), c.clone(), g.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
-                        let (options, r, c) = (options.clone(), r.clone(), c.clone());
-                        async move { Ok::<_, Infallible>(answer(req, options, r, c).await) }
+                        let (options, r, c, g) = (options.clone(), r.clone(), c.clone(), g.clone());
+                        async move { Ok::<_, Infallible>(answer(req, options, r, c, g).await) }
                     });
                     let _ =
                         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                 });
             }
         });
-        Ok(Self { addr, requests, chunks_sent, task })
+        Ok(Self { addr, requests, chunks_sent, gate, task })
     }
 
     /// Its base URL, `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Lets `n` more held chunks of `"x_gate": true` requests go.
+    pub fn release(&self, n: usize) {
+        self.gate.add_permits(n);
     }
 
     /// Chat requests received (well-formed or not).
@@ -125,6 +131,7 @@ async fn answer(
     options: ChatOptions,
     requests: Arc<AtomicUsize>,
     chunks_sent: Arc<AtomicUsize>,
+    gate: Arc<Semaphore>,
 ) -> Response<Body> {
     if req.method() != hyper::Method::POST || req.uri().path() != "/v1/chat/completions" {
         return full(404, "application/json", r#"{"error":{"message":"not found"}}"#.into());
@@ -137,6 +144,11 @@ async fn answer(
         return full(400, "application/json", r#"{"error":{"message":"not JSON"}}"#.into());
     };
     let (prompt, completion) = expected_usage(&request, &options);
+    let mut options = options;
+    if let Some(n) = request["x_drop_after"].as_u64() {
+        options.drop_after = usize::try_from(n).ok();
+    }
+    let gate = (request["x_gate"] == Value::Bool(true)).then_some(gate);
     let usage = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
     let model = request["model"].as_str().unwrap_or("test-model").to_owned();
     if request["stream"] != Value::Bool(true) {
@@ -161,30 +173,30 @@ async fn answer(
         json!({"id": "chatcmpl-test", "object": "chat.completion.chunk", "model": model, "choices": [], "usage": usage})
             .to_string(),
     );
-    let state = (events.into_iter().enumerate(), options, chunks_sent, false);
-    let stream = futures_util::stream::unfold(state, |(mut events, options, sent, done)| async move {
+    let state = (events.into_iter().enumerate(), (options, gate), chunks_sent, false);
+    let stream = futures_util::stream::unfold(state, |(mut events, (options, gate), sent, done)| async move {
         if done {
             return None;
         }
         let Some((i, event)) = events.next() else {
             let last = Frame::data(Bytes::from_static(b"data: [DONE]\n\n"));
-            return Some((Ok(last), (events, options, sent, true)));
+            return Some((Ok(last), (events, (options, gate), sent, true)));
         };
         if i > 0 {
             // The pause also lets the connection flush what was sent before a cut.
             tokio::time::sleep(options.chunk_delay).await;
             if options.drop_after.is_some_and(|n| i >= n) {
                 let cut = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "stream cut by the test upstream");
-                return Some((Err(cut), (events, options, sent, true)));
+                return Some((Err(cut), (events, (options, gate), sent, true)));
             }
-            if let Some(gate) = &options.gate {
+            if let Some(gate) = &gate {
                 if let Ok(p) = gate.acquire().await {
                     p.forget();
                 }
             }
         }
         sent.fetch_add(1, Ordering::SeqCst);
-        Some((Ok(Frame::data(Bytes::from(format!("data: {event}\n\n")))), (events, options, sent, false)))
+        Some((Ok(Frame::data(Bytes::from(format!("data: {event}\n\n")))), (events, (options, gate), sent, false)))
     });
     let mut r = Response::new(StreamBody::new(stream).boxed());
     r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/event-stream"));
