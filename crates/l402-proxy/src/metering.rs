@@ -4,12 +4,12 @@
 //! - The balance is keyed by the payment: an L402 token's id, a `Payment` charge's payment hash. It is opened
 //!   (worth the bundle's price) the first time the payment is used, and kept in the store
 //!   ([`l402_server::store::TokenStore::reserve`] and `settle`), so instances sharing PostgreSQL share it.
-//! - The estimate ([`Metering::estimate`]): with unit prices, the prompt at one unit per 4 bytes of request
+//! - The estimate (`Metering::estimate`): with unit prices, the prompt at one unit per 4 bytes of request
 //!   body (rounded up) × the input price, plus the body's `max_completion_tokens` (else `max_tokens`, else
 //!   `default_estimate`) × the output price; with `per_request_msat`, that price. A reservation is taken only
 //!   if the balance less the reservations in flight covers it; else the answer is a fresh 402 (the next
 //!   bundle). An estimate over a whole bundle is a 400: no payment could serve it.
-//! - The response streams through untouched, frame by frame ([`MeteredBody`]); only a bounded tail
+//! - The response streams through untouched, frame by frame (`MeteredBody`); only a bounded tail
 //!   ([`TAIL_BYTES`]) is kept, in which the last OpenAI-style `usage` object (`prompt_tokens`,
 //!   `completion_tokens`) is looked for when the body ends: the last SSE chunk with usage, or the JSON body's.
 //!   The debit is `prompt_tokens` × input price + `completion_tokens` × output price, at most what is left.

@@ -28,6 +28,7 @@ name = "chat"
 path = "/v1/*"
 upstream = "{upstream}"
 schemes = {schemes}
+max_body_bytes = 4096
 
 [service.metering]
 bundle = 1000
@@ -273,8 +274,19 @@ async fn a_payment_charge_buys_a_bundle_that_it_draws_down_when_presented_again(
         read_all(r).await.expect("whole");
         expected -= cost(words, max);
     }
+    // Hostile bodies: one over max_body_bytes is a 413, nothing reserved or debited...
+    let r = post(&p, Some(&auth), vec![b'x'; 5_000]).await;
+    assert_eq!(r.status(), 413);
+    // ...one that is not JSON has no max_tokens to read (default_estimate), and its answer (the upstream's
+    // 400) no usage: it costs the estimate.
+    let junk = b"{not json".to_vec();
+    let r = post(&p, Some(&auth), junk.clone()).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(balance_header(&r), expected);
+    read_all(r).await.expect("whole");
+    expected -= junk.len().div_ceil(4) as u64 * 2 + 50 * 3;
     let bal = p.paywall().store().balance(&key).await.expect("store").expect("open");
-    assert_eq!((bal.balance, bal.requests, bal.service.as_str()), (Msat(expected), 3, "chat"));
+    assert_eq!((bal.balance, bal.reserved, bal.requests, bal.service.as_str()), (Msat(expected), Msat(0), 4, "chat"));
     n.net.shutdown().await;
 }
 

@@ -75,7 +75,7 @@ impl ServiceSpec {
         }
     }
 
-    /// Metered (see [`ServiceSpec::metered`]).
+    /// Metered (see the `metered` field).
     pub fn metered(mut self, metered: bool) -> Self {
         self.metered = metered;
         self
