@@ -2,7 +2,8 @@
 //! OpenAI-compatible upstream: each request is debited exactly what the upstream reported using (to the msat,
 //! seen in `X-L402-Balance-Msat`), SSE chunks pass through as they are sent, a cut stream costs its estimate,
 //! an exhausted bundle gets a fresh 402 and the next payment a fresh bundle, balances outlive a restart,
-//! concurrent requests never overdraw, and a `Payment` charge buys a bundle too.
+//! concurrent requests never overdraw (on one instance, and over two sharing PostgreSQL, which share balances),
+//! and a `Payment` charge buys a bundle too.
 #![allow(missing_docs)]
 
 mod support;
@@ -211,17 +212,24 @@ async fn concurrent_requests_never_overdraw_a_bundle() {
     let (n, up, _dir, text) = setup(r#"["l402"]"#).await;
     let p = proxy(&text, &n.server).await;
     let (auth, key) = buy_token(&p, &n.alice).await;
+    race(&[&p], &up, &auth, key).await;
+    n.net.shutdown().await;
+}
+
+/// `total` requests at once, spread over `proxies`, against a fresh bundle that fits only some of their
+/// estimates: each admitted one is held by the gate after its first chunk (its reservation in flight) until
+/// all have been answered, so exactly those that fit are admitted; then each is debited its usage.
+async fn race(proxies: &[&Proxy], up: &ChatUpstream, auth: &str, key: BalanceKey) {
     let words = "race";
     let b = body(words, 200, json!({"x_gate": true}));
     let each = estimate(&b, 200);
     let fits = (BUNDLE_MSAT / each) as usize;
     let total = 10;
     assert!(fits >= 2 && fits < total, "estimate {each}");
-    // Every admitted request is held by the gate after its first chunk, its reservation in flight, until all
-    // have been answered: exactly the ones that fit are admitted.
+    let before = up.requests();
     let mut tasks = Vec::new();
-    for _ in 0..total {
-        let (addr, auth, b) = (p.addr(), auth.clone(), b.clone());
+    for i in 0..total {
+        let (addr, auth, b) = (proxies[i % proxies.len()].addr(), auth.to_owned(), b.clone());
         tasks.push(tokio::spawn(async move {
             reqwest::Client::new()
                 .post(format!("http://{addr}/v1/chat/completions"))
@@ -243,15 +251,49 @@ async fn concurrent_requests_never_overdraw_a_bundle() {
         }
     }
     assert_eq!((admitted.len(), refused), (fits, total - fits));
-    assert_eq!(up.requests(), fits, "the refused never reached the upstream");
-    let bal = p.paywall().store().balance(&key).await.expect("store").expect("open");
+    assert_eq!(up.requests() - before, fits, "the refused never reached the upstream");
+    let store = proxies[0].paywall().store();
+    let bal = store.balance(&key).await.expect("store").expect("open");
     assert_eq!(bal.reserved, Msat(each * fits as u64));
     up.release(1_000);
     for r in admitted {
         read_all(r).await.expect("whole");
     }
-    let bal = p.paywall().store().balance(&key).await.expect("store").expect("open");
+    let bal = store.balance(&key).await.expect("store").expect("open");
     assert_eq!((bal.reserved, bal.balance), (Msat(0), Msat(BUNDLE_MSAT - cost(words, 200) * fits as u64)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_proxies_on_one_postgres_share_a_balance() {
+    let (n, up, dir, _) = setup(r#"["l402"]"#).await;
+    let pg = l402_regtest::Postgres::start().await.expect("postgres (apt-get install postgresql)");
+    let master = dir.path().join("master.key");
+    let text = config(dir.path(), &up.url(), r#"["l402"]"#)
+        .replace(
+            &format!("store = {{ kind = \"sqlite\", path = \"{}\" }}", dir.path().join("l402.db").display()),
+            &format!("store = {{ kind = \"postgres\", url = \"{}\" }}", pg.connection_string()),
+        )
+        .replace(
+            "[[service]]",
+            &format!("tokens = {{ master_key_files = [\"{}\"] }}\n\n[[service]]", master.display()),
+        );
+    assert!(text.contains("postgres") && text.contains("master.key"), "{text}");
+    let a = proxy(&text, &n.server).await;
+    let b = proxy(&text, &n.server).await;
+    let (auth, key) = buy_token(&a, &n.alice).await;
+    // Alternating instances: each sees the other's debits.
+    let mut expected = BUNDLE_MSAT;
+    for (p, words, max) in [(&a, "on a", 2), (&b, "then on b", 7), (&a, "back on a again", 30)] {
+        let r = post(p, Some(&auth), body(words, max, json!({}))).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(balance_header(&r), expected);
+        read_all(r).await.expect("whole");
+        expected -= cost(words, max);
+    }
+    // A fresh token raced over both instances: never overdrawn.
+    let (auth, key2) = buy_token(&b, &n.alice).await;
+    race(&[&a, &b], &up, &auth, key2).await;
+    assert_eq!(b.paywall().store().balance(&key).await.expect("store").expect("open").balance, Msat(expected));
     n.net.shutdown().await;
 }
 
