@@ -1,8 +1,8 @@
 //! Metered services through `l402 proxy`, paid over a real regtest channel, in front of the test kit's streaming
 //! OpenAI-compatible upstream: each request is debited exactly what the upstream reported using (to the msat,
-//! seen in `X-L402-Balance-Msat`), SSE chunks pass through as they are sent, a cut stream costs its estimate,
-//! an exhausted bundle gets a fresh 402 and the next payment a fresh bundle, balances outlive a restart,
-//! concurrent requests never overdraw (on one instance, and over two sharing PostgreSQL, which share balances),
+//! seen in `X-L402-Balance-Msat`), SSE chunks pass through as they are sent, a cut stream or a client that
+//! hangs up costs its estimate, an exhausted bundle gets a fresh 402 and the next payment a fresh bundle,
+//! balances outlive a restart, concurrent requests never overdraw (on one instance, and over two sharing PostgreSQL, which share balances),
 //! and a `Payment` charge buys a bundle too.
 #![allow(missing_docs)]
 
@@ -134,7 +134,7 @@ async fn a_bundle_is_debited_each_requests_reported_usage_streamed_as_sent_and_k
     let first = String::from_utf8(first.expect("a chunk").to_vec()).expect("utf-8");
     assert!(first.starts_with("data: ") && first.contains("tok0"), "{first}");
     assert_eq!(up.chunks_sent(), 1, "the client has the first chunk before the upstream sent the second");
-    up.release(100);
+    up.release(5); // the other completion chunks and the usage chunk: no permit is left over
     let mut rest = String::new();
     while let Some(c) = tokio::time::timeout(Duration::from_secs(30), r.chunk()).await.expect("in time").expect("read")
     {
@@ -164,10 +164,31 @@ async fn a_bundle_is_debited_each_requests_reported_usage_streamed_as_sent_and_k
     assert!(read_all(r).await.is_err(), "the client sees the stream cut");
     expected -= estimate(&b, 6);
 
-    // A restart (same store): the balance is where it was.
+    // The client goes away after the first chunk (the upstream holds the rest): debited the estimate, once
+    // the proxy has seen the connection go.
     let store = p.paywall().store().clone();
+    let b = body("i will hang up", 7, json!({"x_gate": true}));
+    let mut r = post(&p, Some(&auth), b.clone()).await;
+    assert_eq!(balance_header(&r), expected);
+    let first = tokio::time::timeout(Duration::from_secs(30), r.chunk()).await.expect("first chunk").expect("read");
+    assert!(first.is_some());
+    drop(r);
+    expected -= estimate(&b, 7);
+    let settled = async {
+        loop {
+            let bal = store.balance(&key).await.expect("store").expect("open");
+            if bal.reserved == Msat(0) {
+                return bal;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let bal = tokio::time::timeout(Duration::from_secs(30), settled).await.expect("settled after the hang-up");
+    assert_eq!(bal.balance, Msat(expected));
+
+    // A restart (same store): the balance is where it was.
     let kept = store.balance(&key).await.expect("store").expect("open");
-    assert_eq!((kept.balance, kept.reserved, kept.requests), (Msat(expected), Msat(0), 4));
+    assert_eq!((kept.balance, kept.reserved, kept.requests), (Msat(expected), Msat(0), 5));
     assert_eq!(kept.debited, Msat(BUNDLE_MSAT - expected));
     p.stop();
     drop(p);
