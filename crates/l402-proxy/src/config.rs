@@ -413,7 +413,87 @@ pub struct ServiceConfig {
     /// forwarded keeps its case.
     #[serde(default)]
     pub case_insensitive_paths: bool,
+    /// Metered pricing: a payment buys a bundle that requests draw down by what they used (see
+    /// [`MeteringConfig`]). The service's price is then the bundle's price.
+    #[serde(default)]
+    pub metering: Option<MeteringConfig>,
 }
+
+/// `[service.metering]`: a payment (an L402 token, or a `Payment` charge) buys a balance worth `bundle` units
+/// (model tokens, say) and each request is debited what it used, read from the OpenAI-style `usage` object of
+/// its response. Give per-direction unit prices (`input_msat_per_unit`, `output_msat_per_unit`) or a flat
+/// `per_request_msat`. The bundle's price, the service's price, is `bundle` × the higher unit price (or ×
+/// `per_request_msat`): a bundle buys at least `bundle` units in either direction. All amounts are whole msat.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MeteringConfig {
+    /// Units bought per payment (tokens, or requests with `per_request_msat`).
+    pub bundle: u64,
+    /// Price of a prompt (input) unit, msat.
+    #[serde(default)]
+    pub input_msat_per_unit: Option<u64>,
+    /// Price of a completion (output) unit, msat.
+    #[serde(default)]
+    pub output_msat_per_unit: Option<u64>,
+    /// A flat price per request, msat (instead of unit prices; no usage is read).
+    #[serde(default)]
+    pub per_request_msat: Option<u64>,
+    /// Completion units reserved for a request whose body gives no `max_completion_tokens` / `max_tokens`.
+    #[serde(default = "default_estimate")]
+    pub default_estimate: u64,
+}
+
+fn default_estimate() -> u64 {
+    1000
+}
+
+/// A service's metering, checked: unit prices or a flat price, and the bundle's price.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Meter {
+    /// Per-direction unit prices, msat.
+    Units {
+        /// Per prompt unit.
+        input: u64,
+        /// Per completion unit.
+        output: u64,
+        /// Completion units reserved when the request names no maximum.
+        default_estimate: u64,
+    },
+    /// A flat price per request, msat.
+    PerRequest(u64),
+}
+
+impl MeteringConfig {
+    /// Checks the metering of service `name` and returns it with the bundle's price (msat).
+    pub fn check(&self, name: &str) -> Result<(Meter, u64), ConfigError> {
+        let err = |what: &str| ConfigError(format!("service {name}: metering: {what}"));
+        if self.bundle == 0 {
+            return Err(err("bundle must be at least 1"));
+        }
+        let (meter, unit) = match (self.input_msat_per_unit, self.output_msat_per_unit, self.per_request_msat) {
+            (None, None, Some(flat)) => (Meter::PerRequest(flat), flat),
+            (input, output, None) if input.is_some() || output.is_some() => {
+                let (input, output) = (input.unwrap_or(0), output.unwrap_or(0));
+                if self.default_estimate == 0 {
+                    return Err(err("default_estimate must be at least 1"));
+                }
+                (Meter::Units { input, output, default_estimate: self.default_estimate }, input.max(output))
+            }
+            _ => return Err(err("give input_msat_per_unit and/or output_msat_per_unit, or per_request_msat")),
+        };
+        if unit == 0 {
+            return Err(err("a unit price above 0 is needed"));
+        }
+        let price =
+            self.bundle.checked_mul(unit).filter(|p| *p <= MAX_BUNDLE_MSAT).ok_or_else(|| {
+                err(&format!("bundle × unit price is over {MAX_BUNDLE_MSAT} msat (21 million bitcoin)"))
+            })?;
+        Ok((meter, price))
+    }
+}
+
+/// The most a bundle may cost: every bitcoin there will be, in msat (fits in an i64 column).
+const MAX_BUNDLE_MSAT: u64 = 21_000_000 * 100_000_000 * 1000;
 
 /// A route's capability requirement.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -484,6 +564,15 @@ impl HeaderSource {
 impl ServiceConfig {
     /// The price in msat.
     pub fn price(&self) -> Result<u64, ConfigError> {
+        if let Some(m) = &self.metering {
+            if self.price_msat.is_some() || self.price_sat.is_some() {
+                return Err(ConfigError(format!(
+                    "service {}: a metered service's price is its bundle's: remove price_msat / price_sat",
+                    self.name
+                )));
+            }
+            return m.check(&self.name).map(|(_, price)| price);
+        }
         match (self.price_msat, self.price_sat) {
             (Some(m), None) => Ok(m),
             (None, Some(s)) => {
@@ -637,6 +726,9 @@ fn check_service(s: &ServiceConfig) -> Result<(), ConfigError> {
              that is a multiple of 1000",
             s.name
         )));
+    }
+    if s.metering.is_some() && !s.payment {
+        return Err(ConfigError(format!("service {}: metering needs payment = true", s.name)));
     }
     if s.payment && price == 0 {
         return Err(ConfigError(format!("service {}: a paid service needs a price above 0", s.name)));

@@ -18,10 +18,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
+use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::Authority;
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
-use http_body_util::{LengthLimitError, Limited};
+use http_body_util::{Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -31,8 +32,10 @@ use crate::config::ConfigError;
 use crate::headers::{strip_hop_by_hop, strip_request};
 use crate::pool::{Pool, PoolError};
 
+/// The body of a request to forward: the client's as it streams in, or (metered services) read whole first.
+pub(crate) type ReqBody = Either<Incoming, Full<Bytes>>;
 /// The body sent upstream: the client's, cut at the service's limit.
-type UpBody = Limited<Incoming>;
+type UpBody = Limited<ReqBody>;
 type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// A client for one upstream. Each thread gets a connection pool of its own (made on its first request), so
@@ -175,7 +178,7 @@ impl Upstream {
     /// the connection's address (appended to `X-Forwarded-For`); `max_body` cuts the request body.
     pub(crate) async fn forward(
         &self,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
         path: &str,
         peer: IpAddr,
         tls: bool,

@@ -9,7 +9,8 @@
 //! with `Retry-After`) and forwarded to the canonical path with streaming bodies, the credential and any
 //! client-sent `X-L402-*` header removed ([`headers`]). The listener bounds header reads, TLS handshakes,
 //! idle connections, head sizes, bodies and the number of connections ([`config::ListenerConfig`]).
-//! `/metrics` and an admin API listen apart ([`admin`]).
+//! A metered service (`[service.metering]`) reserves an estimate from the payment's balance first and is
+//! debited the usage its response reports ([`metering`]). `/metrics` and an admin API listen apart ([`admin`]).
 //!
 //! Connections are accepted on the caller's runtime and handed round robin to worker threads (one per core
 //! by default, `[listener] workers`), each a single-threaded runtime that serves its connections whole, with
@@ -26,6 +27,7 @@ mod conn;
 mod forward;
 pub mod headers;
 mod limits;
+pub mod metering;
 pub mod metrics;
 mod pool;
 mod proxy;

@@ -15,13 +15,14 @@ use l402_lightning::InvoiceIssuer;
 use l402_proto::Msat;
 use l402_server::layer::answer;
 use l402_server::response::is_grpc;
-use l402_server::store::{PostgresStore, SqliteStore, TokenStore};
-use l402_server::{Authorized, Charge, MasterKeys, PaymentScheme, Paywall, ServiceSpec};
+use l402_server::store::{BalanceKey, PostgresStore, Reserve, SqliteStore, TokenStore};
+use l402_server::{Authorized, Charge, MasterKeys, PaymentScheme, Paywall, Refusal, ServiceSpec};
 
 use crate::client::{ClientPrefix, TrustedProxies};
 use crate::config::{Config, ConfigError, ListenerConfig, RateKey, ServiceConfig, StoreConfig};
-use crate::forward::{ForwardError, Paid, PaidBy, Upstream, failure_response};
+use crate::forward::{ForwardError, Paid, PaidBy, ReqBody, Upstream, failure_response};
 use crate::limits::{ChallengeLimiter, Freebies, LimitKey, RateLimiter};
+use crate::metering::{MeteredBody, Metering, Reservation};
 use crate::metrics::{Outcome, ProxyMetrics};
 use crate::routing::{canonical_path, glob, host_only};
 use crate::services::{Registry, ServiceTable};
@@ -50,6 +51,8 @@ pub(crate) struct Service {
     pub(crate) spec: Arc<ServiceSpec>,
     pub(crate) upstream: Upstream,
     pub(crate) freebies: Freebies,
+    /// `[service.metering]`, checked.
+    pub(crate) metering: Option<Metering>,
     pub(crate) limiter: Option<(RateKey, RateLimiter<LimitKey>)>,
     /// The host pattern, lower-cased.
     host: String,
@@ -81,12 +84,21 @@ impl Service {
             lifetime: s.lifetime_secs.map(Duration::from_secs),
             capabilities: s.capabilities.clone(),
             schemes: s.schemes()?,
+            metered: s.metering.is_some(),
+        };
+        let metering = match &s.metering {
+            Some(m) => {
+                let (meter, price) = m.check(&s.name)?;
+                Some(Metering { meter, bundle: Msat(price) })
+            }
+            None => None,
         };
         let case = |p: &str| if s.case_insensitive_paths { p.to_ascii_lowercase() } else { p.to_owned() };
         Ok(Service {
             spec: Arc::new(spec),
             upstream,
             freebies: Freebies::new(s.freebies, capacity),
+            metering,
             limiter: s.rate_limit.as_ref().map(|r| (r.per, RateLimiter::new(r.per_second, r.burst, capacity))),
             host: s.host.to_ascii_lowercase(),
             path: case(&s.path),
@@ -308,8 +320,8 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
     let free = free_path || (capability.is_none() && service.freebies.take(prefix));
     let mut token_id = None;
     let mut receipt = None;
+    let charge = Charge { service: service.spec.clone(), price: service.spec.price, capability };
     if !free {
-        let charge = Charge { service: service.spec.clone(), price: service.spec.price, capability };
         match state.paywall.authorize(req.headers(), &charge).await {
             Ok(Authorized::Token(token)) => token_id = Some(token.token_id),
             Ok(Authorized::Charge(paid)) => receipt = Some(paid),
@@ -362,12 +374,43 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
     let paid = token_hex
         .as_deref()
         .map(|id| Paid { by: if receipt.is_some() { PaidBy::Charge(id) } else { PaidBy::Token(id) }, service: name });
+    let key = match (&service.metering, token_id, &receipt) {
+        (None, ..) => None,
+        (Some(_), Some(t), _) => Some(BalanceKey::Token(t)),
+        (Some(_), None, Some(r)) => Some(BalanceKey::Charge(r.payment_hash)),
+        (Some(_), None, None) => None, // a free path or a freebie
+    };
+    let (req, mut reservation) = match (key, &service.metering) {
+        (Some(key), Some(m)) => {
+            let id = token_hex.clone().unwrap_or_default();
+            match reserve(&state, service, m, key, id, req, &charge, prefix, grpc).await {
+                Ok((req, r)) => (req, Some(r)),
+                Err(resp) => {
+                    tracing::info!(%method, path, %client, service = name, token_id = token_hex.as_deref().unwrap_or("-"), status = resp.status().as_u16(), "metered request not forwarded");
+                    return resp;
+                }
+            }
+        }
+        _ => (req.map(ReqBody::Left), None),
+    };
     let result = service.upstream.forward(req, &path, peer.ip(), state.tls, paid, service.config.max_body_bytes).await;
     let elapsed = started.elapsed();
     state.metrics.upstream_latency.observe(elapsed);
+    if result.is_err() {
+        // Nothing was served: the reservation is released, nothing debited.
+        if let Some((r, _)) = reservation.take() {
+            r.settle(0).await;
+        }
+    }
     match result {
         Ok(mut resp) => {
             state.metrics.count(Outcome::Forwarded);
+            if let Some((r, available)) = reservation {
+                let h = resp.headers_mut();
+                h.insert(X_L402_BALANCE_MSAT, HeaderValue::from(available.0));
+                h.insert(X_L402_RESERVED_MSAT, HeaderValue::from(r.reserved.0));
+                resp = resp.map(|b| Body::new(MeteredBody::new(b, r)));
+            }
             if let Some(value) = receipt.and_then(|r| HeaderValue::from_str(&r.receipt).ok()) {
                 l402_server::layer::with_receipt(resp.headers_mut(), value);
             }
@@ -385,4 +428,89 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
             failure_response(&e, grpc)
         }
     }
+}
+
+/// The balance left before this request (less other requests' reservations), msat.
+const X_L402_BALANCE_MSAT: HeaderName = HeaderName::from_static("x-l402-balance-msat");
+/// What this request reserved (its estimate), msat.
+const X_L402_RESERVED_MSAT: HeaderName = HeaderName::from_static("x-l402-reserved-msat");
+
+/// A metered request's admission ([`crate::metering`]): its body read (cut at `max_body_bytes`), its estimate
+/// reserved from the payment's balance (opened at the first use). The request to forward and the reservation
+/// with the balance available before it, or the answer: 413, 400 (an estimate over a bundle), 503 (store),
+/// 402 (the balance does not cover the estimate: the next bundle) or 429 (the challenge limit).
+#[allow(clippy::too_many_arguments)]
+async fn reserve(
+    state: &State,
+    service: &Service,
+    metering: &Metering,
+    key: BalanceKey,
+    id: String,
+    req: Request<Incoming>,
+    charge: &Charge,
+    prefix: ClientPrefix,
+    grpc: bool,
+) -> Result<(Request<ReqBody>, (Reservation, Msat)), Response<Body>> {
+    use http_body_util::BodyExt as _;
+    let (parts, body) = req.into_parts();
+    let limit = usize::try_from(service.config.max_body_bytes).unwrap_or(usize::MAX);
+    let bytes = match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            state.metrics.count(Outcome::BadRequest);
+            return Err(status_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large", grpc, Extra::None));
+        }
+        Err(_) => {
+            state.metrics.count(Outcome::BadRequest);
+            return Err(status_response(StatusCode::BAD_REQUEST, "request body unreadable", grpc, Extra::None));
+        }
+    };
+    let Some(estimate) = metering.estimate(&bytes) else {
+        state.metrics.count(Outcome::BadRequest);
+        return Err(status_response(
+            StatusCode::BAD_REQUEST,
+            "the request could cost more than a whole bundle",
+            grpc,
+            Extra::Reason("estimate_over_bundle"),
+        ));
+    };
+    let store = state.paywall.store();
+    let unavailable = |e: l402_server::store::StoreError| {
+        tracing::warn!(error = %e, "metered balance: store unavailable");
+        state.metrics.count(Outcome::Refused);
+        status_response(StatusCode::SERVICE_UNAVAILABLE, "store unavailable", grpc, Extra::None)
+    };
+    let mut reserved = store.reserve(&key, Msat(estimate)).await.map_err(unavailable)?;
+    if reserved == Reserve::Missing {
+        store
+            .open_balance(&key, &service.spec.name, metering.bundle, state.paywall.now())
+            .await
+            .map_err(unavailable)?;
+        reserved = store.reserve(&key, Msat(estimate)).await.map_err(unavailable)?;
+    }
+    let available = match reserved {
+        Reserve::Reserved { available } => available,
+        Reserve::Insufficient { .. } | Reserve::Missing => {
+            if let Err(wait) = state.challenges.check(prefix) {
+                state.metrics.count(Outcome::RateLimited);
+                return Err(status_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many challenges",
+                    grpc,
+                    Extra::RetryAfter(wait),
+                ));
+            }
+            state.metrics.count(Outcome::Challenged);
+            return Err(answer(&state.paywall, charge, Refusal::PaymentRequired, grpc).await.map(Body::new));
+        }
+    };
+    let reservation = Reservation {
+        store: store.clone(),
+        key,
+        reserved: Msat(estimate),
+        metering: *metering,
+        now: state.paywall.now(),
+        id,
+    };
+    Ok((Request::from_parts(parts, ReqBody::Right(http_body_util::Full::new(bytes))), (reservation, available)))
 }

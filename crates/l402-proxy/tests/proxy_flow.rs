@@ -363,7 +363,9 @@ price_sat = 100
 fn the_sample_config_parses() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../l402.sample.toml");
     let c = Config::load(&path).expect("l402.sample.toml parses");
-    assert_eq!(c.services.len(), 2);
+    assert_eq!(c.services.len(), 3);
+    let chat = &c.services[1];
+    assert_eq!(chat.price().expect("the bundle's price"), 2_000_000, "1,000,000 units at 2 msat");
     let weather = &c.services[0];
     assert_eq!(weather.price().expect("price"), 10_000);
     assert_eq!(weather.routes.len(), 2);

@@ -11,7 +11,8 @@
 //! service it was issued for and its amount against this request's price; sha256(preimage) against the payment
 //! hash; the invoice settled on the node; then, last and atomically, the payment hash recorded as spent
 //! ([`crate::store::TokenStore::spend_charge`]): a charge pays for one request, even with two instances racing
-//! on one PostgreSQL. A credential refused for a reason the client can fix by paying gets a fresh 402; a
+//! on one PostgreSQL (on a metered service, `ServiceSpec::metered`, a charge is presented again until its
+//! balance runs out: the metering decides). A credential refused for a reason the client can fix by paying gets a fresh 402; a
 //! store or node failure refuses with 503. The 2xx carries a `Payment-Receipt`.
 
 use std::time::Duration;

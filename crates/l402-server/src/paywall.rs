@@ -554,12 +554,13 @@ impl Paywall {
             consumed_at: now,
             expires_at,
         };
-        if !self.store.spend_charge(&spent).await? {
+        if self.store.spend_charge(&spent).await? {
+            self.metrics.charges_paid.fetch_add(1, Ordering::Relaxed);
+            self.metrics.revenue_msat.fetch_add(amount.0, Ordering::Relaxed);
+            tracing::debug!(challenge_id = %challenge_id, service = %service, "payment charge spent");
+        } else if !charge.service.metered {
             return Err(Refusal::Charge(ChargeRefusal::Spent));
         }
-        self.metrics.charges_paid.fetch_add(1, Ordering::Relaxed);
-        self.metrics.revenue_msat.fetch_add(amount.0, Ordering::Relaxed);
-        tracing::debug!(challenge_id = %challenge_id, service = %service, "payment charge spent");
         let receipt = crate::charge::receipt(&payment_hash, &challenge_id, now);
         Ok(PaidCharge { payment_hash, challenge_id, service: service.clone(), amount, receipt })
     }

@@ -55,6 +55,10 @@ pub struct ServiceSpec {
     pub capabilities: Vec<String>,
     /// The schemes it is paid in (default: L402 only).
     pub schemes: Schemes,
+    /// Metered: a payment buys a balance that requests draw down (kept by whoever meters, e.g. the proxy).
+    /// A `Payment` charge of a metered service is then accepted again after its first request, its balance
+    /// deciding what it still buys.
+    pub metered: bool,
 }
 
 impl ServiceSpec {
@@ -67,7 +71,14 @@ impl ServiceSpec {
             lifetime: None,
             capabilities: Vec::new(),
             schemes: Schemes::default(),
+            metered: false,
         }
+    }
+
+    /// Metered (see the `metered` field).
+    pub fn metered(mut self, metered: bool) -> Self {
+        self.metered = metered;
+        self
     }
 
     /// Paid in these schemes.

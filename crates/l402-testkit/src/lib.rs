@@ -15,6 +15,8 @@
 //! # Ok(()) }
 //! ```
 //!
+//! [`ChatUpstream`] ([`chat`]) is an OpenAI-compatible streaming chat endpoint for the metered-service tests.
+//!
 //! Modules: `server` (listener, TLS, HTTP/2, routing of gRPC paths), `tls` (the LND-like certificate),
 //! `auth` (macaroons and permissions), `lightning` (`lnrpc.Lightning` and `invoicesrpc.Invoices`), `router`
 //! (`routerrpc.Router`), `sim` (the shared state: LND's invoice and payment books), [`faults`].
@@ -89,6 +91,7 @@
 //! after the hold, so no HTLC is locked meanwhile), and injected failures (reported without any payment).
 
 mod auth;
+pub mod chat;
 pub mod faults;
 mod lightning;
 mod router;
@@ -96,6 +99,7 @@ mod server;
 mod sim;
 mod tls;
 
+pub use chat::{ChatOptions, ChatUpstream};
 pub use faults::Fault;
 pub use server::LndSimulator;
 pub use sim::Backend;

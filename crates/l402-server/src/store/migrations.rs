@@ -24,6 +24,7 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
     (2, SQLITE_REVOCATIONS),
     (3, SQLITE_CHARGES),
     (4, SQLITE_SERVICES),
+    (5, SQLITE_BALANCES),
 ];
 
 /// Version 2: revocations by sequence, so that every instance can hold the set in memory and follow it (a
@@ -59,6 +60,7 @@ pub(crate) const POSTGRES: &[(i64, &str)] = &[
     (2, POSTGRES_REVOCATIONS),
     (3, POSTGRES_CHARGES),
     (4, POSTGRES_SERVICES),
+    (5, POSTGRES_BALANCES),
 ];
 
 /// Version 2 (see [`SQLITE_REVOCATIONS`]). Revocations are inserted under an advisory lock held until commit,
@@ -115,4 +117,37 @@ const POSTGRES_SERVICES: &str = "CREATE TABLE l402_services (
         created    BIGINT NOT NULL,
         version    BIGINT NOT NULL UNIQUE,
         updated_at BIGINT NOT NULL
+    );";
+
+/// Version 5: balances of metered services, one row per payment (an L402 token by its id, or a `Payment`
+/// charge by its payment hash). `balance_msat` is what is left; `reserved_msat` the estimates of requests in
+/// flight; `debited_msat` what requests were charged in total. A reservation is taken only while
+/// `balance_msat - reserved_msat` covers it (one conditional UPDATE), so concurrent requests never overdraw.
+const SQLITE_BALANCES: &str = "CREATE TABLE l402_balances (
+        kind          TEXT NOT NULL,
+        id            BLOB NOT NULL,
+        service       TEXT NOT NULL,
+        bundle_msat   INTEGER NOT NULL,
+        balance_msat  INTEGER NOT NULL CHECK (balance_msat >= 0),
+        reserved_msat INTEGER NOT NULL DEFAULT 0 CHECK (reserved_msat >= 0),
+        debited_msat  INTEGER NOT NULL DEFAULT 0,
+        requests      INTEGER NOT NULL DEFAULT 0,
+        opened_at     INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        PRIMARY KEY (kind, id)
+    );";
+
+/// Version 5 (see [`SQLITE_BALANCES`]).
+const POSTGRES_BALANCES: &str = "CREATE TABLE l402_balances (
+        kind          TEXT NOT NULL,
+        id            BYTEA NOT NULL,
+        service       TEXT NOT NULL,
+        bundle_msat   BIGINT NOT NULL,
+        balance_msat  BIGINT NOT NULL CHECK (balance_msat >= 0),
+        reserved_msat BIGINT NOT NULL DEFAULT 0 CHECK (reserved_msat >= 0),
+        debited_msat  BIGINT NOT NULL DEFAULT 0,
+        requests      BIGINT NOT NULL DEFAULT 0,
+        opened_at     BIGINT NOT NULL,
+        updated_at    BIGINT NOT NULL,
+        PRIMARY KEY (kind, id)
     );";

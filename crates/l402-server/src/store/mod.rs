@@ -207,6 +207,67 @@ pub struct StoredService {
     pub version: u64,
 }
 
+/// What a metered balance belongs to: the payment that bought its bundle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BalanceKey {
+    /// An L402 token, by token id.
+    Token(TokenId),
+    /// A `Payment` charge, by payment hash.
+    Charge(PaymentHash),
+}
+
+impl BalanceKey {
+    /// The `kind` column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BalanceKey::Token(_) => "token",
+            BalanceKey::Charge(_) => "charge",
+        }
+    }
+
+    /// The `id` column.
+    pub fn id(&self) -> &[u8; 32] {
+        match self {
+            BalanceKey::Token(t) => &t.0,
+            BalanceKey::Charge(h) => &h.0,
+        }
+    }
+}
+
+/// What [`TokenStore::reserve`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reserve {
+    /// Reserved; `available` was the balance less the other reservations, before this one.
+    Reserved {
+        /// Balance minus reservations in flight, before this reservation.
+        available: Msat,
+    },
+    /// Not enough left: nothing reserved.
+    Insufficient {
+        /// Balance minus reservations in flight.
+        available: Msat,
+    },
+    /// No balance is open for this key ([`TokenStore::open_balance`] first).
+    Missing,
+}
+
+/// A metered balance as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Balance {
+    /// The service.
+    pub service: String,
+    /// What the bundle was worth.
+    pub bundle: Msat,
+    /// What is left (reservations not deducted).
+    pub balance: Msat,
+    /// Reservations of requests in flight.
+    pub reserved: Msat,
+    /// Debited in total.
+    pub debited: Msat,
+    /// Requests settled.
+    pub requests: u64,
+}
+
 /// A store failure. The layer answers 503 and lets no request through (fail closed).
 #[derive(Debug, Error)]
 #[error("token store: {0}")]
@@ -246,6 +307,29 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Records a `Payment` charge as spent, atomically: `true` if this call recorded it, `false` if its payment
     /// hash was spent before (by this instance or any other sharing the store).
     async fn spend_charge(&self, charge: &SpentCharge) -> Result<bool, StoreError>;
+    /// Opens a metered balance worth `bundle` for `key` unless one is open (then it is left as it is, spent or
+    /// not). Returns whether this call opened it.
+    async fn open_balance(&self, key: &BalanceKey, service: &str, bundle: Msat, at: u64) -> Result<bool, StoreError> {
+        let _ = (key, service, bundle, at);
+        Err(StoreError("this store keeps no metered balances".into()))
+    }
+    /// Reserves `amount` from `key`'s balance, atomically, only if the balance less the reservations in flight
+    /// covers it (never overdrawn, whatever the concurrency, on every instance sharing the store).
+    async fn reserve(&self, key: &BalanceKey, amount: Msat) -> Result<Reserve, StoreError> {
+        let _ = (key, amount);
+        Err(StoreError("this store keeps no metered balances".into()))
+    }
+    /// Releases a reservation of `reserved` and debits `debit` (at most what is left: a balance never goes
+    /// below zero). Returns the balance left.
+    async fn settle(&self, key: &BalanceKey, reserved: Msat, debit: Msat, at: u64) -> Result<Msat, StoreError> {
+        let _ = (key, reserved, debit, at);
+        Err(StoreError("this store keeps no metered balances".into()))
+    }
+    /// The balance of `key`, if one is open.
+    async fn balance(&self, key: &BalanceKey) -> Result<Option<Balance>, StoreError> {
+        let _ = key;
+        Err(StoreError("this store keeps no metered balances".into()))
+    }
     /// Writes a service defined at runtime: its configuration (JSON), or `None` to record it deleted. Returns
     /// the write's version, above every version before it.
     async fn put_service(&self, name: &str, config: Option<&str>) -> Result<u64, StoreError>;

@@ -10,8 +10,8 @@ use l402_proto::{Msat, PaymentHash, RootKey, TokenId};
 use super::migrations::POSTGRES;
 use super::pg_tls;
 use super::{
-    KeyLookup, NewToken, Revenue, Revocation, SpentCharge, StoreError, StoredService, TokenInfo, TokenQuery,
-    TokenStore, UsedToken,
+    Balance, BalanceKey, KeyLookup, NewToken, Reserve, Revenue, Revocation, SpentCharge, StoreError, StoredService,
+    TokenInfo, TokenQuery, TokenStore, UsedToken,
 };
 
 /// A [`TokenStore`] in PostgreSQL.
@@ -348,6 +348,84 @@ impl TokenStore for PostgresStore {
             .await
             .map_err(StoreError::from_display)?;
         Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn open_balance(&self, key: &BalanceKey, service: &str, bundle: Msat, at: u64) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "INSERT INTO l402_balances (kind, id, service, bundle_msat, balance_msat, opened_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $4, $5, $5) ON CONFLICT (kind, id) DO NOTHING",
+                &[&key.kind(), &&key.id()[..], &service, &(bundle.0 as i64), &(at as i64)],
+            )
+            .await
+            .map_err(StoreError::from_display)?;
+        Ok(n > 0)
+    }
+
+    async fn reserve(&self, key: &BalanceKey, amount: Msat) -> Result<Reserve, StoreError> {
+        let c = self.client().await?;
+        let a = amount.0 as i64;
+        // One conditional UPDATE: the row lock serializes concurrent reservations on every instance.
+        let row = c
+            .query_opt(
+                "UPDATE l402_balances SET reserved_msat = reserved_msat + $3
+                 WHERE kind = $1 AND id = $2 AND balance_msat - reserved_msat >= $3
+                 RETURNING balance_msat - reserved_msat + $3",
+                &[&key.kind(), &&key.id()[..], &a],
+            )
+            .await
+            .map_err(StoreError::from_display)?;
+        if let Some(r) = row {
+            return Ok(Reserve::Reserved { available: Msat(r.get::<_, i64>(0) as u64) });
+        }
+        let left = c
+            .query_opt(
+                "SELECT balance_msat - reserved_msat FROM l402_balances WHERE kind = $1 AND id = $2",
+                &[&key.kind(), &&key.id()[..]],
+            )
+            .await
+            .map_err(StoreError::from_display)?;
+        Ok(match left {
+            Some(r) => Reserve::Insufficient { available: Msat(r.get::<_, i64>(0).max(0) as u64) },
+            None => Reserve::Missing,
+        })
+    }
+
+    async fn settle(&self, key: &BalanceKey, reserved: Msat, debit: Msat, at: u64) -> Result<Msat, StoreError> {
+        let c = self.client().await?;
+        let r = c
+            .query_one(
+                "UPDATE l402_balances SET reserved_msat = GREATEST(reserved_msat - $3, 0),
+                     balance_msat = balance_msat - LEAST(balance_msat, $4),
+                     debited_msat = debited_msat + LEAST(balance_msat, $4),
+                     requests = requests + 1, updated_at = $5
+                 WHERE kind = $1 AND id = $2 RETURNING balance_msat",
+                &[&key.kind(), &&key.id()[..], &(reserved.0 as i64), &(debit.0 as i64), &(at as i64)],
+            )
+            .await
+            .map_err(StoreError::from_display)?;
+        Ok(Msat(r.get::<_, i64>(0) as u64))
+    }
+
+    async fn balance(&self, key: &BalanceKey) -> Result<Option<Balance>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT service, bundle_msat, balance_msat, reserved_msat, debited_msat, requests
+                 FROM l402_balances WHERE kind = $1 AND id = $2",
+                &[&key.kind(), &&key.id()[..]],
+            )
+            .await
+            .map_err(StoreError::from_display)?;
+        Ok(row.map(|r| Balance {
+            service: r.get(0),
+            bundle: Msat(r.get::<_, i64>(1) as u64),
+            balance: Msat(r.get::<_, i64>(2) as u64),
+            reserved: Msat(r.get::<_, i64>(3) as u64),
+            debited: Msat(r.get::<_, i64>(4) as u64),
+            requests: r.get::<_, i64>(5) as u64,
+        }))
     }
 }
 

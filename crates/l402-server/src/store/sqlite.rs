@@ -16,8 +16,8 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::migrations::SQLITE;
 use super::{
-    KeyLookup, NewToken, Revenue, Revocation, SpentCharge, StoreError, StoredService, TokenInfo, TokenQuery,
-    TokenStore, UsedToken,
+    Balance, BalanceKey, KeyLookup, NewToken, Reserve, Revenue, Revocation, SpentCharge, StoreError, StoredService,
+    TokenInfo, TokenQuery, TokenStore, UsedToken,
 };
 
 /// A [`TokenStore`] in a SQLite file.
@@ -384,6 +384,90 @@ impl TokenStore for SqliteStore {
         self.with(|c| {
             c.query_row("SELECT COALESCE(MAX(version), 0) FROM l402_services", [], |r| r.get::<_, i64>(0))
                 .map(|v| v as u64)
+        })
+        .await
+    }
+
+    async fn open_balance(&self, key: &BalanceKey, service: &str, bundle: Msat, at: u64) -> Result<bool, StoreError> {
+        let (kind, id, service) = (key.kind(), *key.id(), service.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO l402_balances (kind, id, service, bundle_msat, balance_msat, opened_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?5) ON CONFLICT (kind, id) DO NOTHING",
+                params![kind, &id[..], service, bundle.0 as i64, at as i64],
+            )
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn reserve(&self, key: &BalanceKey, amount: Msat) -> Result<Reserve, StoreError> {
+        let (kind, id) = (key.kind(), *key.id());
+        self.with(move |c| {
+            let a = amount.0 as i64;
+            let reserved: Option<i64> = c
+                .query_row(
+                    "UPDATE l402_balances SET reserved_msat = reserved_msat + ?3
+                     WHERE kind = ?1 AND id = ?2 AND balance_msat - reserved_msat >= ?3
+                     RETURNING balance_msat - reserved_msat + ?3",
+                    params![kind, &id[..], a],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(available) = reserved {
+                return Ok(Reserve::Reserved { available: Msat(available as u64) });
+            }
+            let left: Option<i64> = c
+                .query_row(
+                    "SELECT balance_msat - reserved_msat FROM l402_balances WHERE kind = ?1 AND id = ?2",
+                    params![kind, &id[..]],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(match left {
+                Some(v) => Reserve::Insufficient { available: Msat(v.max(0) as u64) },
+                None => Reserve::Missing,
+            })
+        })
+        .await
+    }
+
+    async fn settle(&self, key: &BalanceKey, reserved: Msat, debit: Msat, at: u64) -> Result<Msat, StoreError> {
+        let (kind, id) = (key.kind(), *key.id());
+        self.with(move |c| {
+            c.query_row(
+                "UPDATE l402_balances SET reserved_msat = MAX(reserved_msat - ?3, 0),
+                     balance_msat = balance_msat - MIN(balance_msat, ?4),
+                     debited_msat = debited_msat + MIN(balance_msat, ?4),
+                     requests = requests + 1, updated_at = ?5
+                 WHERE kind = ?1 AND id = ?2 RETURNING balance_msat",
+                params![kind, &id[..], reserved.0 as i64, debit.0 as i64, at as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|v| Msat(v as u64))
+        })
+        .await
+    }
+
+    async fn balance(&self, key: &BalanceKey) -> Result<Option<Balance>, StoreError> {
+        let (kind, id) = (key.kind(), *key.id());
+        self.with(move |c| {
+            c.query_row(
+                "SELECT service, bundle_msat, balance_msat, reserved_msat, debited_msat, requests
+                 FROM l402_balances WHERE kind = ?1 AND id = ?2",
+                params![kind, &id[..]],
+                |r| {
+                    Ok(Balance {
+                        service: r.get(0)?,
+                        bundle: Msat(r.get::<_, i64>(1)? as u64),
+                        balance: Msat(r.get::<_, i64>(2)? as u64),
+                        reserved: Msat(r.get::<_, i64>(3)? as u64),
+                        debited: Msat(r.get::<_, i64>(4)? as u64),
+                        requests: r.get::<_, i64>(5)? as u64,
+                    })
+                },
+            )
+            .optional()
         })
         .await
     }
