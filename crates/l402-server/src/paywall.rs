@@ -10,7 +10,7 @@
 //! - **stateless** (with [`PaywallBuilder::master_keys`]): the token id says it is stateless and which master
 //!   key minted it, and its root key is derived from that key ([`crate::secret`]). An unpaid challenge writes
 //!   nothing to the store and a verification reads nothing from it; the token is recorded once, when its
-//!   payment is seen or when it is first used ([`crate::recorder`]), for the admin listing and the revenue;
+//!   payment is seen or when it is first used (by the recorder, off the request path), for the admin listing and the revenue;
 //! - **stored** (the default, and every token minted before master keys were configured): the root key is
 //!   written to the store at mint time and read (then cached) at verification. Such tokens keep working
 //!   after master keys are configured.
