@@ -33,6 +33,7 @@ mod pool;
 mod proxy;
 pub mod routing;
 mod services;
+mod shared;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -121,6 +122,9 @@ impl Proxy {
         let mut tasks = vec![tokio::spawn(accept(listener, state.listener.max_connections, queues))];
         tasks.push(state.paywall.spawn_settlement_watcher());
         tasks.push(state.services.spawn_poller(Duration::from_millis(config.tokens.revocation_poll_ms)));
+        if config.shared_limits_on() {
+            tasks.push(shared::spawn(&state.services, state.paywall.store().clone(), config.shared_limits.clone()));
+        }
         let mut admin_addr = None;
         if let Some(admin) = &config.admin {
             let token = match (&admin.token_env, &admin.token_file) {

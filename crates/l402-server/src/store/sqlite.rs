@@ -357,7 +357,8 @@ impl TokenStore for SqliteStore {
         let adds = adds.to_vec();
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let version: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM l402_usage", [], |r| r.get(0))?;
+            let version: i64 =
+                tx.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM l402_usage", [], |r| r.get(0))?;
             let mut totals = Vec::with_capacity(adds.len());
             {
                 let mut st = tx.prepare_cached(
