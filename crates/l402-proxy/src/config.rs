@@ -471,6 +471,21 @@ pub struct MeteringConfig {
     /// Completion units reserved for a request whose body gives no `max_completion_tokens` / `max_tokens`.
     #[serde(default = "default_estimate")]
     pub default_estimate: u64,
+    /// An external pricer (`http://` URL), for operators who price dynamically: once a response has
+    /// reported its usage, the proxy POSTs `{"service", "id", "prompt_tokens", "completion_tokens",
+    /// "total_tokens"}` (`id`: the token id or charge payment hash) and debits the `{"msat": N}` it answers.
+    /// An answer that does not come within `pricer_timeout_ms`, is not a 2xx, or is not that JSON, is
+    /// logged and the unit prices above are used instead. They also keep pricing the bundle and the
+    /// reservation. Needs unit prices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricer_url: Option<String>,
+    /// How long the pricer may take, milliseconds.
+    #[serde(default = "default_pricer_timeout")]
+    pub pricer_timeout_ms: u64,
+}
+
+fn default_pricer_timeout() -> u64 {
+    500
 }
 
 fn default_estimate() -> u64 {
@@ -513,6 +528,18 @@ impl MeteringConfig {
         };
         if unit == 0 {
             return Err(err("a unit price above 0 is needed"));
+        }
+        if let Some(url) = &self.pricer_url {
+            if matches!(meter, Meter::PerRequest(_)) {
+                return Err(err("pricer_url prices reported usage: give unit prices, not per_request_msat"));
+            }
+            let uri: http::Uri = url.parse().map_err(|_| err("pricer_url: not a URL"))?;
+            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                return Err(err("pricer_url: give an http:// URL with a host"));
+            }
+        }
+        if !(1..=60_000).contains(&self.pricer_timeout_ms) {
+            return Err(err("pricer_timeout_ms: give 1..=60000"));
         }
         let price =
             self.bundle.checked_mul(unit).filter(|p| *p <= MAX_BUNDLE_MSAT).ok_or_else(|| {

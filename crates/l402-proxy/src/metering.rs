@@ -16,30 +16,103 @@
 //!   A response that ends without usage, fails midway, or that the client drops, is debited the estimate.
 //!   The debit is settled before the end of the body is passed on, so a client that has read a whole
 //!   response sees the new balance on its next request.
+//! - With `pricer_url`, the reported usage is priced by the operator's pricer ([`Pricer`]) instead; the unit
+//!   prices are the fallback when it fails, and still price the bundle and the reservation.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use l402_proto::Msat;
 use l402_server::store::{BalanceKey, TokenStore};
 use serde::Deserialize;
 
-use crate::config::Meter;
+use crate::config::{ConfigError, Meter};
 
 /// How much of a response's end is kept to find its `usage` (OpenAI sends it in the last chunk).
 pub const TAIL_BYTES: usize = 64 << 10;
 
 /// A metered service's prices.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Metering {
     pub(crate) meter: Meter,
     /// What a bundle is worth (the service's price), msat.
     pub(crate) bundle: Msat,
+    /// The external pricer of reported usage, if configured.
+    pub(crate) pricer: Option<Arc<Pricer>>,
+}
+
+/// An operator's pricer over HTTP (`[service.metering] pricer_url`): asked what a response's reported usage
+/// costs. Its answer is read up to [`PRICER_ANSWER_BYTES`]; it never sees a credential.
+pub(crate) struct Pricer {
+    url: http::Uri,
+    timeout: Duration,
+    service: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for Pricer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pricer").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+/// The longest pricer answer read.
+pub const PRICER_ANSWER_BYTES: usize = 4096;
+
+/// A pricer's answer.
+#[derive(Deserialize)]
+struct Price {
+    msat: u64,
+}
+
+impl Pricer {
+    /// A pricer at `url` (checked by the configuration: `http://` with a host) for service `service`.
+    pub(crate) fn new(url: &str, timeout: Duration, service: &str) -> Result<Self, ConfigError> {
+        let url =
+            url.parse().map_err(|_| ConfigError(format!("service {service}: metering: pricer_url: not a URL")))?;
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).build(http);
+        Ok(Self { url, timeout, service: service.to_owned(), client })
+    }
+
+    /// What `usage` of the payment `id` costs, msat, or why the pricer gave no answer.
+    pub(crate) async fn price(&self, id: &str, usage: Usage) -> Result<u64, &'static str> {
+        let body = serde_json::json!({
+            "service": self.service,
+            "id": id,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens.saturating_add(usage.completion_tokens),
+        });
+        let req = http::Request::post(self.url.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|_| "request not built")?;
+        let ask = async {
+            let resp = self.client.request(req).await.map_err(|_| "unreachable")?;
+            if !resp.status().is_success() {
+                return Err("not a 2xx");
+            }
+            let bytes = Limited::new(resp.into_body(), PRICER_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|_| "answer unreadable or too long")?
+                .to_bytes();
+            serde_json::from_slice::<Price>(&bytes).map(|p| p.msat).map_err(|_| "answer not {\"msat\": <integer>}")
+        };
+        tokio::time::timeout(self.timeout, ask).await.map_err(|_| "timed out")?
+    }
 }
 
 /// The fields of a request body that the estimate reads.
@@ -169,8 +242,20 @@ impl MeteredBody {
         if let Some(r) = self.reservation.take() {
             let usage = if whole && r.metering.reads_usage() { last_usage(&self.tail) } else { None };
             // A flat price is its own estimate: the reservation.
-            let debit = usage.map_or(r.reserved.0, |u| r.metering.cost(u));
-            self.settling = Some(Box::pin(r.settle(debit)));
+            let builtin = usage.map_or(r.reserved.0, |u| r.metering.cost(u));
+            self.settling = Some(match (usage, r.metering.pricer.clone()) {
+                (Some(usage), Some(pricer)) => Box::pin(async move {
+                    let debit = match pricer.price(&r.id, usage).await {
+                        Ok(msat) => msat,
+                        Err(why) => {
+                            tracing::warn!(service = %pricer.service, id = %r.id, reason = why, "the pricer gave no price: the unit prices are used");
+                            builtin
+                        }
+                    };
+                    r.settle(debit).await
+                }),
+                _ => Box::pin(r.settle(builtin)),
+            });
         }
     }
 }
@@ -262,8 +347,11 @@ fn keep_tail(tail: &mut Vec<u8>, data: &[u8]) {
 mod tests {
     use super::*;
 
-    const UNITS: Metering =
-        Metering { meter: Meter::Units { input: 2, output: 3, default_estimate: 10 }, bundle: Msat(1_000) };
+    const UNITS: Metering = Metering {
+        meter: Meter::Units { input: 2, output: 3, default_estimate: 10 },
+        bundle: Msat(1_000),
+        pricer: None,
+    };
 
     #[test]
     fn the_last_usage_object_is_found_past_usage_nulls_and_strings() {

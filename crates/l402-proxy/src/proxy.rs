@@ -22,7 +22,7 @@ use crate::client::{ClientPrefix, TrustedProxies};
 use crate::config::{Config, ConfigError, ListenerConfig, RateKey, ServiceConfig, StoreConfig};
 use crate::forward::{ForwardError, Paid, PaidBy, ReqBody, Upstream, failure_response};
 use crate::limits::{ChallengeLimiter, Freebies, LimitKey, RateLimiter};
-use crate::metering::{MeteredBody, Metering, Reservation};
+use crate::metering::{MeteredBody, Metering, Pricer, Reservation};
 use crate::metrics::{Outcome, ProxyMetrics};
 use crate::routing::{canonical_path, glob, host_only};
 use crate::services::{Registry, ServiceTable};
@@ -89,7 +89,11 @@ impl Service {
         let metering = match &s.metering {
             Some(m) => {
                 let (meter, price) = m.check(&s.name)?;
-                Some(Metering { meter, bundle: Msat(price) })
+                let pricer = match &m.pricer_url {
+                    Some(url) => Some(Arc::new(Pricer::new(url, Duration::from_millis(m.pricer_timeout_ms), &s.name)?)),
+                    None => None,
+                };
+                Some(Metering { meter, bundle: Msat(price), pricer })
             }
             None => None,
         };
@@ -514,7 +518,7 @@ async fn reserve(
         store: store.clone(),
         key,
         reserved: Msat(estimate),
-        metering: *metering,
+        metering: metering.clone(),
         now: state.paywall.now(),
         id,
     };

@@ -374,6 +374,25 @@ fn metering_settings_that_cannot_work_are_configuration_errors() {
         ("zero default", with("", "bundle = 10\noutput_msat_per_unit = 1\ndefault_estimate = 0"), "default_estimate"),
         ("an unknown key", with("", "bundle = 10\noutput_msat_per_unit = 1\nbundles = 2"), "unknown field"),
         (
+            "a pricer with a flat price",
+            with("", "bundle = 10\nper_request_msat = 7\npricer_url = \"http://127.0.0.1:1/\""),
+            "give unit prices",
+        ),
+        (
+            "a pricer not over http",
+            with("", "bundle = 10\noutput_msat_per_unit = 1\npricer_url = \"ftp://x/\""),
+            "http://",
+        ),
+        ("a pricer url", with("", "bundle = 10\noutput_msat_per_unit = 1\npricer_url = \"not a url\""), "pricer_url"),
+        (
+            "a pricer timeout of 0",
+            with(
+                "",
+                "bundle = 10\noutput_msat_per_unit = 1\npricer_url = \"http://127.0.0.1:1/\"\npricer_timeout_ms = 0",
+            ),
+            "pricer_timeout_ms",
+        ),
+        (
             "part of a satoshi with the Payment scheme",
             with("schemes = [\"payment\"]", "bundle = 3\noutput_msat_per_unit = 1"),
             "whole satoshis",
@@ -386,4 +405,106 @@ fn metering_settings_that_cannot_work_are_configuration_errors() {
     assert_eq!(ok.services[0].price().expect("price"), 70);
     let ok = Config::parse(&with("", "bundle = 10\ninput_msat_per_unit = 2\noutput_msat_per_unit = 5")).expect("units");
     assert_eq!(ok.services[0].price().expect("price"), 50, "the bundle at the higher unit price");
+}
+
+/// A pricer on loopback that answers as `mode` says, and keeps what it was asked.
+struct PricerServer {
+    url: String,
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Value)>>>,
+}
+
+const PRICE_OK: u8 = 0;
+const PRICE_500: u8 = 1;
+const PRICE_GARBAGE: u8 = 2;
+const PRICE_SLOW: u8 = 3;
+const PRICE_HUGE: u8 = 4;
+const PRICE_NEGATIVE: u8 = 5;
+
+async fn pricer() -> PricerServer {
+    use axum::response::IntoResponse;
+    use std::sync::atomic::Ordering;
+    let mode = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(PRICE_OK));
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (m, a) = (mode.clone(), asked.clone());
+    let app = axum::Router::new().route(
+        "/price",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let (m, a) = (m.clone(), a.clone());
+            async move {
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                a.lock().expect("lock").push((headers, v.clone()));
+                match m.load(Ordering::SeqCst) {
+                    PRICE_OK => {
+                        let c = v["completion_tokens"].as_u64().unwrap_or(0);
+                        axum::Json(json!({"msat": 100 + c})).into_response()
+                    }
+                    PRICE_500 => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "no").into_response(),
+                    PRICE_GARBAGE => "msat: lots".into_response(),
+                    PRICE_SLOW => {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        axum::Json(json!({"msat": 1})).into_response()
+                    }
+                    PRICE_HUGE => format!("{{\"msat\": 1, \"pad\": \"{}\"}}", "x".repeat(10_000)).into_response(),
+                    _ => axum::Json(json!({"msat": -5})).into_response(),
+                }
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/price", l.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(l, app).await.expect("pricer") });
+    PricerServer { url, mode, asked }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pricer_prices_reported_usage_and_the_unit_prices_stand_in_when_it_fails() {
+    use std::sync::atomic::Ordering;
+    let (n, _up, _dir, text) = setup(r#"["l402"]"#).await;
+    let pr = pricer().await;
+    let text = format!("{text}pricer_url = \"{}\"\npricer_timeout_ms = 300\n", pr.url);
+    let p = proxy(&text, &n.server).await;
+    let (auth, key) = buy_token(&p, &n.alice).await;
+    let store = p.paywall().store().clone();
+    let balance = || async { store.balance(&key).await.expect("store").expect("open").balance.0 };
+    let mut expected = BUNDLE_MSAT;
+
+    // The pricer's price: 100 msat + 1 a completion token, not the unit prices.
+    let words = "price this for me";
+    let r = post(&p, Some(&auth), body(words, 5, json!({}))).await;
+    assert_eq!(r.status(), 200);
+    read_all(r).await.expect("whole");
+    expected -= 100 + 5;
+    assert_eq!(balance().await, expected, "debited the pricer's price");
+    let (headers, asked) = pr.asked.lock().expect("lock").last().cloned().expect("the pricer was asked");
+    let token_id = match key {
+        BalanceKey::Token(id) => id.to_hex(),
+        other => panic!("an L402 token, not {other:?}"),
+    };
+    assert_eq!(
+        asked,
+        json!({"service": "chat", "id": token_id, "prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9})
+    );
+    assert!(headers.get("authorization").is_none(), "the pricer never sees a credential");
+    assert!(!asked.to_string().contains(auth.trim_start_matches("L402 ").split(':').next().expect("macaroon")));
+
+    // Every way the pricer can fail: the unit prices, and the request is served all the same.
+    for (mode, what) in [
+        (PRICE_500, "a 500"),
+        (PRICE_GARBAGE, "not JSON"),
+        (PRICE_SLOW, "past the timeout"),
+        (PRICE_HUGE, "an answer over 4 KiB"),
+        (PRICE_NEGATIVE, "a negative price"),
+    ] {
+        pr.mode.store(mode, Ordering::SeqCst);
+        let words = "and this one";
+        let asked_before = pr.asked.lock().expect("lock").len();
+        let r = post(&p, Some(&auth), body(words, 3, json!({}))).await;
+        assert_eq!(r.status(), 200, "{what}");
+        read_all(r).await.expect("whole");
+        expected -= cost(words, 3);
+        assert_eq!(balance().await, expected, "{what}: the unit prices");
+        assert_eq!(pr.asked.lock().expect("lock").len(), asked_before + 1, "{what}: the pricer was asked");
+    }
+    n.net.shutdown().await;
 }
