@@ -132,10 +132,10 @@ pub(crate) fn run(cmd: RegtestCommand) -> Result<(), Failure> {
 }
 
 fn up(dir: &Path, lnd: bool) -> anyhow::Result<()> {
-    if let Ok(state) = read_state(dir) {
-        if state["pid"].as_u64().is_some_and(alive) {
-            bail!("a network is already running in {} (l402 regtest down first)", dir.display());
-        }
+    if let Ok(state) = read_state(dir)
+        && state["pid"].as_u64().is_some_and(alive)
+    {
+        bail!("a network is already running in {} (l402 regtest down first)", dir.display());
     }
     if !clearable(dir)? {
         bail!(
