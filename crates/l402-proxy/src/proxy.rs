@@ -170,6 +170,7 @@ impl State {
         issuer: Arc<dyn InvoiceIssuer>,
     ) -> Result<Self, ConfigError> {
         let metrics = Arc::new(ProxyMetrics::default());
+        let store = crate::metrics::TimedStore::wrap(store, metrics.clone());
         let mut builder = Paywall::builder(store, issuer)
             .key_cache_ttl(Duration::from_millis(config.key_cache_ttl_ms))
             .key_cache_size(config.key_cache_size)
