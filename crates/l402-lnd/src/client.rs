@@ -18,8 +18,8 @@ use tonic::{Request, Status};
 use crate::config::LndConfig;
 use crate::error::from_status;
 use crate::proto::invoicesrpc::invoices_client::InvoicesClient;
-use crate::proto::lnrpc::{ChannelBalanceRequest, GetInfoRequest};
 use crate::proto::lnrpc::lightning_client::LightningClient;
+use crate::proto::lnrpc::{ChannelBalanceRequest, GetInfoRequest};
 use crate::proto::routerrpc::router_client::RouterClient;
 use crate::tls::PinnedConnector;
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use l402_lightning::InvoiceIssuer;
+use l402_lightning::{InvoiceIssuer, LightningErrorKind};
 use l402_proto::{Msat, PaymentHash, TokenId};
 use l402_server::Metrics;
 use l402_server::metrics::{Counter, Histogram, LightningOp, family};
@@ -80,6 +80,7 @@ struct NodeGauges {
     last_ok: AtomicU64,
     block_height: AtomicU64,
     balance_known: AtomicBool,
+    balance_refused: AtomicBool,
     inbound_msat: AtomicU64,
     outbound_msat: AtomicU64,
 }
@@ -169,9 +170,18 @@ impl ProxyMetrics {
                 n.outbound_msat.store(b.outbound.0, Ordering::Relaxed);
                 n.balance_known.store(true, Ordering::Relaxed);
             }
+            // A backend that keeps no balances, or a macaroon without `offchain:read`: no liquidity gauges,
+            // said once, not counted as a failure every probe.
+            Ok(Err(e))
+                if matches!(e.kind, LightningErrorKind::Unauthenticated | LightningErrorKind::InvalidRequest) =>
+            {
+                if !n.balance_refused.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "node probe: channel balances not readable (no liquidity metrics)");
+                }
+            }
             Ok(Err(e)) => {
                 self.paywall.lightning_error(LightningOp::ChannelBalance);
-                tracing::debug!(error = %e, "node probe: no channel balances");
+                tracing::warn!(error = %e, "node probe: channel balances failed");
             }
             Err(_) => self.paywall.lightning_error(LightningOp::ChannelBalance),
         }
@@ -383,5 +393,197 @@ mod tests {
         assert_eq!(line(&format!("{h}_sum")), format!("{h}_sum {}", 4.0 * 40.034));
         assert!(out.contains("l402_proxy_requests_total{outcome=\"forwarded\"} 20\n"), "{out}");
         assert!(out.contains("l402_proxy_requests_total{outcome=\"no_route\"} 4\n"), "{out}");
+    }
+
+    /// A node whose answers the test sets: `info` fails while `down`; balances answered, refused or failing.
+    struct FakeNode {
+        down: AtomicBool,
+        balances: std::sync::Mutex<Result<l402_lightning::ChannelBalance, LightningErrorKind>>,
+    }
+
+    #[async_trait]
+    impl l402_lightning::Node for FakeNode {
+        async fn info(&self) -> Result<l402_lightning::NodeInfo, l402_lightning::LightningError> {
+            if self.down.load(Ordering::Relaxed) {
+                return Err(l402_lightning::LightningError::new(LightningErrorKind::Unavailable, "down"));
+            }
+            Ok(l402_lightning::NodeInfo {
+                pubkey: "02ab".into(),
+                network: l402_proto::lightning_invoice::Currency::Regtest,
+                block_height: 321,
+                alias: String::new(),
+            })
+        }
+        async fn channel_balance(&self) -> Result<l402_lightning::ChannelBalance, l402_lightning::LightningError> {
+            let b = *self.balances.lock().expect("lock");
+            b.map_err(|k| l402_lightning::LightningError::new(k, "no"))
+        }
+    }
+
+    #[async_trait]
+    impl InvoiceIssuer for FakeNode {
+        async fn create_invoice(
+            &self,
+            _: &l402_lightning::InvoiceRequest,
+        ) -> Result<l402_lightning::IssuedInvoice, l402_lightning::LightningError> {
+            Err(l402_lightning::LightningError::new(LightningErrorKind::Internal, "not in this test"))
+        }
+        async fn lookup_invoice(
+            &self,
+            _: &PaymentHash,
+        ) -> Result<l402_lightning::InvoiceState, l402_lightning::LightningError> {
+            Ok(l402_lightning::InvoiceState::NotFound)
+        }
+        async fn wait_invoice(
+            &self,
+            _: &PaymentHash,
+            _: Duration,
+        ) -> Result<l402_lightning::InvoiceState, l402_lightning::LightningError> {
+            Ok(l402_lightning::InvoiceState::NotFound)
+        }
+        async fn subscribe_settlements(
+            &self,
+        ) -> Result<l402_lightning::SettlementStream, l402_lightning::LightningError> {
+            Err(l402_lightning::LightningError::new(LightningErrorKind::Internal, "not in this test"))
+        }
+    }
+
+    fn sample<'a>(out: &'a str, name: &str) -> Option<&'a str> {
+        out.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+    }
+
+    #[tokio::test]
+    async fn the_probe_reports_the_node_up_or_down_its_liquidity_and_counts_failed_calls() {
+        let m = ProxyMetrics::default();
+        let balance = l402_lightning::ChannelBalance { inbound: Msat(7_000_000), outbound: Msat(3_000) };
+        let node = FakeNode { down: AtomicBool::new(false), balances: std::sync::Mutex::new(Ok(balance)) };
+        let before = m.render();
+        assert_eq!(sample(&before, "l402_node_up"), Some("0"), "not probed yet: not up");
+        assert_eq!(sample(&before, "l402_channel_inbound_liquidity_msat"), None, "no liquidity before a probe");
+        m.probe(&node).await;
+        let out = m.render();
+        assert_eq!(sample(&out, "l402_node_up"), Some("1"));
+        assert_eq!(sample(&out, "l402_node_block_height"), Some("321"));
+        assert_eq!(sample(&out, "l402_channel_inbound_liquidity_msat"), Some("7000000"));
+        assert_eq!(sample(&out, "l402_channel_outbound_liquidity_msat"), Some("3000"));
+        let last: u64 =
+            sample(&out, "l402_node_last_probe_success_timestamp_seconds").expect("ts").parse().expect("int");
+        assert!(last.abs_diff(unix_now().as_secs()) < 60);
+        assert!(out.contains(&format!("l402_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))));
+
+        // Down: 0, an info error counted; the last success and liquidity stay what they were.
+        node.down.store(true, Ordering::Relaxed);
+        m.probe(&node).await;
+        let out = m.render();
+        assert_eq!(sample(&out, "l402_node_up"), Some("0"));
+        assert_eq!(sample(&out, "l402_lightning_errors_total{operation=\"info\"}"), Some("1"));
+        assert_eq!(sample(&out, "l402_node_last_probe_success_timestamp_seconds"), Some(last.to_string().as_str()));
+
+        // Balances refused (a macaroon without offchain:read): not a failure each probe; a failing call is.
+        node.down.store(false, Ordering::Relaxed);
+        *node.balances.lock().expect("lock") = Err(LightningErrorKind::Unauthenticated);
+        m.probe(&node).await;
+        m.probe(&node).await;
+        *node.balances.lock().expect("lock") = Err(LightningErrorKind::Unavailable);
+        m.probe(&node).await;
+        let out = m.render();
+        assert_eq!(sample(&out, "l402_node_up"), Some("1"));
+        assert_eq!(sample(&out, "l402_lightning_errors_total{operation=\"channel_balance\"}"), Some("1"));
+    }
+
+    /// A store that is down: every call fails.
+    struct DownStore;
+
+    fn down<T>() -> Result<T, StoreError> {
+        Err(StoreError("down".into()))
+    }
+
+    #[async_trait]
+    impl TokenStore for DownStore {
+        async fn insert(&self, _: &NewToken) -> Result<(), StoreError> {
+            down()
+        }
+        async fn lookup(&self, _: &[u8; 32]) -> Result<KeyLookup, StoreError> {
+            down()
+        }
+        async fn revoke(&self, _: &TokenId) -> Result<bool, StoreError> {
+            down()
+        }
+        async fn revoke_id(&self, _: &TokenId) -> Result<bool, StoreError> {
+            down()
+        }
+        async fn revocations_since(&self, _: u64, _: u32) -> Result<Vec<Revocation>, StoreError> {
+            down()
+        }
+        async fn record(&self, _: &[UsedToken]) -> Result<Vec<bool>, StoreError> {
+            down()
+        }
+        async fn mark_paid(&self, _: &PaymentHash, _: Option<Msat>, _: u64) -> Result<bool, StoreError> {
+            down()
+        }
+        async fn list(&self, _: &TokenQuery) -> Result<Vec<TokenInfo>, StoreError> {
+            down()
+        }
+        async fn revenue(&self) -> Result<Vec<Revenue>, StoreError> {
+            down()
+        }
+        async fn spend_charge(&self, _: &SpentCharge) -> Result<bool, StoreError> {
+            down()
+        }
+        async fn put_service(&self, _: &str, _: Option<&str>) -> Result<u64, StoreError> {
+            down()
+        }
+        async fn services(&self) -> Result<Vec<StoredService>, StoreError> {
+            down()
+        }
+        async fn services_version(&self) -> Result<u64, StoreError> {
+            down()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_call_is_timed_and_counted_as_an_error_of_its_operation() {
+        let m = Arc::new(ProxyMetrics::default());
+        let store = TimedStore::wrap(Arc::new(DownStore), m.clone());
+        assert!(store.lookup(&[7; 32]).await.is_err());
+        assert!(store.lookup(&[7; 32]).await.is_err());
+        assert!(store.services_version().await.is_err());
+        let out = m.render();
+        assert_eq!(sample(&out, "l402_store_latency_seconds_count{operation=\"lookup\"}"), Some("2"));
+        assert_eq!(sample(&out, "l402_store_errors_total{operation=\"lookup\"}"), Some("2"));
+        assert_eq!(sample(&out, "l402_store_errors_total{operation=\"services_version\"}"), Some("1"));
+    }
+
+    #[tokio::test]
+    async fn the_timed_store_times_each_call_by_operation_and_every_family_is_declared() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let inner: Arc<dyn TokenStore> =
+            Arc::new(l402_server::store::SqliteStore::open(&dir.path().join("t.db")).expect("sqlite"));
+        let m = Arc::new(ProxyMetrics::default());
+        let store = TimedStore::wrap(inner, m.clone());
+        assert_eq!(store.lookup(&[7; 32]).await.expect("lookup"), KeyLookup::Unknown);
+        assert!(store.revocations_since(0, 10).await.expect("revocations").is_empty());
+        assert!(store.revocations_since(0, 10).await.expect("revocations").is_empty());
+        let out = m.render();
+        assert_eq!(sample(&out, "l402_store_latency_seconds_count{operation=\"lookup\"}"), Some("1"));
+        assert_eq!(sample(&out, "l402_store_latency_seconds_count{operation=\"revocations_since\"}"), Some("2"));
+        assert_eq!(sample(&out, "l402_store_errors_total{operation=\"lookup\"}"), Some("0"));
+        assert!(!out.contains("operation=\"insert\""), "an operation never called has no series");
+        // Every sample's family is declared with HELP and TYPE first.
+        let mut declared = std::collections::HashSet::new();
+        for l in out.lines() {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                declared.insert(rest.split(' ').next().unwrap_or_default().to_owned());
+            } else if let Some(rest) = l.strip_prefix("# HELP ") {
+                assert!(!declared.contains(rest.split(' ').next().unwrap_or_default()), "HELP before TYPE: {l}");
+            } else {
+                let name = l.split(['{', ' ']).next().unwrap_or_default();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .filter(|f| declared.contains(*f));
+                assert!(declared.contains(name) || family.is_some(), "{name} without # TYPE");
+            }
+        }
     }
 }

@@ -183,6 +183,33 @@ fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
     assert!(ok && out.contains("SUCCESS"), "promtool test rules:\n{out}");
 }
 
+#[test]
+fn a_bad_metrics_section_is_a_configuration_error_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let with = |metrics: &str| {
+        format!(
+            "{}{metrics}\n[[service]]\nname = \"w\"\npath = \"/w\"\nupstream = \"http://127.0.0.1:1\"\nprice_sat = 1\n",
+            preamble(dir.path())
+        )
+    };
+    let default = l402_proxy::Config::parse(&with("")).expect("no [metrics]: defaults");
+    assert_eq!(default.metrics.node_probe_secs, 15);
+    assert_eq!(
+        l402_proxy::Config::parse(&with("[metrics]\nnode_probe_secs = 2")).expect("ok").metrics.node_probe_secs,
+        2
+    );
+    for (bad, named) in [
+        ("[metrics]\nnode_probe_secs = 0", "metrics.node_probe_secs"),
+        ("[metrics]\nnode_probe_secs = 3601", "metrics.node_probe_secs"),
+        ("[metrics]\nnode_probe_secs = -1", "node_probe_secs"),
+        ("[metrics]\nnode_probe_secs = \"15\"", "node_probe_secs"),
+        ("[metrics]\nprobe_secs = 15", "probe_secs"),
+    ] {
+        let err = l402_proxy::Config::parse(&with(bad)).expect_err(bad);
+        assert!(err.to_string().contains(named), "{bad}: {err}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_challenges_payments_refusals_revenue_and_the_node_as_they_happened() {
     let n = network().await;
@@ -221,7 +248,8 @@ schemes = ["payment"]
     let first = http_get(p.addr(), "/weather", &[]).await;
     assert_eq!(first.status, 402);
     assert_eq!(http_get(p.addr(), "/weather/today", &[]).await.status, 402);
-    let (auth, paid) = l402_regtest::pay_challenge(n.alice.as_ref(), first.all("www-authenticate")).await.expect("paid");
+    let (auth, paid) =
+        l402_regtest::pay_challenge(n.alice.as_ref(), first.all("www-authenticate")).await.expect("paid");
     let with = format!("Authorization: {auth}");
     for _ in 0..2 {
         assert_eq!(http_get(p.addr(), "/weather", &[&with]).await.status, 200);
@@ -232,7 +260,8 @@ schemes = ["payment"]
     let forged = format!("Authorization: {macaroon}:{other}");
     assert_eq!(http_get(p.addr(), "/weather", &[&forged]).await.status, 401);
     // Revoked: 401 revoked.
-    let token_id = Credential::parse(auth.as_bytes()).expect("credential").macaroon.l402_identifier().expect("id").token_id;
+    let token_id =
+        Credential::parse(auth.as_bytes()).expect("credential").macaroon.l402_identifier().expect("id").token_id;
     let r = reqwest::Client::new()
         .post(format!("http://{admin}/admin/tokens/{}/revoke", token_id.to_hex()))
         .bearer_auth(ADMIN)
@@ -300,7 +329,8 @@ schemes = ["payment"]
     // Every alert rule evaluates without error against the live series.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let v: Value = reqwest::get(format!("{}/api/v1/rules", prom.url)).await.expect("rules").json().await.expect("json");
+        let v: Value =
+            reqwest::get(format!("{}/api/v1/rules", prom.url)).await.expect("rules").json().await.expect("json");
         let rules: Vec<Value> = v["data"]["groups"]
             .as_array()
             .expect("groups")

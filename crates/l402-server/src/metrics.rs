@@ -138,7 +138,8 @@ pub enum LightningOp {
     ChannelBalance,
 }
 
-const LIGHTNING_OPS: [&str; 5] = ["create_invoice", "lookup_invoice", "subscribe_settlements", "info", "channel_balance"];
+const LIGHTNING_OPS: [&str; 5] =
+    ["create_invoice", "lookup_invoice", "subscribe_settlements", "info", "channel_balance"];
 
 /// What is counted per service (rare events: each is a challenge's invoice or a payment).
 #[derive(Clone, Copy, Debug, Default)]
@@ -253,7 +254,8 @@ impl Metrics {
         family(out, "l402_challenges_issued_total", "counter", "402 challenges offered, by service and scheme.");
         for (s, p) in &services {
             let s = label_value(s);
-            let _ = writeln!(out, "l402_challenges_issued_total{{service=\"{s}\",scheme=\"l402\"}} {}", p.challenges_l402);
+            let _ =
+                writeln!(out, "l402_challenges_issued_total{{service=\"{s}\",scheme=\"l402\"}} {}", p.challenges_l402);
             let _ = writeln!(
                 out,
                 "l402_challenges_issued_total{{service=\"{s}\",scheme=\"payment\"}} {}",
@@ -284,7 +286,11 @@ impl Metrics {
         family(out, "l402_refusals_total", "counter", "Requests refused, by service and reason.");
         if let Ok(r) = self.refusals.lock() {
             for ((service, reason), n) in r.iter() {
-                let _ = writeln!(out, "l402_refusals_total{{service=\"{}\",reason=\"{reason}\"}} {n}", label_value(service));
+                let _ = writeln!(
+                    out,
+                    "l402_refusals_total{{service=\"{}\",reason=\"{reason}\"}} {n}",
+                    label_value(service)
+                );
             }
         }
         family(out, "l402_lightning_errors_total", "counter", "Failed Lightning backend calls, by operation.");

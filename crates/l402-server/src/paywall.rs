@@ -33,12 +33,12 @@ use l402_proto::{
 };
 use thiserror::Error;
 
+use crate::cache::Bounded;
 use crate::cache::{
     DEFAULT_KEY_CACHE_SIZE, DEFAULT_KEY_CACHE_TTL, DEFAULT_VERIFIED_STATELESS_SIZE, KeyCache, StatelessCache,
     VerifiedCache,
 };
 use crate::charge::{ChargeOffer, ChargeRefusal, PaidCharge, PaymentScheme};
-use crate::cache::Bounded;
 use crate::metrics::{LightningOp, Metrics};
 use crate::pricing::{Charge, ServiceSpec};
 use crate::recorder::{DEFAULT_PENDING_SIZE, DEFAULT_RECORDED_SIZE, Recorder};
@@ -422,7 +422,8 @@ impl Paywall {
         let spec: &ServiceSpec = &charge.service;
         let memo = format!("L402 token for {}", spec.name);
         let request = InvoiceRequest { amount: charge.price, memo, expiry: self.invoice_expiry };
-        let invoice = self.issuer.create_invoice(&request).await.map_err(|e| self.lightning(LightningOp::CreateInvoice, e))?;
+        let invoice =
+            self.issuer.create_invoice(&request).await.map_err(|e| self.lightning(LightningOp::CreateInvoice, e))?;
         let now = self.now();
         let expires_at = spec.lifetime.map(|l| now.saturating_add(l.as_secs()));
         let (macaroon, token_id) = if let Some(keys) = &self.keys {

@@ -98,7 +98,10 @@ impl Lightning for LightningService {
         self.sim.macaroons.check(request.metadata(), Permission::OffchainRead)?;
         let b = self.sim.backend.channel_balance().await.map_err(backend_status)?;
         let amount = |m: Msat| Some(Amount { sat: m.0 / 1000, msat: m.0 });
-        Ok(Response::new(ChannelBalanceResponse { local_balance: amount(b.outbound), remote_balance: amount(b.inbound) }))
+        Ok(Response::new(ChannelBalanceResponse {
+            local_balance: amount(b.outbound),
+            remote_balance: amount(b.inbound),
+        }))
     }
 
     async fn add_invoice(&self, request: Request<lnrpc::Invoice>) -> Result<Response<AddInvoiceResponse>, Status> {
