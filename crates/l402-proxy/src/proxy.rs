@@ -209,6 +209,14 @@ impl State {
     }
 }
 
+impl State {
+    /// A request answered 429: counted by outcome, and as a refusal of `service` for `reason`.
+    fn limited(&self, service: &str, reason: &'static str) {
+        self.metrics.count(Outcome::RateLimited);
+        self.paywall.metrics().refused(service, reason);
+    }
+}
+
 impl ServiceTable {
     /// The service for a request whose canonical path is `path` (`lower`: lower-cased, if some service
     /// wants it).
@@ -329,7 +337,7 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
             Err(refusal) => {
                 if let Some((RateKey::Address, limiter)) = &service.limiter {
                     if let Err(wait) = limiter.check(LimitKey::Client(prefix)) {
-                        state.metrics.count(Outcome::RateLimited);
+                        state.limited(name, "rate_limited");
                         return status_response(
                             StatusCode::TOO_MANY_REQUESTS,
                             "rate limited",
@@ -340,7 +348,7 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
                 }
                 if refusal.wants_challenge() {
                     if let Err(wait) = state.challenges.check(prefix) {
-                        state.metrics.count(Outcome::RateLimited);
+                        state.limited(name, "challenge_rate_limited");
                         tracing::info!(%method, path, %client, service = name, "challenge rate limited");
                         return status_response(
                             StatusCode::TOO_MANY_REQUESTS,
@@ -367,9 +375,12 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
             _ => LimitKey::Client(prefix),
         };
         if let Err(wait) = limiter.check(k) {
-            state.metrics.count(Outcome::RateLimited);
+            state.limited(name, "rate_limited");
             return status_response(StatusCode::TOO_MANY_REQUESTS, "rate limited", grpc, Extra::RetryAfter(wait));
         }
+    }
+    if free {
+        state.paywall.metrics().free_requests.inc();
     }
     let token_hex = token_id.map(|t| t.to_hex()).or_else(|| receipt.as_ref().map(|r| hex::encode(r.payment_hash.0)));
     let paid = token_hex
@@ -479,6 +490,7 @@ async fn reserve(
     let unavailable = |e: l402_server::store::StoreError| {
         tracing::warn!(error = %e, "metered balance: store unavailable");
         state.metrics.count(Outcome::Refused);
+        state.paywall.metrics().refused(&service.spec.name, "store_unavailable");
         status_response(StatusCode::SERVICE_UNAVAILABLE, "store unavailable", grpc, Extra::None)
     };
     let mut reserved = store.reserve(&key, Msat(estimate)).await.map_err(unavailable)?;
@@ -493,7 +505,7 @@ async fn reserve(
         Reserve::Reserved { available } => available,
         Reserve::Insufficient { .. } | Reserve::Missing => {
             if let Err(wait) = state.challenges.check(prefix) {
-                state.metrics.count(Outcome::RateLimited);
+                state.limited(&service.spec.name, "challenge_rate_limited");
                 return Err(status_response(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too many challenges",

@@ -237,6 +237,13 @@ path = "/news*"
 upstream = "{up}"
 price_sat = 20
 schemes = ["payment"]
+
+[[service]]
+name = "open"
+path = "/open*"
+upstream = "{up}"
+payment = false
+rate_limit = {{ per = "address", per_second = 0.001, burst = 1 }}
 "#,
         preamble(dir.path()),
         token_file.display()
@@ -280,6 +287,10 @@ schemes = ["payment"]
     assert_eq!(http_get(p.addr(), "/news", &[&with_charge]).await.status, 200);
     assert_eq!(http_get(p.addr(), "/news", &[&with_charge]).await.status, 402);
 
+    // A free service limited to one request: the second is a 429, refused as rate_limited.
+    assert_eq!(http_get(p.addr(), "/open", &[]).await.status, 200);
+    assert_eq!(http_get(p.addr(), "/open", &[]).await.status, 429);
+
     let prom_dir = tempfile::tempdir().expect("tmp");
     let prom = start_prometheus(prom_dir.path(), admin).await;
     let s = "instance=\"".to_owned() + &admin.to_string() + "\"";
@@ -304,11 +315,14 @@ schemes = ["payment"]
         ("weather", "revoked", 1.0),
         ("news", "payment_required", 1.0),
         ("news", "charge_spent", 1.0),
+        ("open", "rate_limited", 1.0),
     ] {
         let expr = format!("l402_refusals_total{{{s},service=\"{service}\",reason=\"{reason}\"}}");
         expect(&prom, &expr, count).await;
     }
-    expect(&prom, &q("count(l402_refusals_total{SEL})"), 5.0).await;
+    expect(&prom, &q("count(l402_refusals_total{SEL})"), 6.0).await;
+    expect(&prom, &q("l402_proxy_requests_total{SEL,outcome=\"rate_limited\"}"), 1.0).await;
+    expect(&prom, &q("l402_free_requests_total{SEL}"), 1.0).await;
     expect(&prom, &q("l402_proxy_requests_total{SEL,outcome=\"refused\"}"), 2.0).await;
     // The node: up, probed, its liquidity as it reports it; no backend error.
     expect(&prom, &q("l402_node_up{SEL}"), 1.0).await;

@@ -169,7 +169,7 @@ pub struct Metrics {
     /// Requests whose credential the verified-credential cache answered (no key derivation, no HMAC chain).
     pub verified_cache_hits: Counter,
     services: Mutex<BTreeMap<String, PerService>>,
-    refusals: Mutex<BTreeMap<(String, &'static str), u64>>,
+    refusals: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     lightning_errors: [AtomicU64; LIGHTNING_OPS.len()],
 }
 
@@ -186,7 +186,11 @@ impl Metrics {
     /// Counts a refusal by the service it was for and its reason ([`crate::Refusal::reason`]).
     pub fn refused(&self, service: &str, reason: &'static str) {
         if let Ok(mut r) = self.refusals.lock() {
-            *r.entry((service.to_owned(), reason)).or_default() += 1;
+            let by_reason = match r.get_mut(service) {
+                Some(m) => m,
+                None => r.entry(service.to_owned()).or_default(),
+            };
+            *by_reason.entry(reason).or_default() += 1;
         }
     }
 
@@ -194,7 +198,7 @@ impl Metrics {
     pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
         let mut by_reason = BTreeMap::new();
         if let Ok(r) = self.refusals.lock() {
-            for ((_, reason), n) in r.iter() {
+            for (reason, n) in r.values().flatten() {
                 *by_reason.entry(*reason).or_default() += n;
             }
         }
@@ -285,12 +289,11 @@ impl Metrics {
         );
         family(out, "l402_refusals_total", "counter", "Requests refused, by service and reason.");
         if let Ok(r) = self.refusals.lock() {
-            for ((service, reason), n) in r.iter() {
-                let _ = writeln!(
-                    out,
-                    "l402_refusals_total{{service=\"{}\",reason=\"{reason}\"}} {n}",
-                    label_value(service)
-                );
+            for (service, reasons) in r.iter() {
+                let service = label_value(service);
+                for (reason, n) in reasons {
+                    let _ = writeln!(out, "l402_refusals_total{{service=\"{service}\",reason=\"{reason}\"}} {n}");
+                }
             }
         }
         family(out, "l402_lightning_errors_total", "counter", "Failed Lightning backend calls, by operation.");
