@@ -33,9 +33,8 @@ use l402_proto::{
 };
 use thiserror::Error;
 
-use crate::cache::Bounded;
 use crate::cache::{
-    DEFAULT_KEY_CACHE_SIZE, DEFAULT_KEY_CACHE_TTL, DEFAULT_VERIFIED_STATELESS_SIZE, KeyCache, StatelessCache,
+    Bounded, DEFAULT_KEY_CACHE_SIZE, DEFAULT_KEY_CACHE_TTL, DEFAULT_VERIFIED_STATELESS_SIZE, KeyCache, StatelessCache,
     VerifiedCache,
 };
 use crate::charge::{ChargeOffer, ChargeRefusal, PaidCharge, PaymentScheme};
