@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::services::Registry;
 use async_trait::async_trait;
 use l402_lightning::{InvoiceIssuer, LightningErrorKind};
 use l402_proto::{Msat, PaymentHash, TokenId};
@@ -97,6 +98,8 @@ pub struct ProxyMetrics {
     store_errors: [Counter; STORE_OPS.len()],
     node: NodeGauges,
     started_at: f64,
+    /// The live services, for their paid-request counters (weak: the registry's store holds these metrics).
+    services: std::sync::OnceLock<std::sync::Weak<Registry>>,
 }
 
 impl Default for ProxyMetrics {
@@ -109,6 +112,7 @@ impl Default for ProxyMetrics {
             store_errors: Default::default(),
             node: NodeGauges::default(),
             started_at: unix_now().as_secs_f64(),
+            services: std::sync::OnceLock::new(),
         }
     }
 }
@@ -140,6 +144,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 impl ProxyMetrics {
     pub(crate) fn count(&self, outcome: Outcome) {
         self.outcomes[outcome as usize].inc();
+    }
+
+    /// Renders the paid requests of these services (the proxy's live table).
+    pub(crate) fn serve_services(&self, services: &Arc<Registry>) {
+        let _ = self.services.set(Arc::downgrade(services));
     }
 
     /// Probes the node once: `info` (reachability, height), then its channel balances.
@@ -202,6 +211,18 @@ impl ProxyMetrics {
         family(&mut out, "l402_proxy_requests_total", "counter", "Requests by outcome.");
         for (i, name) in OUTCOMES.iter().enumerate() {
             let _ = writeln!(out, "l402_proxy_requests_total{{outcome=\"{name}\"}} {}", self.outcomes[i].get());
+        }
+        family(
+            &mut out,
+            "l402_paid_requests_total",
+            "counter",
+            "Requests forwarded on a token or a charge, by service.",
+        );
+        if let Some(registry) = self.services.get().and_then(std::sync::Weak::upgrade) {
+            for service in &registry.current().services {
+                let name = l402_server::metrics::label_value(&service.spec.name);
+                let _ = writeln!(out, "l402_paid_requests_total{{service=\"{name}\"}} {}", service.paid_requests.get());
+            }
         }
         let h = "l402_proxy_upstream_latency_seconds";
         family(&mut out, h, "histogram", "Time to the upstream's response headers, seconds.");

@@ -60,6 +60,8 @@ pub(crate) struct Service {
     path: String,
     free_paths: Vec<String>,
     routes: Vec<Route>,
+    /// Requests forwarded on an L402 token or a `Payment` charge (`l402_paid_requests_total`).
+    pub(crate) paid_requests: l402_server::metrics::Counter,
 }
 
 impl Service {
@@ -109,6 +111,7 @@ impl Service {
                 .map(|r| Route { path: case(&r.path), methods: r.methods.clone(), capability: r.capability.clone() })
                 .collect(),
             config: s.clone(),
+            paid_requests: l402_server::metrics::Counter::default(),
         })
     }
 
@@ -196,9 +199,11 @@ impl State {
             tracing::info!(keys = key_files.len(), "stateless tokens: challenges write nothing to the store");
         }
         let paywall = builder.build();
-        let services = Registry::new(config, paywall.store().clone(), payment_available, config.max_tracked_clients)?;
+        let services =
+            Arc::new(Registry::new(config, paywall.store().clone(), payment_available, config.max_tracked_clients)?);
+        metrics.serve_services(&services);
         Ok(Self {
-            services: Arc::new(services),
+            services,
             paywall,
             metrics,
             tls: config.tls.is_some(),
@@ -417,6 +422,9 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
     match result {
         Ok(mut resp) => {
             state.metrics.count(Outcome::Forwarded);
+            if token_hex.is_some() {
+                service.paid_requests.inc();
+            }
             if let Some((r, available)) = reservation {
                 let h = resp.headers_mut();
                 h.insert(X_L402_BALANCE_MSAT, HeaderValue::from(available.0));

@@ -308,6 +308,9 @@ rate_limit = {{ per = "address", per_second = 0.001, burst = 1 }}
     expect(&prom, &q("l402_revenue_msat_total{SEL,service=\"news\"}"), charge_paid.amount.0 as f64).await;
     assert_eq!((paid.amount.0, charge_paid.amount.0), (100_000, 20_000));
     expect(&prom, &q("l402_tokens_verified_total{SEL}"), 2.0).await;
+    expect(&prom, &q("l402_paid_requests_total{SEL,service=\"weather\"}"), 2.0).await;
+    expect(&prom, &q("l402_paid_requests_total{SEL,service=\"news\"}"), 1.0).await;
+    expect(&prom, &q("l402_paid_requests_total{SEL,service=\"open\"}"), 0.0).await;
     // Refusals by reason, as sent.
     for (service, reason, count) in [
         ("weather", "payment_required", 2.0),
