@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian machine, idempotently:
 # - Debian packages: protobuf-compiler (protoc, for LND's gRPC definitions), pkg-config, PostgreSQL (its
-#   server binaries, for the store tests; no cluster is started here);
+#   server binaries, for the store tests; no cluster is started here); chromium and chromedriver (the
+#   dashboard's headless-browser test); prometheus and promtool (the metrics scrape and alert-rule checks);
 # - a regtest bitcoind, project-local under .tools/ (scripts/install-bitcoind.sh);
 # - the real peers, LND + lncli and Aperture, built from the Go module proxy once per machine
 #   (scripts/install-peers.sh).
@@ -13,6 +14,9 @@ _l402_need=()
 command -v protoc >/dev/null 2>&1 || _l402_need+=(protobuf-compiler)
 command -v pkg-config >/dev/null 2>&1 || _l402_need+=(pkg-config)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || _l402_need+=(postgresql)
+command -v chromium >/dev/null 2>&1 || _l402_need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || _l402_need+=(chromium-driver)
+command -v promtool >/dev/null 2>&1 || _l402_need+=(prometheus)
 if [ "${#_l402_need[@]}" -gt 0 ]; then
   echo "== installing Debian packages: ${_l402_need[*]}"
   SUDO=""

@@ -56,6 +56,9 @@ pub struct Config {
     /// The limit on 402 challenges, always on.
     #[serde(default)]
     pub challenge_limit: ChallengeLimitConfig,
+    /// Freebies and rate limits shared by the instances on one PostgreSQL store.
+    #[serde(default)]
+    pub shared_limits: SharedLimitsConfig,
     /// How tokens are minted: stateless, from master keys (the default with SQLite), or stored at mint time.
     #[serde(default)]
     pub tokens: TokensConfig,
@@ -97,6 +100,33 @@ fn default_schemes() -> Vec<String> {
 
 fn yes() -> bool {
     true
+}
+
+/// Freebies and rate limits shared by the instances on one PostgreSQL store (with SQLite, one instance, they
+/// are its own). Each instance decides alone, from what it knows; every `sync_ms` it writes the uses it
+/// counted since in one batch and reads what the others wrote. So every instance counts another's uses
+/// within **2 × `sync_ms`**, and no request waits for the store.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharedLimitsConfig {
+    /// How often uses are written and read, milliseconds (0: not shared; each instance counts alone).
+    pub sync_ms: u64,
+    /// A client's stored uses not written for this long are forgotten (its freebies start again, as when
+    /// an instance's own table forgets it), seconds.
+    pub retention_secs: u64,
+}
+
+impl Default for SharedLimitsConfig {
+    fn default() -> Self {
+        Self { sync_ms: 250, retention_secs: 86_400 }
+    }
+}
+
+impl Config {
+    /// Whether freebies and rate limits are shared: a PostgreSQL store and a sync interval.
+    pub fn shared_limits_on(&self) -> bool {
+        matches!(self.store, StoreConfig::Postgres { .. }) && self.shared_limits.sync_ms > 0
+    }
 }
 
 /// Bounds on the listener: what a connection may hold and for how long. The defaults follow nginx's where it
@@ -668,6 +698,12 @@ impl Config {
         }
         if l.workers > 1024 {
             return Err(ConfigError("listener.workers: at most 1024 (0: one per core)".into()));
+        }
+        if self.shared_limits.sync_ms > 3_600_000 {
+            return Err(ConfigError("shared_limits.sync_ms: at most 3600000 (0: not shared)".into()));
+        }
+        if self.shared_limits.retention_secs < 60 {
+            return Err(ConfigError("shared_limits.retention_secs: at least 60".into()));
         }
         if self.max_tracked_clients == 0 {
             return Err(ConfigError("max_tracked_clients: at least 1".into()));

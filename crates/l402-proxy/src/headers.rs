@@ -29,8 +29,27 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 const MACAROON: HeaderName = HeaderName::from_static("macaroon");
 const GRPC_MACAROON: HeaderName = HeaderName::from_static("grpc-metadata-macaroon");
 
-/// Removes everything of a client's request that must not reach the upstream (see the module doc).
+/// Whether a request header may have to go: a hop-by-hop one, a credential, an `X-L402-*`, or one a
+/// `Connection` header could name (any other than the common end-to-end ones).
+fn suspect_in_request(name: &HeaderName) -> bool {
+    suspect_in_response(name)
+        || *name == http::header::AUTHORIZATION
+        || *name == MACAROON
+        || *name == GRPC_MACAROON
+        || name.as_str().starts_with(L402_HEADER_PREFIX)
+}
+
+/// Whether a response header may have to go (hop-by-hop).
+fn suspect_in_response(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
+/// Removes everything of a client's request that must not reach the upstream (see the module doc). Most
+/// requests have none of it: one pass over the names tells, and only then are the headers looked up.
 pub fn strip_request(headers: &mut HeaderMap) {
+    if !headers.keys().any(suspect_in_request) {
+        return;
+    }
     strip_hop_by_hop(headers);
     strip_credentials(headers);
     strip_l402_headers(headers);
@@ -38,6 +57,10 @@ pub fn strip_request(headers: &mut HeaderMap) {
 
 /// Removes hop-by-hop headers, keeping `TE: trailers` (gRPC needs it end to end).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Without `Connection` nothing else can be named hop-by-hop: one pass over the names tells.
+    if !headers.keys().any(suspect_in_response) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(http::header::CONNECTION)
         .iter()

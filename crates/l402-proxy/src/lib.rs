@@ -33,6 +33,7 @@ mod pool;
 mod proxy;
 pub mod routing;
 mod services;
+mod shared;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -123,6 +124,9 @@ impl Proxy {
         let probe = Duration::from_secs(config.metrics.node_probe_secs);
         tasks.push(metrics::spawn_node_probe(issuer, state.metrics.clone(), probe));
         tasks.push(state.services.spawn_poller(Duration::from_millis(config.tokens.revocation_poll_ms)));
+        if config.shared_limits_on() {
+            tasks.push(shared::spawn(&state.services, state.paywall.store().clone(), config.shared_limits.clone()));
+        }
         let mut admin_addr = None;
         if let Some(admin) = &config.admin {
             let token = match (&admin.token_env, &admin.token_file) {

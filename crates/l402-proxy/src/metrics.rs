@@ -19,7 +19,7 @@ use l402_server::Metrics;
 use l402_server::metrics::{Counter, Histogram, LightningOp, family};
 use l402_server::store::{
     Balance, BalanceKey, KeyLookup, NewToken, Reserve, Revenue, Revocation, SpentCharge, StoreError, StoredService,
-    TokenInfo, TokenQuery, TokenStore, UsedToken,
+    TokenInfo, TokenQuery, TokenStore, Usage, UsageAdd, UsedToken,
 };
 
 /// Upstream latency bounds, microseconds (1 ms to 30 s).
@@ -52,9 +52,13 @@ enum StoreOp {
     PutService,
     Services,
     ServicesVersion,
+    AddUsage,
+    UsageSince,
+    UsageVersion,
+    PruneUsage,
 }
 
-const STORE_OPS: [&str; 17] = [
+const STORE_OPS: [&str; 21] = [
     "insert",
     "lookup",
     "revoke",
@@ -72,6 +76,10 @@ const STORE_OPS: [&str; 17] = [
     "put_service",
     "services",
     "services_version",
+    "add_usage",
+    "usage_since",
+    "usage_version",
+    "prune_usage",
 ];
 
 /// What the last probes of the node found.
@@ -301,7 +309,8 @@ pub(crate) fn spawn_node_probe(
     })
 }
 
-/// The token store, each call timed into `l402_store_latency_seconds` and its failures counted.
+/// The token store, each call timed into `l402_store_latency_seconds` and its failures counted. Every method of
+/// [`TokenStore`] is passed on, the defaulted ones too (a default here would answer for the real store).
 pub(crate) struct TimedStore {
     inner: Arc<dyn TokenStore>,
     metrics: Arc<ProxyMetrics>,
@@ -375,6 +384,18 @@ impl TokenStore for TimedStore {
     }
     async fn services_version(&self) -> Result<u64, StoreError> {
         self.time(StoreOp::ServicesVersion, self.inner.services_version()).await
+    }
+    async fn add_usage(&self, adds: &[UsageAdd], at: u64) -> Result<Vec<u64>, StoreError> {
+        self.time(StoreOp::AddUsage, self.inner.add_usage(adds, at)).await
+    }
+    async fn usage_since(&self, after: u64) -> Result<Vec<Usage>, StoreError> {
+        self.time(StoreOp::UsageSince, self.inner.usage_since(after)).await
+    }
+    async fn usage_version(&self) -> Result<u64, StoreError> {
+        self.time(StoreOp::UsageVersion, self.inner.usage_version()).await
+    }
+    async fn prune_usage(&self, before: u64) -> Result<u64, StoreError> {
+        self.time(StoreOp::PruneUsage, self.inner.prune_usage(before)).await
     }
 }
 

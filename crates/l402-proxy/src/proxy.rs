@@ -66,8 +66,8 @@ pub(crate) struct Service {
 
 impl Service {
     /// Makes a service ready to serve from its (checked) configuration: resolves its extra headers, builds
-    /// its upstream client; limit tables of `capacity` clients.
-    pub(crate) fn build(s: &ServiceConfig, capacity: usize) -> Result<Self, ConfigError> {
+    /// its upstream client; limit tables of `capacity` clients (`shared` with other instances, or not).
+    pub(crate) fn build(s: &ServiceConfig, capacity: usize, shared: bool) -> Result<Self, ConfigError> {
         let mut extra = Vec::new();
         for (name, source) in &s.headers {
             let value = source.resolve(name)?;
@@ -99,9 +99,9 @@ impl Service {
         Ok(Service {
             spec: Arc::new(spec),
             upstream,
-            freebies: Freebies::new(s.freebies, capacity),
+            freebies: Freebies::new(s.freebies, capacity, shared),
             metering,
-            limiter: s.rate_limit.as_ref().map(|r| (r.per, RateLimiter::new(r.per_second, r.burst, capacity))),
+            limiter: s.rate_limit.as_ref().map(|r| (r.per, RateLimiter::new(r.per_second, r.burst, capacity, shared))),
             host: s.host.to_ascii_lowercase(),
             path: case(&s.path),
             free_paths: s.free_paths.iter().map(|p| case(p)).collect(),
@@ -199,8 +199,13 @@ impl State {
             tracing::info!(keys = key_files.len(), "stateless tokens: challenges write nothing to the store");
         }
         let paywall = builder.build();
-        let services =
-            Arc::new(Registry::new(config, paywall.store().clone(), payment_available, config.max_tracked_clients)?);
+        let services = Arc::new(Registry::new(
+            config,
+            paywall.store().clone(),
+            payment_available,
+            config.max_tracked_clients,
+            config.shared_limits_on(),
+        )?);
         metrics.serve_services(&services);
         Ok(Self {
             services,

@@ -142,6 +142,8 @@ pub(crate) struct Registry {
     payment_available: bool,
     /// The size of each service's limit tables.
     capacity: usize,
+    /// Whether the services' freebies and rate limits are shared with other instances (PostgreSQL).
+    shared_limits: bool,
 }
 
 impl Registry {
@@ -151,6 +153,7 @@ impl Registry {
         store: Arc<dyn TokenStore>,
         payment_available: bool,
         capacity: usize,
+        shared_limits: bool,
     ) -> Result<Self, ConfigError> {
         let sources = Sources { file: config.services.clone(), stored: Vec::new(), version: 0 };
         let mut me = Self {
@@ -161,6 +164,7 @@ impl Registry {
             store,
             payment_available,
             capacity,
+            shared_limits,
         };
         let table = me.build(&sources)?;
         me.live = RwLock::new(Arc::new(table));
@@ -208,7 +212,7 @@ impl Registry {
             let same = |s: &&Arc<Service>| s.config.name == c.name && same_config(&s.config, c);
             match old.services.iter().find(same) {
                 Some(s) => services.push(s.clone()),
-                None => services.push(Arc::new(Service::build(c, self.capacity)?)),
+                None => services.push(Arc::new(Service::build(c, self.capacity, self.shared_limits)?)),
             }
         }
         Ok(ServiceTable { any_case_insensitive: configs.iter().any(|s| s.case_insensitive_paths), services })

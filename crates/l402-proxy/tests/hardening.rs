@@ -533,6 +533,8 @@ fn absurd_limits_are_configuration_errors_not_panics() {
         ("[challenge_limit]\nper_client_burst = 0\n", "burst"),
         ("trusted_proxies = [\"10.0.0.0/99\"]\n", "trusted_proxies"),
         ("max_tracked_clients = 0\n", "max_tracked_clients"),
+        ("[shared_limits]\nsync_ms = 3600001\n", "shared_limits.sync_ms"),
+        ("[shared_limits]\nretention_secs = 0\n", "shared_limits.retention_secs"),
     ] {
         let err = Config::parse(&format!("{base}{extra}{svc}")).expect_err(extra);
         assert!(err.to_string().contains(key), "{extra}: {err}");

@@ -25,6 +25,7 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
     (3, SQLITE_CHARGES),
     (4, SQLITE_SERVICES),
     (5, SQLITE_BALANCES),
+    (6, SQLITE_USAGE),
 ];
 
 /// Version 2: revocations by sequence, so that every instance can hold the set in memory and follow it (a
@@ -61,6 +62,7 @@ pub(crate) const POSTGRES: &[(i64, &str)] = &[
     (3, POSTGRES_CHARGES),
     (4, POSTGRES_SERVICES),
     (5, POSTGRES_BALANCES),
+    (6, POSTGRES_USAGE),
 ];
 
 /// Version 2 (see [`SQLITE_REVOCATIONS`]). Revocations are inserted under an advisory lock held until commit,
@@ -151,3 +153,31 @@ const POSTGRES_BALANCES: &str = "CREATE TABLE l402_balances (
         updated_at    BIGINT NOT NULL,
         PRIMARY KEY (kind, id)
     );";
+
+/// Version 6: what the proxy's freebies and rate limits have used, shared by the instances on one store: a
+/// total per limit (`scope`, e.g. `freebies/<service>`) and key (a client prefix or a token id). `version`
+/// is the write that last changed a row (all rows of one write share it), so an instance follows the others
+/// by reading the rows above the version it has seen.
+const SQLITE_USAGE: &str = "CREATE TABLE l402_usage (
+        scope      TEXT NOT NULL,
+        key        BLOB NOT NULL,
+        used       INTEGER NOT NULL,
+        version    INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE INDEX l402_usage_version ON l402_usage (version);
+    CREATE INDEX l402_usage_updated_at ON l402_usage (updated_at);";
+
+/// Version 6 (see [`SQLITE_USAGE`]). Writes take an advisory lock held until commit, so version order is
+/// commit order and a reader following `version > last` misses none.
+const POSTGRES_USAGE: &str = "CREATE TABLE l402_usage (
+        scope      TEXT NOT NULL,
+        key        BYTEA NOT NULL,
+        used       BIGINT NOT NULL,
+        version    BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE INDEX l402_usage_version ON l402_usage (version);
+    CREATE INDEX l402_usage_updated_at ON l402_usage (updated_at);";

@@ -69,6 +69,30 @@ pub struct UsedToken {
     pub paid: Msat,
 }
 
+/// Uses of a shared limit to add: `delta` more uses of `key` under `scope` (see [`TokenStore::add_usage`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageAdd {
+    /// The limit, e.g. `freebies/<service>`.
+    pub scope: String,
+    /// What it counts by (a client prefix or a token id, as bytes).
+    pub key: Vec<u8>,
+    /// Uses to add.
+    pub delta: u64,
+}
+
+/// A shared limit's stored total (see [`TokenStore::usage_since`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// The limit.
+    pub scope: String,
+    /// The key.
+    pub key: Vec<u8>,
+    /// Every use recorded, by every instance.
+    pub used: u64,
+    /// The write that last changed it.
+    pub version: u64,
+}
+
 /// A `Payment` charge credential, recorded as spent when it is first accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpentCharge {
@@ -329,6 +353,26 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn balance(&self, key: &BalanceKey) -> Result<Option<Balance>, StoreError> {
         let _ = key;
         Err(StoreError("this store keeps no metered balances".into()))
+    }
+    /// Adds uses to shared limits in one write (keys unique within `adds`) and returns each one's new total,
+    /// in order. The write gets a version above every earlier one, in commit order.
+    async fn add_usage(&self, adds: &[UsageAdd], at: u64) -> Result<Vec<u64>, StoreError> {
+        let _ = (adds, at);
+        Err(StoreError("this store keeps no shared limits".into()))
+    }
+    /// The shared-limit totals written after version `after`, by version.
+    async fn usage_since(&self, after: u64) -> Result<Vec<Usage>, StoreError> {
+        let _ = after;
+        Err(StoreError("this store keeps no shared limits".into()))
+    }
+    /// The version of the last shared-limit write (0: none).
+    async fn usage_version(&self) -> Result<u64, StoreError> {
+        Err(StoreError("this store keeps no shared limits".into()))
+    }
+    /// Forgets the shared-limit totals not written since `before` (Unix seconds). Returns how many.
+    async fn prune_usage(&self, before: u64) -> Result<u64, StoreError> {
+        let _ = before;
+        Err(StoreError("this store keeps no shared limits".into()))
     }
     /// Writes a service defined at runtime: its configuration (JSON), or `None` to record it deleted. Returns
     /// the write's version, above every version before it.

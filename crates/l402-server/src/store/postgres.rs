@@ -11,7 +11,7 @@ use super::migrations::POSTGRES;
 use super::pg_tls;
 use super::{
     Balance, BalanceKey, KeyLookup, NewToken, Reserve, Revenue, Revocation, SpentCharge, StoreError, StoredService,
-    TokenInfo, TokenQuery, TokenStore, UsedToken,
+    TokenInfo, TokenQuery, TokenStore, Usage, UsageAdd, UsedToken,
 };
 
 /// A [`TokenStore`] in PostgreSQL.
@@ -38,6 +38,8 @@ const REVOCATION_LOCK: i64 = 0x4c34_3033;
 
 /// Serializes service writes, so that their versions are handed out in commit order.
 const SERVICES_LOCK: i64 = 0x4c34_3034;
+/// Serializes shared-limit writes, so that their versions are handed out in commit order.
+const USAGE_LOCK: i64 = 0x4c34_3035;
 
 const NOW: &str = "extract(epoch from now())::bigint";
 
@@ -304,6 +306,78 @@ impl TokenStore for PostgresStore {
             .await
             .map_err(StoreError::from_display)?;
         Ok(n > 0)
+    }
+
+    async fn add_usage(&self, adds: &[UsageAdd], at: u64) -> Result<Vec<u64>, StoreError> {
+        if adds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let scope: Vec<&str> = adds.iter().map(|a| a.scope.as_str()).collect();
+        let key: Vec<&[u8]> = adds.iter().map(|a| a.key.as_slice()).collect();
+        let delta: Vec<i64> = adds.iter().map(|a| i64::try_from(a.delta).unwrap_or(i64::MAX)).collect();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(StoreError::from_display)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&USAGE_LOCK]).await.map_err(StoreError::from_display)?;
+        let version: i64 = tx
+            .query_one("SELECT COALESCE(MAX(version), 0)::bigint + 1 FROM l402_usage", &[])
+            .await
+            .map_err(StoreError::from_display)?
+            .get(0);
+        let rows = tx
+            .query(
+                "INSERT INTO l402_usage (scope, key, used, version, updated_at)
+                 SELECT s, k, d, $4, $5 FROM UNNEST($1::text[], $2::bytea[], $3::bigint[]) AS u(s, k, d)
+                 ON CONFLICT (scope, key) DO UPDATE SET used = l402_usage.used + excluded.used,
+                     version = excluded.version, updated_at = excluded.updated_at
+                 RETURNING scope, key, used",
+                &[&scope, &key, &delta, &version, &(at as i64)],
+            )
+            .await
+            .map_err(StoreError::from_display)?;
+        tx.commit().await.map_err(StoreError::from_display)?;
+        // RETURNING does not promise input order: match the totals back by key.
+        let mut by_key = std::collections::HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let (s, k, used): (&str, &[u8], i64) = (r.get(0), r.get(1), r.get(2));
+            by_key.insert((s, k), used.max(0) as u64);
+        }
+        Ok(adds.iter().map(|a| by_key.get(&(a.scope.as_str(), a.key.as_slice())).copied().unwrap_or(0)).collect())
+    }
+
+    async fn usage_since(&self, after: u64) -> Result<Vec<Usage>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT scope, key, used, version FROM l402_usage WHERE version > $1 ORDER BY version, scope, key",
+                &[&(after as i64)],
+            )
+            .await
+            .map_err(StoreError::from_display)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Usage {
+                scope: r.get(0),
+                key: r.get(1),
+                used: r.get::<_, i64>(2).max(0) as u64,
+                version: r.get::<_, i64>(3) as u64,
+            })
+            .collect())
+    }
+
+    async fn usage_version(&self) -> Result<u64, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_one("SELECT COALESCE(MAX(version), 0)::bigint FROM l402_usage", &[])
+            .await
+            .map_err(StoreError::from_display)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn prune_usage(&self, before: u64) -> Result<u64, StoreError> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM l402_usage WHERE updated_at < $1", &[&(before as i64)])
+            .await
+            .map_err(StoreError::from_display)
     }
 
     async fn put_service(&self, name: &str, config: Option<&str>) -> Result<u64, StoreError> {

@@ -17,7 +17,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use super::migrations::SQLITE;
 use super::{
     Balance, BalanceKey, KeyLookup, NewToken, Reserve, Revenue, Revocation, SpentCharge, StoreError, StoredService,
-    TokenInfo, TokenQuery, TokenStore, UsedToken,
+    TokenInfo, TokenQuery, TokenStore, Usage, UsageAdd, UsedToken,
 };
 
 /// A [`TokenStore`] in a SQLite file.
@@ -348,6 +348,65 @@ impl TokenStore for SqliteStore {
             .map(|n| n > 0)
         })
         .await
+    }
+
+    async fn add_usage(&self, adds: &[UsageAdd], at: u64) -> Result<Vec<u64>, StoreError> {
+        if adds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let adds = adds.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let version: i64 =
+                tx.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM l402_usage", [], |r| r.get(0))?;
+            let mut totals = Vec::with_capacity(adds.len());
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO l402_usage (scope, key, used, version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (scope, key) DO UPDATE SET used = used + excluded.used, version = excluded.version,
+                         updated_at = excluded.updated_at
+                     RETURNING used",
+                )?;
+                for a in &adds {
+                    let delta = i64::try_from(a.delta).unwrap_or(i64::MAX);
+                    let used: i64 = st.query_row(params![a.scope, a.key, delta, version, at as i64], |r| r.get(0))?;
+                    totals.push(used.max(0) as u64);
+                }
+            }
+            tx.commit()?;
+            Ok(totals)
+        })
+        .await
+    }
+
+    async fn usage_since(&self, after: u64) -> Result<Vec<Usage>, StoreError> {
+        self.with(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT scope, key, used, version FROM l402_usage WHERE version > ?1 ORDER BY version, scope, key",
+            )?;
+            let rows = st.query_map(params![after as i64], |r| {
+                Ok(Usage {
+                    scope: r.get(0)?,
+                    key: r.get(1)?,
+                    used: r.get::<_, i64>(2)?.max(0) as u64,
+                    version: r.get::<_, i64>(3)? as u64,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn usage_version(&self) -> Result<u64, StoreError> {
+        self.with(|c| c.query_row("SELECT COALESCE(MAX(version), 0) FROM l402_usage", [], |r| r.get::<_, i64>(0)))
+            .await
+            .map(|v| v as u64)
+    }
+
+    async fn prune_usage(&self, before: u64) -> Result<u64, StoreError> {
+        self.with(move |c| c.execute("DELETE FROM l402_usage WHERE updated_at < ?1", params![before as i64]))
+            .await
+            .map(|n| n as u64)
     }
 
     async fn put_service(&self, name: &str, config: Option<&str>) -> Result<u64, StoreError> {
