@@ -7,7 +7,8 @@
 #   - the criterion benches: l402-proto `verify`; l402-regtest `payments`; l402-testkit `lnd_sim_payments`;
 #   - `l402-bench proxy` (beside nginx `proxy_pass`, which it starts itself from a generated configuration in a
 #     temporary directory and stops: nothing under /etc is used, no daemon is left), `l402-bench addresses`
-#     (a million client addresses), `l402-bench challenges`, `l402-bench client`;
+#     (a million client addresses), `l402-bench challenges`, `l402-bench client`, `l402-bench metered` (time
+#     to first byte of a streamed completion through a metered service);
 #   - `l402-bench peers`: `l402 proxy` beside the real Aperture, both on the same real LND node (the peers come
 #     from scripts/install-peers.sh, which install-deps.sh sources), and real payment latency LND <-> LDK;
 # and writes BENCHMARKS.md with `l402-bench report` from what they printed: the machine, then per command the
@@ -55,6 +56,7 @@ if [ "${L402_BENCH_QUICK:-0}" = 1 ]; then
   ADDRESS_ARGS=(--addresses 20000 --max-seconds 60)
   CHALLENGE_ARGS=(--count 50)
   CLIENT_ARGS=(--requests 200 --payments 5)
+  METERED_ARGS=(--requests 50)
   PEERS_ARGS=(--rounds 1 --duration 3 --warmup 1 --challenges 40 --challenge-rounds 1 --payments 5)
   export L402_BENCH_PAYMENTS=5
   OUT=$RESULTS/BENCHMARKS.md
@@ -64,6 +66,7 @@ else
   ADDRESS_ARGS=()
   CHALLENGE_ARGS=()
   CLIENT_ARGS=()
+  METERED_ARGS=()
   PEERS_ARGS=()
   CRITERION_ARGS=()
 fi
@@ -142,6 +145,8 @@ run challenges "$(show "$BENCH") challenges ${CHALLENGE_ARGS[*]}" -- \
   "$BENCH" challenges "${CHALLENGE_ARGS[@]}"
 run client "$(show "$BENCH") client --l402-bin $(show "$L402") ${CLIENT_ARGS[*]}" -- \
   "$BENCH" client --l402-bin "$L402" "${CLIENT_ARGS[@]}"
+run metered "$(show "$BENCH") metered --l402-bin $(show "$L402") ${METERED_ARGS[*]}" -- \
+  "$BENCH" metered --l402-bin "$L402" "${METERED_ARGS[@]}"
 run peers "$(show "$BENCH") peers --l402-bin $(show "$L402") ${PEERS_ARGS[*]}" -- \
   "$BENCH" peers --l402-bin "$L402" "${PEERS_ARGS[@]}"
 

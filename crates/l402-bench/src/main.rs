@@ -21,6 +21,7 @@
 mod addresses;
 mod challenges;
 mod client_bench;
+mod metered;
 mod net;
 mod nginx;
 mod output;
@@ -55,6 +56,9 @@ enum Command {
     Challenges(challenges::ChallengeArgs),
     /// The paying client: cached-token overhead, time from 402 to 200 with real payments.
     Client(client_bench::ClientArgs),
+    /// Time to first byte of a streamed chat completion through a metered service, beside direct and a plain
+    /// service (a bundle bought with a real payment).
+    Metered(metered::MeteredArgs),
     /// `l402 proxy` beside Aperture on the same real LND node (wrk, challenges, memory); payment latency
     /// LND -> LDK, LND -> LND, LDK -> LDK.
     Peers(peers::PeersArgs),
@@ -76,6 +80,7 @@ fn main() {
                             Command::Challenges(args) => challenges::run(args).await,
                             Command::Client(args) => client_bench::run(args).await,
                             Command::Peers(args) => peers::run(args).await,
+                            Command::Metered(args) => metered::run(args).await,
                             Command::Report(_) => Ok(()),
                         }
                     })

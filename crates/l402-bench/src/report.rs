@@ -130,6 +130,7 @@ fn title(name: &str) -> &str {
         "addresses" => "Proxy memory under a million client addresses",
         "challenges" => "Challenges per second (mint + invoice)",
         "client" => "Client: cached-token overhead and time from 402 to 200",
+        "metered" => "Metered service: time to first byte of a streamed completion",
         "peers" => "Side by side with Aperture on real LND, and real payment latency",
         other => other,
     }

@@ -23,12 +23,15 @@ use hyper_util::rt::TokioIo;
 /// Idle connections kept per upstream and thread (nginx's `keepalive` is per worker too).
 const MAX_IDLE: usize = 256;
 
+/// The connection future of one upstream connection.
+type Conn<B> = http1::Connection<TokioIo<tokio::net::TcpStream>, B>;
+
 /// One connection: the handle requests are sent on, and the connection itself, polled by whoever uses it.
 struct Link<B: Body + 'static> {
     sender: http1::SendRequest<B>,
     /// The connection; `None` once it ended (closed, or failed): dropping it tells the sender, so that a
     /// request not sent yet comes back and the link is never reused.
-    conn: Option<Pin<Box<http1::Connection<TokioIo<tokio::net::TcpStream>, B>>>>,
+    conn: Option<Pin<Box<Conn<B>>>>,
 }
 
 impl<B> Link<B>
