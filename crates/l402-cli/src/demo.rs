@@ -308,7 +308,7 @@ price_sat = {PREMIUM_SAT}
     println!(
         "   proxy: {} challenges, {} paid requests, revenue {} msat",
         m.challenges_issued.load(std::sync::atomic::Ordering::Relaxed),
-        m.tokens_verified.load(std::sync::atomic::Ordering::Relaxed),
+        m.tokens_verified.get(),
         m.revenue_msat.load(std::sync::atomic::Ordering::Relaxed)
     );
     if total != node_sent || ledger.len() != 2 {

@@ -30,7 +30,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use l402_lightning::{LightningError, LightningErrorKind, Node as NodeTrait, NodeInfo};
+use l402_lightning::{ChannelBalance, LightningError, LightningErrorKind, Node as NodeTrait, NodeInfo};
+use l402_proto::Msat;
 pub use ldk_node;
 pub use ldk_node::bitcoin::Network;
 use ldk_node::lightning::ln::msgs::SocketAddress;
@@ -236,6 +237,14 @@ impl NodeTrait for LdkNode {
             network: currency(self.config.network),
             block_height: status.current_best_block.height,
             alias: self.config.alias.clone().unwrap_or_default(),
+        })
+    }
+
+    async fn channel_balance(&self) -> Result<ChannelBalance, LightningError> {
+        let usable: Vec<_> = self.node.list_channels().into_iter().filter(|c| c.is_usable).collect();
+        Ok(ChannelBalance {
+            inbound: Msat(usable.iter().map(|c| c.inbound_capacity_msat).sum()),
+            outbound: Msat(usable.iter().map(|c| c.outbound_capacity_msat).sum()),
         })
     }
 }

@@ -30,6 +30,12 @@ pub type SettlementStream = Pin<Box<dyn Stream<Item = Result<Settlement, Lightni
 pub trait Node: Send + Sync {
     /// The node's identity, network and height.
     async fn info(&self) -> Result<NodeInfo, LightningError>;
+
+    /// What the node's channels can receive and send now, summed over its usable channels (for the
+    /// operator's liquidity metrics). Backends that keep no channels (test doubles) answer an error.
+    async fn channel_balance(&self) -> Result<ChannelBalance, LightningError> {
+        Err(LightningError::new(LightningErrorKind::InvalidRequest, "this backend reports no channel balances"))
+    }
 }
 
 /// The server side: issue invoices, learn they settled.

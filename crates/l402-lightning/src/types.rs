@@ -20,6 +20,15 @@ pub struct NodeInfo {
     pub alias: String,
 }
 
+/// A node's channel liquidity, summed over its channels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChannelBalance {
+    /// What the channels can receive (inbound liquidity).
+    pub inbound: Msat,
+    /// What the channels can send (outbound liquidity).
+    pub outbound: Msat,
+}
+
 /// An invoice to issue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvoiceRequest {

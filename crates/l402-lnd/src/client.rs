@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use l402_lightning::{LightningError, LightningErrorKind, Node, NodeInfo};
+use l402_lightning::{ChannelBalance, LightningError, LightningErrorKind, Node, NodeInfo};
 use l402_proto::lightning_invoice::Currency;
 use tokio::time::Instant;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -18,8 +18,8 @@ use tonic::{Request, Status};
 use crate::config::LndConfig;
 use crate::error::from_status;
 use crate::proto::invoicesrpc::invoices_client::InvoicesClient;
-use crate::proto::lnrpc::GetInfoRequest;
 use crate::proto::lnrpc::lightning_client::LightningClient;
+use crate::proto::lnrpc::{ChannelBalanceRequest, GetInfoRequest};
 use crate::proto::routerrpc::router_client::RouterClient;
 use crate::tls::PinnedConnector;
 
@@ -209,5 +209,16 @@ impl Node for LndNode {
             LightningError::new(LightningErrorKind::Internal, format!("GetInfo: unknown network {network_name:?}"))
         })?;
         Ok(NodeInfo { pubkey: info.identity_pubkey, network, block_height: info.block_height, alias: info.alias })
+    }
+
+    async fn channel_balance(&self) -> Result<ChannelBalance, LightningError> {
+        let b = self
+            .call("ChannelBalance", || {
+                let mut c = self.lightning();
+                async move { c.channel_balance(ChannelBalanceRequest {}).await }
+            })
+            .await?;
+        let msat = |a: Option<crate::proto::lnrpc::Amount>| l402_proto::Msat(a.map_or(0, |a| a.msat));
+        Ok(ChannelBalance { inbound: msat(b.remote_balance), outbound: msat(b.local_balance) })
     }
 }

@@ -453,3 +453,24 @@ async fn a_routed_payment_through_a_fee_charging_lnd_hop_keeps_to_the_limit() {
     drop((alice_pay, carol_inv, alice, bob, carol));
     net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_balance_is_what_real_lnd_reports_and_a_macaroon_without_offchain_read_is_refused_typed() {
+    let net = Regtest::start().await.expect("regtest starts (is bitcoind installed? scripts/install-bitcoind.sh)");
+    let alice = net.lnd_node("alice").await.expect("LND alice starts (built by scripts/install-peers.sh?)");
+    let bob = net.lnd_node("bob").await.expect("LND bob");
+    net.fund_lnd(&alice, 2_000_000).await.expect("fund alice");
+    net.open_channel_lnd_to_lnd(&alice, &bob, 1_000_000, 300_000, None, &[]).await.expect("LND -> LND channel");
+    let readonly = alice.connect(LndMacaroon::Readonly).await.expect("alice, readonly macaroon");
+    let b = readonly.channel_balance().await.expect("ChannelBalance");
+    let lncli = alice.lncli(&["channelbalance"]).await.expect("lncli channelbalance");
+    assert_eq!(b.outbound, Msat(msat_of(&lncli["local_balance"]["msat"])), "{lncli}");
+    assert_eq!(b.inbound, Msat(msat_of(&lncli["remote_balance"]["msat"])), "{lncli}");
+    assert_eq!(b.inbound, Msat::from_sat(300_000), "bob's side is the 300k pushed: {lncli}");
+    assert!(b.outbound.0 > 0 && b.outbound < Msat::from_sat(700_000), "alice's side less fees: {lncli}");
+    let invoice_only = alice.connect(LndMacaroon::Invoice).await.expect("alice, invoice macaroon");
+    let e = invoice_only.channel_balance().await.expect_err("the invoice macaroon has no offchain:read");
+    assert_eq!(e.kind, LightningErrorKind::Unauthenticated, "{e}");
+    drop((readonly, invoice_only, alice, bob));
+    net.shutdown().await;
+}

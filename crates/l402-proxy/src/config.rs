@@ -65,6 +65,9 @@ pub struct Config {
     /// The `Payment` scheme, for services whose `schemes` include `"payment"`.
     #[serde(default)]
     pub payment: PaymentConfig,
+    /// What `/metrics` measures beyond the requests (the node probe).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The priced services, matched in order: the first whose host and path match takes the request.
     #[serde(rename = "service")]
     pub services: Vec<ServiceConfig>,
@@ -230,6 +233,25 @@ pub struct TokensConfig {
     /// apply: nothing in it can go stale.
     #[serde(default = "default_verified_tokens")]
     pub verified_tokens: usize,
+}
+
+/// `[metrics]`: the probe of the Lightning node behind `l402_node_up` and the channel liquidity gauges.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Seconds between probes of the node (its `info` and channel balances), 1..=3600 (default 15).
+    #[serde(default = "default_node_probe")]
+    pub node_probe_secs: u64,
+}
+
+fn default_node_probe() -> u64 {
+    15
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { node_probe_secs: default_node_probe() }
+    }
 }
 
 fn default_revocation_poll() -> u64 {
@@ -668,6 +690,9 @@ impl Config {
         config.check_limits()?;
         if config.tokens.revocation_poll_ms == 0 || config.tokens.revocation_poll_ms > 3_600_000 {
             return Err(ConfigError("tokens.revocation_poll_ms: give 1..=3600000".into()));
+        }
+        if !(1..=3_600).contains(&config.metrics.node_probe_secs) {
+            return Err(ConfigError("metrics.node_probe_secs: give 1..=3600".into()));
         }
         if !(1..=86_400).contains(&config.payment.expiry_secs) {
             return Err(ConfigError("payment.expiry_secs: give 1..=86400".into()));

@@ -95,7 +95,7 @@ impl Proxy {
         store: Arc<dyn TokenStore>,
         issuer: Arc<dyn InvoiceIssuer>,
     ) -> Result<Self, ConfigError> {
-        let state = Arc::new(State::new(config, store, issuer)?);
+        let state = Arc::new(State::new(config, store, issuer.clone())?);
         // Read the revocations now: a store that cannot be read fails the start, not the first paid request.
         state.paywall.refresh_revocations().await.map_err(|e| ConfigError(format!("store: {e}")))?;
         // The services the admin API wrote to the store override and extend the file's.
@@ -121,6 +121,8 @@ impl Proxy {
         let queues = spawn_workers(workers, &ctx)?;
         let mut tasks = vec![tokio::spawn(accept(listener, state.listener.max_connections, queues))];
         tasks.push(state.paywall.spawn_settlement_watcher());
+        let probe = Duration::from_secs(config.metrics.node_probe_secs);
+        tasks.push(metrics::spawn_node_probe(issuer, state.metrics.clone(), probe));
         tasks.push(state.services.spawn_poller(Duration::from_millis(config.tokens.revocation_poll_ms)));
         if config.shared_limits_on() {
             tasks.push(shared::spawn(&state.services, state.paywall.store().clone(), config.shared_limits.clone()));

@@ -60,6 +60,8 @@ pub(crate) struct Service {
     path: String,
     free_paths: Vec<String>,
     routes: Vec<Route>,
+    /// Requests forwarded on an L402 token or a `Payment` charge (`l402_paid_requests_total`).
+    pub(crate) paid_requests: l402_server::metrics::Counter,
 }
 
 impl Service {
@@ -113,6 +115,7 @@ impl Service {
                 .map(|r| Route { path: case(&r.path), methods: r.methods.clone(), capability: r.capability.clone() })
                 .collect(),
             config: s.clone(),
+            paid_requests: l402_server::metrics::Counter::default(),
         })
     }
 
@@ -174,6 +177,7 @@ impl State {
         issuer: Arc<dyn InvoiceIssuer>,
     ) -> Result<Self, ConfigError> {
         let metrics = Arc::new(ProxyMetrics::default());
+        let store = crate::metrics::TimedStore::wrap(store, metrics.clone());
         let mut builder = Paywall::builder(store, issuer)
             .key_cache_ttl(Duration::from_millis(config.key_cache_ttl_ms))
             .key_cache_size(config.key_cache_size)
@@ -199,15 +203,16 @@ impl State {
             tracing::info!(keys = key_files.len(), "stateless tokens: challenges write nothing to the store");
         }
         let paywall = builder.build();
-        let services = Registry::new(
+        let services = Arc::new(Registry::new(
             config,
             paywall.store().clone(),
             payment_available,
             config.max_tracked_clients,
             config.shared_limits_on(),
-        )?;
+        )?);
+        metrics.serve_services(&services);
         Ok(Self {
-            services: Arc::new(services),
+            services,
             paywall,
             metrics,
             tls: config.tls.is_some(),
@@ -215,6 +220,14 @@ impl State {
             trusted: TrustedProxies::parse(&config.trusted_proxies)?,
             challenges: ChallengeLimiter::new(&config.challenge_limit, config.max_tracked_clients),
         })
+    }
+}
+
+impl State {
+    /// A request answered 429: counted by outcome, and as a refusal of `service` for `reason`.
+    fn limited(&self, service: &str, reason: &'static str) {
+        self.metrics.count(Outcome::RateLimited);
+        self.paywall.metrics().refused(service, reason);
     }
 }
 
@@ -338,7 +351,7 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
             Err(refusal) => {
                 if let Some((RateKey::Address, limiter)) = &service.limiter {
                     if let Err(wait) = limiter.check(LimitKey::Client(prefix)) {
-                        state.metrics.count(Outcome::RateLimited);
+                        state.limited(name, "rate_limited");
                         return status_response(
                             StatusCode::TOO_MANY_REQUESTS,
                             "rate limited",
@@ -349,7 +362,7 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
                 }
                 if refusal.wants_challenge() {
                     if let Err(wait) = state.challenges.check(prefix) {
-                        state.metrics.count(Outcome::RateLimited);
+                        state.limited(name, "challenge_rate_limited");
                         tracing::info!(%method, path, %client, service = name, "challenge rate limited");
                         return status_response(
                             StatusCode::TOO_MANY_REQUESTS,
@@ -376,9 +389,12 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
             _ => LimitKey::Client(prefix),
         };
         if let Err(wait) = limiter.check(k) {
-            state.metrics.count(Outcome::RateLimited);
+            state.limited(name, "rate_limited");
             return status_response(StatusCode::TOO_MANY_REQUESTS, "rate limited", grpc, Extra::RetryAfter(wait));
         }
+    }
+    if free {
+        state.paywall.metrics().free_requests.inc();
     }
     let token_hex = token_id.map(|t| t.to_hex()).or_else(|| receipt.as_ref().map(|r| hex::encode(r.payment_hash.0)));
     let paid = token_hex
@@ -415,6 +431,9 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
     match result {
         Ok(mut resp) => {
             state.metrics.count(Outcome::Forwarded);
+            if token_hex.is_some() {
+                service.paid_requests.inc();
+            }
             if let Some((r, available)) = reservation {
                 let h = resp.headers_mut();
                 h.insert(X_L402_BALANCE_MSAT, HeaderValue::from(available.0));
@@ -488,6 +507,7 @@ async fn reserve(
     let unavailable = |e: l402_server::store::StoreError| {
         tracing::warn!(error = %e, "metered balance: store unavailable");
         state.metrics.count(Outcome::Refused);
+        state.paywall.metrics().refused(&service.spec.name, "store_unavailable");
         status_response(StatusCode::SERVICE_UNAVAILABLE, "store unavailable", grpc, Extra::None)
     };
     let mut reserved = store.reserve(&key, Msat(estimate)).await.map_err(unavailable)?;
@@ -502,7 +522,7 @@ async fn reserve(
         Reserve::Reserved { available } => available,
         Reserve::Insufficient { .. } | Reserve::Missing => {
             if let Err(wait) = state.challenges.check(prefix) {
-                state.metrics.count(Outcome::RateLimited);
+                state.limited(&service.spec.name, "challenge_rate_limited");
                 return Err(status_response(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too many challenges",

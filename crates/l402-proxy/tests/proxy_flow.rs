@@ -191,7 +191,7 @@ payment = false
     assert_eq!(revenue[0]["amount_msat"], 200_000);
     let metrics = http.get(format!("{admin}/metrics")).send().await.expect("req").text().await.expect("text");
     assert!(metrics.contains("l402_tokens_verified_total"), "{metrics}");
-    assert!(metrics.contains("l402_refusals_total{reason=\"revoked\"} 1"), "{metrics}");
+    assert!(metrics.contains("l402_refusals_total{service=\"weather\",reason=\"revoked\"} 1"), "{metrics}");
     assert!(metrics.contains("l402_proxy_upstream_latency_seconds_count"), "{metrics}");
     assert!(!metrics.contains(&auth2[5..40]), "no credential in metrics");
 

@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -69,7 +68,7 @@ pub type ResponseFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<L402
 /// Answers a refused request: a fresh challenge where a new token would help, else the refusal. Counts it and
 /// logs the reason (never the credential).
 pub async fn answer(paywall: &Paywall, charge: &Charge, refusal: Refusal, grpc: bool) -> Response<Full<Bytes>> {
-    paywall.metrics().refused(refusal.reason());
+    paywall.metrics().refused(&charge.service.name, refusal.reason());
     if refusal.wants_challenge() {
         match paywall.offers(charge).await {
             Ok(offers) => {
@@ -80,7 +79,7 @@ pub async fn answer(paywall: &Paywall, charge: &Charge, refusal: Refusal, grpc: 
             }
             Err(e) => {
                 tracing::warn!(reason = e.reason(), error = %e, "could not mint a challenge");
-                paywall.metrics().refused(e.reason());
+                paywall.metrics().refused(&charge.service.name, e.reason());
                 return response::refusal(&e, grpc);
             }
         }
@@ -112,7 +111,7 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let info = RequestInfo { method: req.method(), uri: req.uri(), headers: req.headers() };
         let Some(charge) = self.pricing.charge(&info) else {
-            self.paywall.metrics().free_requests.fetch_add(1, Ordering::Relaxed);
+            self.paywall.metrics().free_requests.inc();
             let fut = self.inner.call(req);
             return Box::pin(async move { fut.await.map(|r| r.map(Either::Left)) });
         };

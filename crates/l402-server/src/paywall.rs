@@ -34,11 +34,11 @@ use l402_proto::{
 use thiserror::Error;
 
 use crate::cache::{
-    DEFAULT_KEY_CACHE_SIZE, DEFAULT_KEY_CACHE_TTL, DEFAULT_VERIFIED_STATELESS_SIZE, KeyCache, StatelessCache,
+    Bounded, DEFAULT_KEY_CACHE_SIZE, DEFAULT_KEY_CACHE_TTL, DEFAULT_VERIFIED_STATELESS_SIZE, KeyCache, StatelessCache,
     VerifiedCache,
 };
 use crate::charge::{ChargeOffer, ChargeRefusal, PaidCharge, PaymentScheme};
-use crate::metrics::Metrics;
+use crate::metrics::{LightningOp, Metrics};
 use crate::pricing::{Charge, ServiceSpec};
 use crate::recorder::{DEFAULT_PENDING_SIZE, DEFAULT_RECORDED_SIZE, Recorder};
 use crate::revocation::{DEFAULT_REVOCATION_POLL, Revocations};
@@ -215,6 +215,8 @@ pub struct Paywall {
     keys: Option<MasterKeys>,
     revocations: Arc<Revocations>,
     recorder: Recorder,
+    /// The services of recent stored-token challenges, by payment hash: their settlement is counted for it.
+    stored_pending: Bounded<PaymentHash, String>,
     payment: Option<PaymentScheme>,
 }
 
@@ -345,6 +347,7 @@ impl PaywallBuilder {
             keys: self.keys,
             revocations: Arc::new(Revocations::new(self.revocation_poll)),
             recorder,
+            stored_pending: Bounded::new(self.pending_size),
             payment: self.payment,
         })
     }
@@ -418,7 +421,8 @@ impl Paywall {
         let spec: &ServiceSpec = &charge.service;
         let memo = format!("L402 token for {}", spec.name);
         let request = InvoiceRequest { amount: charge.price, memo, expiry: self.invoice_expiry };
-        let invoice = self.issuer.create_invoice(&request).await.map_err(Refusal::Lightning)?;
+        let invoice =
+            self.issuer.create_invoice(&request).await.map_err(|e| self.lightning(LightningOp::CreateInvoice, e))?;
         let now = self.now();
         let expires_at = spec.lifetime.map(|l| now.saturating_add(l.as_secs()));
         let (macaroon, token_id) = if let Some(keys) = &self.keys {
@@ -451,9 +455,11 @@ impl Paywall {
                 expires_at,
             };
             self.store.insert(&record).await?;
+            self.stored_pending.insert(invoice.payment_hash, spec.name.clone());
             (macaroon, token_id)
         };
         self.metrics.challenges_issued.fetch_add(1, Ordering::Relaxed);
+        self.metrics.challenge(&spec.name, false);
         tracing::debug!(token_id = %token_id, service = %spec.name, price_msat = charge.price.0, "minted");
         Ok(Minted { macaroon, invoice: invoice.bolt11, token_id, price: charge.price })
     }
@@ -489,6 +495,9 @@ impl Paywall {
         if l402.is_none() {
             self.metrics.challenges_issued.fetch_add(1, Ordering::Relaxed);
         }
+        if payment.is_some() {
+            self.metrics.challenge(&charge.service.name, true);
+        }
         Ok(Offers { l402, payment })
     }
 
@@ -498,7 +507,8 @@ impl Paywall {
         let amount_sat = crate::charge::price_sat(charge.price);
         let memo = format!("Payment charge for {}", spec.name);
         let request = InvoiceRequest { amount: Msat::from_sat(amount_sat), memo, expiry: scheme.expiry };
-        let invoice = self.issuer.create_invoice(&request).await.map_err(Refusal::Lightning)?;
+        let invoice =
+            self.issuer.create_invoice(&request).await.map_err(|e| self.lightning(LightningOp::CreateInvoice, e))?;
         let network = l402_proto::invoice::decode_invoice(&invoice.bolt11)
             .map(|(_, info)| crate::charge::network_name(&info.currency))
             .map_err(|e| Refusal::Lightning(LightningError::new(LightningErrorKind::Internal, e.to_string())))?;
@@ -542,7 +552,7 @@ impl Paywall {
         let (payment_hash, amount, expires_at) =
             scheme.precheck(cred, service, charge.price, now).map_err(Refusal::Charge)?;
         let state = self.issuer.lookup_invoice(&payment_hash).await;
-        if !crate::charge::settled(state).map_err(Refusal::Lightning)? {
+        if !crate::charge::settled(state).map_err(|e| self.lightning(LightningOp::LookupInvoice, e))? {
             return Err(Refusal::Charge(ChargeRefusal::Unsettled));
         }
         let challenge_id = cred.challenge.id.clone();
@@ -555,8 +565,7 @@ impl Paywall {
             expires_at,
         };
         if self.store.spend_charge(&spent).await? {
-            self.metrics.charges_paid.fetch_add(1, Ordering::Relaxed);
-            self.metrics.revenue_msat.fetch_add(amount.0, Ordering::Relaxed);
+            self.metrics.charge_paid(service, amount);
             tracing::debug!(challenge_id = %challenge_id, service = %service, "payment charge spent");
         } else if !charge.service.metered {
             return Err(Refusal::Charge(ChargeRefusal::Spent));
@@ -599,8 +608,8 @@ impl Paywall {
             return Err(Refusal::Revoked);
         }
         if let Some(hit) = self.verified.get(&id.token_id, cred, |v| self.still_grants(&v.token, v.tier, charge)) {
-            self.metrics.tokens_verified.fetch_add(1, Ordering::Relaxed);
-            self.metrics.verified_cache_hits.fetch_add(1, Ordering::Relaxed);
+            self.metrics.tokens_verified.inc();
+            self.metrics.verified_cache_hits.inc();
             return Ok(hit);
         }
         if self.keys.is_some() {
@@ -617,8 +626,8 @@ impl Paywall {
                     valid_until,
                 };
                 if self.still_grants(&token, charge.service.tier, charge) {
-                    self.metrics.tokens_verified.fetch_add(1, Ordering::Relaxed);
-                    self.metrics.verified_cache_hits.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.tokens_verified.inc();
+                    self.metrics.verified_cache_hits.inc();
                     return Ok(token);
                 }
             }
@@ -672,15 +681,15 @@ impl Paywall {
         } else if !paid {
             // The preimage proves payment: record it (once) even if the settlement was not seen.
             if self.store.mark_paid(&ok.payment_hash, None, self.now()).await.unwrap_or(false) {
-                self.metrics.invoices_settled.fetch_add(1, Ordering::Relaxed);
-                self.metrics.revenue_msat.fetch_add(charge.price.0, Ordering::Relaxed);
+                self.stored_pending.remove(&ok.payment_hash);
+                self.metrics.token_paid(Some(service.as_str()), charge.price);
             }
             let id_hash = cred.macaroon.identifier_hash();
             if let Some((key, _, at)) = self.cache.get(&id_hash) {
                 self.cache.put(id_hash, key, true, at);
             }
         }
-        self.metrics.tokens_verified.fetch_add(1, Ordering::Relaxed);
+        self.metrics.tokens_verified.inc();
         let capabilities = granted_capabilities(cred, service);
         let token = L402Token {
             token_id: ok.token_id,
@@ -761,27 +770,39 @@ impl Paywall {
                     Ok(mut stream) => {
                         backoff = Duration::from_millis(200);
                         while let Some(item) = stream.next().await {
-                            let Ok(s) = item else { continue };
+                            let Ok(s) = item else {
+                                me.metrics.lightning_error(LightningOp::SubscribeSettlements);
+                                continue;
+                            };
                             if me.recorder.settled(&s) {
                                 // A stateless challenge minted here: recorded paid, off this task.
                                 continue;
                             }
+                            let service = me.stored_pending.remove(&s.payment_hash);
                             match me.store.mark_paid(&s.payment_hash, Some(s.amount_received), s.settled_at).await {
-                                Ok(true) => {
-                                    me.metrics.invoices_settled.fetch_add(1, Ordering::Relaxed);
-                                    me.metrics.revenue_msat.fetch_add(s.amount_received.0, Ordering::Relaxed);
-                                }
+                                Ok(true) => me.metrics.token_paid(service.as_deref(), s.amount_received),
                                 Ok(false) => {}
                                 Err(e) => tracing::warn!(error = %e, "could not record a settlement"),
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "settlement subscription failed"),
+                    Err(e) => {
+                        me.metrics.lightning_error(LightningOp::SubscribeSettlements);
+                        tracing::warn!(error = %e, "settlement subscription failed");
+                    }
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         })
+    }
+}
+
+impl Paywall {
+    /// A failed backend call: counted, and the refusal it makes.
+    fn lightning(&self, op: LightningOp, e: LightningError) -> Refusal {
+        self.metrics.lightning_error(op);
+        Refusal::Lightning(e)
     }
 }
 

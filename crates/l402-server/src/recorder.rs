@@ -152,8 +152,7 @@ async fn write(
             Ok(done) => {
                 for (t, new) in batch.iter().zip(done) {
                     if new {
-                        metrics.invoices_settled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        metrics.revenue_msat.fetch_add(t.paid.0, std::sync::atomic::Ordering::Relaxed);
+                        metrics.token_paid(Some(&t.service), t.paid);
                         tracing::debug!(token_id = %t.token_id, service = %t.service, paid_msat = t.paid.0, "token recorded");
                     }
                 }

@@ -7,7 +7,6 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use l402_proto::{Credential, Msat, Scheme};
@@ -51,7 +50,7 @@ async fn one_paid_token_cannot_fill_the_verified_cache() {
         .key_cache_ttl(Duration::from_secs(60))
         .build();
     let app = serve(paywall).await;
-    let hits = || app.paywall.metrics().verified_cache_hits.load(Ordering::SeqCst);
+    let hits = || app.paywall.metrics().verified_cache_hits.get();
     let victim = net.pay(app.get("/weather", None).await).await;
     assert_eq!(app.status("/weather", Some(&victim)).await, 200);
     assert_eq!(app.status("/weather", Some(&victim)).await, 200);

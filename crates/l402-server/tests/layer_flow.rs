@@ -113,7 +113,7 @@ async fn pay_reuse_expire_scope_revoke() {
     }
     let m = f.paywall.metrics();
     assert_eq!(m.challenges_issued.load(Ordering::SeqCst), 1, "one challenge, one payment");
-    assert_eq!(m.tokens_verified.load(Ordering::SeqCst), 4);
+    assert_eq!(m.tokens_verified.get(), 4);
     // The payment is recorded once: by the settlement or by the first verified request.
     let revenue = f.store.revenue().await.expect("revenue");
     assert_eq!(

@@ -210,7 +210,7 @@ async fn a_recorded_stateless_token_is_verified_from_its_cache_and_only_as_what_
     let paywall =
         Paywall::builder(Arc::new(sqlite(&dir)), net.server.clone()).master_keys(keys(1)).key_cache_ttl(Duration::ZERO);
     let app = serve(paywall.build()).await;
-    let hits = || app.paywall.metrics().verified_cache_hits.load(std::sync::atomic::Ordering::SeqCst);
+    let hits = || app.paywall.metrics().verified_cache_hits.get();
     let auth = net.pay(app.get("/weather", None).await).await;
     assert_eq!(app.status("/weather", Some(&auth)).await, 200, "first use: verified whole, recorded");
     assert_eq!(hits(), 0);
@@ -258,7 +258,7 @@ async fn a_recorded_stateless_token_is_verified_from_its_cache_and_only_as_what_
     for _ in 0..3 {
         assert_eq!(app.status("/weather", Some(&auth)).await, 200);
     }
-    assert_eq!(app.paywall.metrics().verified_cache_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(app.paywall.metrics().verified_cache_hits.get(), 0);
     assert_eq!(app.paywall.verified_cache_len(), 0);
     net.net.shutdown().await;
 }

@@ -1,4 +1,4 @@
-//! `lnrpc.Lightning` (GetInfo, AddInvoice, LookupInvoice, SubscribeInvoices, DecodePayReq) and
+//! `lnrpc.Lightning` (GetInfo, ChannelBalance, AddInvoice, LookupInvoice, SubscribeInvoices, DecodePayReq) and
 //! `invoicesrpc.Invoices` (SubscribeSingleInvoice) over the backend.
 
 use std::pin::Pin;
@@ -9,8 +9,8 @@ use futures_core::Stream;
 use l402_lightning::{InvoiceRequest, InvoiceState};
 use l402_lnd::proto::invoicesrpc::{SubscribeSingleInvoiceRequest, invoices_server::Invoices};
 use l402_lnd::proto::lnrpc::{
-    self, AddInvoiceResponse, Chain, GetInfoRequest, GetInfoResponse, InvoiceSubscription, PayReq, PayReqString,
-    lightning_server::Lightning,
+    self, AddInvoiceResponse, Amount, Chain, ChannelBalanceRequest, ChannelBalanceResponse, GetInfoRequest,
+    GetInfoResponse, InvoiceSubscription, PayReq, PayReqString, lightning_server::Lightning,
 };
 use l402_proto::invoice::decode_invoice;
 use l402_proto::lightning_invoice::{Bolt11Invoice, Currency};
@@ -88,6 +88,19 @@ impl Lightning for LightningService {
             synced_to_chain: true,
             version: concat!("0.19.0-beta l402-testkit-", env!("CARGO_PKG_VERSION")).to_owned(),
             chains: vec![Chain { chain: "bitcoin".into(), network: lnd_network_name(&info.network).into() }],
+        }))
+    }
+
+    async fn channel_balance(
+        &self,
+        request: Request<ChannelBalanceRequest>,
+    ) -> Result<Response<ChannelBalanceResponse>, Status> {
+        self.sim.macaroons.check(request.metadata(), Permission::OffchainRead)?;
+        let b = self.sim.backend.channel_balance().await.map_err(backend_status)?;
+        let amount = |m: Msat| Some(Amount { sat: m.0 / 1000, msat: m.0 });
+        Ok(Response::new(ChannelBalanceResponse {
+            local_balance: amount(b.outbound),
+            remote_balance: amount(b.inbound),
         }))
     }
 
