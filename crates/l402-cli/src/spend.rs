@@ -96,10 +96,20 @@ pub(crate) fn run(args: SpendArgs) -> Result<(), Failure> {
             e.origin,
             e.service,
             e.payment_hash,
-            charge_note(e),
+            charge_note(e) + &bundle_note(e),
         );
     }
     Ok(())
+}
+
+/// What the ledger line says of a metered bundle: its balance as the server last said it, and whether it said
+/// the bundle was used up.
+fn bundle_note(e: &journal::LedgerEntry) -> String {
+    match (e.balance_msat, e.exhausted_at) {
+        (Some(b), Some(_)) => format!("\n    bundle: {b} msat left (used up)"),
+        (Some(b), None) => format!("\n    bundle: {b} msat left when last used"),
+        _ => String::new(),
+    }
 }
 
 /// What the ledger line says of a `Payment` charge: its state, challenge id and receipt.

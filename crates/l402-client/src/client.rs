@@ -401,6 +401,21 @@ impl Client {
                     self.store.call(move |c| tokens::remove(c, &id).map(drop)).await?;
                 }
                 Verdict::Refused => return Err(self.refused(t, status.as_u16()).await),
+                // A bundle that served requests is used up: spent, and the next one is bought below (within
+                // the budgets). One that never served a request is not "used up": refused.
+                Verdict::Exhausted(_) if t.last_used_at.is_none() => {
+                    return Err(self.refused(t, status.as_u16()).await);
+                }
+                Verdict::Exhausted(left) => {
+                    let (id, hash, now) = (t.token_id.clone(), t.payment_hash.clone(), now_unix());
+                    tracing::info!(token_id = %id, balance_msat = left, "metered bundle used up; buying the next");
+                    self.store
+                        .call(move |c| {
+                            journal::note_exhausted(c, &hash, left, now)?;
+                            tokens::remove(c, &id).map(drop)
+                        })
+                        .await?;
+                }
             },
             None if status == StatusCode::UNAUTHORIZED => return self.done(resp, None, None).await,
             None => {}
@@ -435,7 +450,10 @@ impl Client {
         let resp = self.send(with_token(replay, &token)?).await?;
         if matches!(resp.status(), StatusCode::PAYMENT_REQUIRED | StatusCode::UNAUTHORIZED) {
             let again = challenge_of(&resp).ok();
-            if refusal::judge(&token, resp.headers(), again.as_ref()) == Verdict::Refused {
+            if matches!(
+                refusal::judge(&token, resp.headers(), again.as_ref()),
+                Verdict::Refused | Verdict::Exhausted(_)
+            ) {
                 return Err(self.refused(&token, resp.status().as_u16()).await);
             }
         }
@@ -459,6 +477,12 @@ impl Client {
         let token_id = match token {
             Some(t) => {
                 let now = now_unix();
+                // A metered bundle: the balance the server says is kept in the ledger with its payment.
+                let balance = if response.status().is_success() { refusal::balance(response.headers()) } else { None };
+                if let Some(b) = balance {
+                    let hash = t.payment_hash.clone();
+                    self.store.call(move |c| journal::note_balance(c, &hash, b, now)).await?;
+                }
                 if self.due_for_touch(&t.token_id, now) {
                     let id = t.token_id.clone();
                     self.store.call(move |c| tokens::touch(c, &id, now)).await?;

@@ -60,6 +60,13 @@ pub struct LedgerEntry {
     pub receipt_challenge_id: Option<String>,
     /// The receipt's timestamp (RFC 3339, as sent).
     pub receipt_timestamp: Option<String>,
+    /// A metered bundle: its balance as the server last said it (`X-L402-Balance-Msat`, before that
+    /// request's own debit), msat; what was used is the amount less it.
+    pub balance_msat: Option<u64>,
+    /// When the balance was last said (Unix seconds).
+    pub balance_at: Option<u64>,
+    /// When the server said the bundle was used up (a fresh 402 with the balance left), Unix seconds.
+    pub exhausted_at: Option<u64>,
     /// When it was journaled (Unix seconds).
     pub created_at: u64,
     /// When it last changed (Unix seconds).
@@ -84,7 +91,8 @@ impl LedgerEntry {
 
 const COLUMNS: &str = "payment_hash, origin, service, path, amount_msat, fee_limit_msat, reserved_msat, state, \
                        fee_msat, failure, token_id, created_at, updated_at, scheme, challenge_id, charge_state, \
-                       receipt_status, receipt_reference, receipt_challenge_id, receipt_timestamp";
+                       receipt_status, receipt_reference, receipt_challenge_id, receipt_timestamp, balance_msat, \
+                       balance_at, exhausted_at";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
     let u = |i: usize| -> rusqlite::Result<u64> { r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0)) };
@@ -109,6 +117,9 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
         receipt_reference: r.get(17)?,
         receipt_challenge_id: r.get(18)?,
         receipt_timestamp: r.get(19)?,
+        balance_msat: r.get::<_, Option<i64>>(20)?.map(|v| u64::try_from(v).unwrap_or(0)),
+        balance_at: r.get::<_, Option<i64>>(21)?.map(|v| u64::try_from(v).unwrap_or(0)),
+        exhausted_at: r.get::<_, Option<i64>>(22)?.map(|v| u64::try_from(v).unwrap_or(0)),
     })
 }
 
@@ -439,4 +450,20 @@ pub fn ledger(conn: &Connection, since: Option<u64>) -> Result<Vec<LedgerEntry>,
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map([since.unwrap_or(0) as i64], from_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+/// Notes a metered bundle's balance as the server said it (the payment that bought `payment_hash`).
+pub(crate) fn note_balance(conn: &Connection, payment_hash: &str, balance: u64, now: u64) -> Result<(), Error> {
+    conn.prepare_cached("UPDATE payments SET balance_msat = ?2, balance_at = ?3 WHERE payment_hash = ?1")?
+        .execute(params![payment_hash, i64::try_from(balance).unwrap_or(i64::MAX), now as i64])?;
+    Ok(())
+}
+
+/// Notes that the server said the bundle bought by `payment_hash` is used up, with `balance` left.
+pub(crate) fn note_exhausted(conn: &Connection, payment_hash: &str, balance: u64, now: u64) -> Result<(), Error> {
+    conn.execute(
+        "UPDATE payments SET balance_msat = ?2, balance_at = ?3, exhausted_at = ?3 WHERE payment_hash = ?1",
+        params![payment_hash, i64::try_from(balance).unwrap_or(i64::MAX), now as i64],
+    )?;
+    Ok(())
 }

@@ -6,6 +6,10 @@
 //! Any other `401` or `402` (the API behind the paywall asking for credentials of its own, a `402` without a
 //! challenge) is the caller's response: it is returned as it is, and the token stays valid.
 //!
+//! A metered bundle that is used up is not refused: the paywall answers its token with a fresh challenge for
+//! the same service and says the balance left (`X-L402-Balance-Msat`); the token is spent, and the next
+//! bundle may be bought (within the budgets, like any payment).
+//!
 //! A `Payment` charge credential is refused when a `401`/`402` answered to it carries a fresh challenge of
 //! either scheme, or an `error` parameter on an `L402`, `LSAT` or `Payment` challenge ([`charge_refused`]).
 
@@ -20,6 +24,8 @@ use crate::tokens::{StoredToken, TokenScope};
 pub(crate) enum Verdict {
     /// The paywall refused it.
     Refused,
+    /// A metered bundle used up: the balance left (too little for the request), msat.
+    Exhausted(u64),
     /// The paywall asks for a token of another service (this path costs something else).
     OtherService,
     /// Not the paywall's word on the token: the response goes to the caller, the token stays valid.
@@ -32,10 +38,22 @@ pub(crate) fn judge(token: &StoredToken, headers: &HeaderMap, challenge: Option<
         return Verdict::Refused;
     }
     match challenge {
-        Some(c) if token.grants(TokenScope::of(&c.macaroon).service()) => Verdict::Refused,
+        Some(c) if token.grants(TokenScope::of(&c.macaroon).service()) => match balance(headers) {
+            Some(left) => Verdict::Exhausted(left),
+            None => Verdict::Refused,
+        },
         Some(_) => Verdict::OtherService,
         None => Verdict::NotThePaywall,
     }
+}
+
+/// A metered service's `X-L402-Balance-Msat` (a whole number of msat), if the response has one.
+pub(crate) fn balance(headers: &HeaderMap) -> Option<u64> {
+    let v = headers.get("x-l402-balance-msat")?.to_str().ok()?;
+    if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
 }
 
 /// Whether a `401`/`402` answered to a charge credential is the paywall's refusal of it (module doc).
@@ -100,6 +118,22 @@ fn paywall_error(value: &HeaderValue, payment: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_balance_header_is_read_only_as_a_whole_number_of_msat() {
+        let read = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-l402-balance-msat", HeaderValue::from_str(v).expect("value"));
+            balance(&h)
+        };
+        assert_eq!(read("0"), Some(0));
+        assert_eq!(read("1998"), Some(1998));
+        assert_eq!(read("18446744073709551615"), Some(u64::MAX));
+        for bad in ["", "-1", "1.5", " 7", "7 ", "0x10", "18446744073709551616", "99999999999999999999999"] {
+            assert_eq!(read(bad), None, "{bad:?}");
+        }
+        assert_eq!(balance(&HeaderMap::new()), None);
+    }
 
     #[test]
     fn only_an_l402_challenge_with_an_error_parameter_is_the_paywall_refusing() {

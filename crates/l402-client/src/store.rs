@@ -40,7 +40,7 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The database's file name inside the data directory.
 pub const DB_FILE: &str = "l402-client.sqlite3";
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// What version 2 added to a version 1 database (and, after [`SCHEMA`], to a new one): the `Payment` charge.
 const MIGRATE_TO_2: &str = "
@@ -52,6 +52,14 @@ ALTER TABLE payments ADD COLUMN receipt_reference TEXT;
 ALTER TABLE payments ADD COLUMN receipt_challenge_id TEXT;
 ALTER TABLE payments ADD COLUMN receipt_timestamp TEXT;
 CREATE INDEX IF NOT EXISTS payments_unspent_charges ON payments (origin, service, charge_state);
+";
+
+/// What version 3 added: a metered bundle's balance as the server last said it (`X-L402-Balance-Msat`), and
+/// when the server said the bundle was used up.
+const MIGRATE_TO_3: &str = "
+ALTER TABLE payments ADD COLUMN balance_msat INTEGER;
+ALTER TABLE payments ADD COLUMN balance_at INTEGER;
+ALTER TABLE payments ADD COLUMN exhausted_at INTEGER;
 ";
 
 const SCHEMA: &str = "
@@ -189,6 +197,9 @@ fn connect(path: &Path) -> Result<Result<Connection, Error>, rusqlite::Error> {
         tx.execute_batch(SCHEMA)?;
         if version < 2 {
             tx.execute_batch(MIGRATE_TO_2)?;
+        }
+        if version < 3 {
+            tx.execute_batch(MIGRATE_TO_3)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;

@@ -206,6 +206,18 @@ async fn refuses_before_paying_and_keeps_refused_tokens() {
     assert!(matches!(e, Error::PaidButRefused { .. }), "{e}");
     assert_eq!(node_payments(&alice).len(), 1);
     assert_ledger_matches_node(&d, &alice);
+
+    // A server that says a bundle is used up before it served anything: that token is refused too, not a
+    // reason to buy another bundle.
+    server.set_mode(Mode::ClaimUsedUp);
+    let f = client(alice.clone(), &dir.path().join("f"));
+    let e = get(&f, &url).await.expect_err("paid, never served");
+    assert!(matches!(e, Error::PaidButRefused { status: 402, .. }), "{e}");
+    let e = get(&f, &url).await.expect_err("no second bundle");
+    assert!(matches!(e, Error::PaidButRefused { .. }), "{e}");
+    assert_eq!(node_payments(&alice).len(), 2, "one bundle bought, none after it");
+    let ledger = f.store().blocking(|conn| l402_client::journal::ledger(conn, None)).expect("ledger");
+    assert_eq!(ledger.iter().filter(|e| e.state == "succeeded").count(), 1);
     net.shutdown().await;
 }
 

@@ -521,6 +521,10 @@ async fn reserve(
     let available = match reserved {
         Reserve::Reserved { available } => available,
         Reserve::Insufficient { .. } | Reserve::Missing => {
+            let left = match reserved {
+                Reserve::Insufficient { available } => available.0,
+                _ => 0,
+            };
             if let Err(wait) = state.challenges.check(prefix) {
                 state.limited(&service.spec.name, "challenge_rate_limited");
                 return Err(status_response(
@@ -531,7 +535,10 @@ async fn reserve(
                 ));
             }
             state.metrics.count(Outcome::Challenged);
-            return Err(answer(&state.paywall, charge, Refusal::PaymentRequired, grpc).await.map(Body::new));
+            // The bundle is used up, not refused: the 402 says what is left, so that a client buys the next.
+            let mut resp = answer(&state.paywall, charge, Refusal::PaymentRequired, grpc).await.map(Body::new);
+            resp.headers_mut().insert(X_L402_BALANCE_MSAT, HeaderValue::from(left));
+            return Err(resp);
         }
     };
     let reservation = Reservation {

@@ -213,6 +213,7 @@ async fn a_bundle_is_debited_each_requests_reported_usage_streamed_as_sent_and_k
     );
     let r = post(&p, Some(&auth), body("x", big, json!({}))).await;
     assert_eq!(r.status(), 402, "exhausted");
+    assert_eq!(balance_header(&r), expected, "the 402 of a used-up bundle says what is left");
     assert_eq!(challenge_lines(&r).len(), 2, "LSAT and L402");
     let (auth2, key2) = pay_402(&n.alice, &r).await;
     assert_ne!(key2, key);

@@ -63,6 +63,9 @@ pub enum Mode {
     HashMismatch,
     /// Valid credentials are answered with a fresh 402 (takes the money, never serves).
     RefuseValid,
+    /// Valid credentials are answered with a fresh 402 saying the bundle is used up (`X-L402-Balance-Msat: 0`),
+    /// even a token that never served a request: a metered paywall's word, abused to sell bundle after bundle.
+    ClaimUsedUp,
     /// Valid credentials are answered after an hour (takes the money, then keeps the client waiting).
     HangPaid,
     /// Valid credentials are answered `401` with `WWW-Authenticate: L402 error="invalid_credential"` (the
@@ -240,6 +243,11 @@ async fn handle(
     let mode = *s.mode.lock().expect("lock");
     if let Some(answer) = charge_answer(&s, &headers, service, &method, &path, &body).await {
         return answer;
+    }
+    if mode == Mode::ClaimUsedUp && accepted(&s, &headers, service).is_some() {
+        let mut r = challenge(&s, service, Mode::Normal).await;
+        r.headers_mut().insert("x-l402-balance-msat", HeaderValue::from_static("0"));
+        return r;
     }
     let scheme = if mode == Mode::RefuseValid { None } else { accepted(&s, &headers, service) };
     if let Some(scheme) = scheme {
