@@ -94,7 +94,7 @@ impl Proxy {
         store: Arc<dyn TokenStore>,
         issuer: Arc<dyn InvoiceIssuer>,
     ) -> Result<Self, ConfigError> {
-        let state = Arc::new(State::new(config, store, issuer)?);
+        let state = Arc::new(State::new(config, store, issuer.clone())?);
         // Read the revocations now: a store that cannot be read fails the start, not the first paid request.
         state.paywall.refresh_revocations().await.map_err(|e| ConfigError(format!("store: {e}")))?;
         // The services the admin API wrote to the store override and extend the file's.
@@ -141,7 +141,8 @@ impl Proxy {
             }
             let l = TcpListener::bind(admin.listen).await.map_err(|e| ConfigError(format!("admin listen: {e}")))?;
             admin_addr = Some(l.local_addr().map_err(|e| ConfigError(e.to_string()))?);
-            let app = admin::router(state.paywall.clone(), state.metrics.clone(), state.services.clone(), token);
+            let app =
+                admin::router(state.paywall.clone(), state.metrics.clone(), state.services.clone(), token, issuer);
             tasks.push(tokio::spawn(async move {
                 let _ = axum::serve(l, app).await;
             }));
