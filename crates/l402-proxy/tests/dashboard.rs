@@ -83,11 +83,16 @@ async fn price_of(p: &l402_proxy::Proxy, path: &str) -> Msat {
     info.amount.expect("an amount")
 }
 
-/// Mints one token (an unpaid challenge) and returns its id, from the admin API.
-async fn a_token(p: &l402_proxy::Proxy) -> String {
-    assert_eq!(http_get(p.addr(), "/file", &[]).await.status, 402);
-    let list = send(p, "GET", "/admin/tokens", &[&format!("Authorization: Bearer {TOKEN}")], "").await.json();
-    list[0]["token_id"].as_str().unwrap_or_else(|| panic!("a token id: {list}")).to_owned()
+/// Pays for one token from alice (with SQLite, tokens are stateless: the store has a token's row once it is used)
+/// and returns its id and Authorization value.
+async fn a_token(p: &l402_proxy::Proxy, n: &support::Net) -> (String, String) {
+    let c = http_get(p.addr(), "/file", &[]).await;
+    assert_eq!(c.status, 402, "{c:?}");
+    let auth = pay(&n.alice, c.all("www-authenticate")).await;
+    assert_eq!(http_get(p.addr(), "/file", &[&format!("Authorization: {auth}")]).await.status, 200);
+    let cred = l402_proto::Credential::parse(auth.as_bytes()).expect("credential");
+    let id = cred.macaroon.l402_identifier().expect("id").token_id.to_hex();
+    (id, auth)
 }
 
 async fn revoked(p: &l402_proxy::Proxy, id: &str) -> bool {
@@ -185,11 +190,11 @@ async fn login_sets_a_strict_httponly_session_cookie_that_is_not_the_token_and_p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cookie_post_without_or_with_a_wrong_csrf_token_or_cross_site_is_403_and_changes_nothing() {
-    let (net, server) = invoicing_node().await;
+    let n = network().await;
     let up = upstream().await;
     let dir = tempfile::tempdir().expect("tmp");
-    let p = proxy(&config(dir.path(), &up.url), &server).await;
-    let id = a_token(&p).await;
+    let p = proxy(&config(dir.path(), &up.url), &n.server).await;
+    let (id, auth) = a_token(&p, &n).await;
     let cookie = format!("Cookie: {}", session_cookie(&login(&p, TOKEN).await));
     let csrf = csrf_of(&http_get(admin(&p), "/", &[&cookie]).await.body);
     let revoke = format!("/admin/tokens/{id}/revoke");
@@ -216,6 +221,7 @@ async fn a_cookie_post_without_or_with_a_wrong_csrf_token_or_cross_site_is_403_a
         assert_eq!(r.status, 403, "{what}: logout {r:?}");
     }
     assert!(!revoked(&p, &id).await, "nothing was revoked");
+    assert_eq!(http_get(p.addr(), "/file", &[&format!("Authorization: {auth}")]).await.status, 200, "still served");
     assert_eq!(price_of(&p, "/file").await, Msat(5_000), "nothing was repriced");
     assert_eq!(http_get(admin(&p), "/", &[&cookie]).await.status, 200, "still logged in");
 
@@ -223,19 +229,20 @@ async fn a_cookie_post_without_or_with_a_wrong_csrf_token_or_cross_site_is_403_a
     let r = send(&p, "POST", &revoke, &[&cookie, &right, "Sec-Fetch-Site: same-origin"], "").await;
     assert_eq!(r.status, 200, "{r:?}");
     assert!(revoked(&p, &id).await);
+    assert_eq!(http_get(p.addr(), "/file", &[&format!("Authorization: {auth}")]).await.status, 401, "refused now");
     let r =
         send(&p, "PUT", "/admin/services/file", &[&cookie, &right, "Content-Type: application/json"], &reprice).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(price_of(&p, "/file").await, Msat(1_000));
     // The Bearer header needs no CSRF token.
-    let id2 = a_token(&p).await;
+    let (id2, _) = a_token(&p, &n).await;
     let r = send(&p, "POST", &format!("/admin/tokens/{id2}/revoke"), &[&format!("Authorization: Bearer {TOKEN}")], "")
         .await;
     assert_eq!(r.status, 200, "{r:?}");
     // A wrong Bearer header is not rescued by a good cookie.
     let r = send(&p, "GET", "/admin/tokens", &[&cookie, "Authorization: Bearer not-the-admin-token-at-all"], "").await;
     assert_eq!(r.status, 401, "{r:?}");
-    net.shutdown().await;
+    n.net.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
