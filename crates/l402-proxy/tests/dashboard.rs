@@ -103,6 +103,14 @@ async fn revoked(p: &l402_proxy::Proxy, id: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_at_login_is_401_sets_no_cookie_and_repeated_failures_are_limited() {
+    // Every log line of this test binary's run is captured (the only global subscriber set in it).
+    let logs = Captured::default();
+    let sink = logs.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("debug,ldk_node=warn,lightning=warn,h2=warn,hyper=warn,hyper_util=warn")
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .init();
     let (net, server) = invoicing_node().await;
     let up = upstream().await;
     let dir = tempfile::tempdir().expect("tmp");
@@ -125,6 +133,19 @@ async fn a_wrong_token_at_login_is_401_sets_no_cookie_and_repeated_failures_are_
     let right = login(&p, TOKEN).await;
     assert_eq!(right.status, 429, "limited: {right:?}");
     assert!(right.header("set-cookie").is_none());
+    let cross = send(
+        &p,
+        "POST",
+        "/login",
+        &["Content-Type: application/x-www-form-urlencoded", "Sec-Fetch-Site: cross-site"],
+        &format!("token={TOKEN}"),
+    )
+    .await;
+    assert_eq!(cross.status, 403, "a cross-site login is refused: {cross:?}");
+    assert!(cross.header("set-cookie").is_none());
+    let logs = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf-8");
+    assert!(logs.contains("login failed"), "{logs}");
+    assert!(!logs.contains(wrong) && !logs.contains(TOKEN), "no token in the logs");
     net.shutdown().await;
 }
 
@@ -266,6 +287,19 @@ async fn a_forged_or_logged_out_session_cookie_redirects_to_login_and_opens_noth
     let r = http_get(admin(&p), "/", &[&cookie]).await;
     assert_eq!((r.status, r.header("location")), (303, Some("/login")), "logged out: {r:?}");
     net.shutdown().await;
+}
+
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// chromedriver on a free loopback port, killed when dropped.
