@@ -5,7 +5,7 @@
 //! is taken), `PUT /admin/services/{name}` (replaces it: 200, or 404; the body's `name` must be the path's or
 //! absent) and `DELETE /admin/services/{name}` (204, or 404).
 //!
-//! A service is checked as the config file's are, with the whole set it would join (see [`crate::services`]):
+//! A service is checked as the config file's are, with the whole set it would join (see the `services` module):
 //! a body that is not JSON is answered 400, one that is not a valid service (an unknown key, a wrong type, a
 //! bad price, a duplicate name...) 422, both with `{"error": "..."}`, a body over 64 KiB 413; then nothing
 //! changed. Changes are written to the store (503 if it cannot be written) and applied at once; the other
@@ -16,7 +16,8 @@
 //! `Link: <...>; rel="next"` header gives the next page's URL; its `after` cursor is the last token's
 //! `<created_at>.<token id>`.
 //!
-//! The dashboard at `/` (and its login page, and two more JSON endpoints) is [`dashboard`]'s.
+//! The dashboard at `/` (its login page, its session cookie and CSRF check, and two more JSON endpoints) is the
+//! `dashboard` module's.
 
 mod dashboard;
 

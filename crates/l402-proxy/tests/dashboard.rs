@@ -143,6 +143,10 @@ async fn a_wrong_token_at_login_is_401_sets_no_cookie_and_repeated_failures_are_
     .await;
     assert_eq!(cross.status, 403, "a cross-site login is refused: {cross:?}");
     assert!(cross.header("set-cookie").is_none());
+    let huge = format!("token={}", "a".repeat(1 << 20));
+    let r = send(&p, "POST", "/login", &["Content-Type: application/x-www-form-urlencoded"], &huge).await;
+    assert_eq!(r.status, 413, "a huge login body is refused unread: {}", r.status);
+    assert!(r.header("set-cookie").is_none());
     let logs = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf-8");
     assert!(logs.contains("login failed"), "{logs}");
     assert!(!logs.contains(wrong) && !logs.contains(TOKEN), "no token in the logs");

@@ -208,11 +208,15 @@ async fn login(State(a): State<Admin>, headers: HeaderMap, form: Result<Form<Log
     if headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"cross-site") {
         return (StatusCode::FORBIDDEN, "cross-site login refused").into_response();
     }
+    let given = match form {
+        Ok(f) => f.0.token,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return e.into_response(),
+        Err(_) => String::new(),
+    };
     if !a.sessions.may_try() {
         return (StatusCode::TOO_MANY_REQUESTS, html(login_page("Too many failed logins: wait a minute.")))
             .into_response();
     }
-    let given = form.map(|f| f.0.token).unwrap_or_default();
     if !same(given.trim(), expected) {
         a.sessions.failed();
         tracing::warn!("login failed");
