@@ -29,6 +29,11 @@ function sat(msat) {
   return (msat / 1000).toLocaleString(undefined, { maximumFractionDigits: 3 });
 }
 
+// A token id shortened for a table cell: its first and last 8 hex digits (the whole id is the cell's title).
+function shortId(id) {
+  return id.length > 20 ? id.slice(0, 8) + "…" + id.slice(-8) : id;
+}
+
 function when(secs) {
   return secs ? new Date(secs * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z") : "";
 }
@@ -73,9 +78,10 @@ function drawChart(series) {
   pts.forEach((p, i) => {
     const h = (H - 2 * pad) * (p.amount_msat / max);
     const r = document.createElementNS(ns, "rect");
-    r.setAttribute("x", String(pad + i * bw + 1));
+    const w = Math.min(Math.max(bw - 2, 1), 48);
+    r.setAttribute("x", String(pad + i * bw + (bw - w) / 2));
     r.setAttribute("y", String(H - pad - h));
-    r.setAttribute("width", String(Math.max(bw - 2, 1)));
+    r.setAttribute("width", String(w));
     r.setAttribute("height", String(h));
     const t = document.createElementNS(ns, "title");
     t.textContent = `${when(p.start)}: ${sat(p.amount_msat)} sat, ${p.tokens_paid} tokens`;
@@ -109,6 +115,11 @@ async function loadSummary() {
     ? [["Reachable", "yes"], ["Alias", s.node.alias], ["Public key", s.node.pubkey], ["Network", s.node.network],
        ["Block height", s.node.block_height]]
     : [["Reachable", "no"], ["Error", s.node.error]];
+  // Channel liquidity, when the summary carries it (a backend that reports channel balances).
+  if (s.node.channel_balance) {
+    items.push(["Inbound (sat)", sat(s.node.channel_balance.inbound_msat)],
+      ["Outbound (sat)", sat(s.node.channel_balance.outbound_msat)]);
+  }
   dl.replaceChildren(...items.flatMap(([k, v]) => [el("dt", k), el("dd", v)]));
   dl.dataset.reachable = String(s.node.reachable);
   const st = s.since_start;
@@ -149,7 +160,7 @@ async function loadTokens() {
         }
       });
     }
-    const short = el("span", t.token_id.slice(0, 16) + "…", "id");
+    const short = el("span", shortId(t.token_id), "id");
     short.title = t.token_id;
     const tr = row([short, t.service, sat(t.price_msat), when(t.created_at), state, action]);
     tr.dataset.tokenId = t.token_id;
@@ -158,7 +169,7 @@ async function loadTokens() {
   }));
   const paid = list.filter((t) => t.paid_at).sort((a, b) => b.paid_at - a.paid_at).slice(0, 20);
   fill(document.querySelector("#payments tbody"), paid.map((t) => {
-    const tr = row([when(t.paid_at), t.service, sat(t.price_msat), el("span", t.token_id.slice(0, 16) + "…", "id")]);
+    const tr = row([when(t.paid_at), t.service, sat(t.price_msat), el("span", shortId(t.token_id), "id")]);
     tr.dataset.tokenId = t.token_id;
     return tr;
   }));
