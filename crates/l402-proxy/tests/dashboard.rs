@@ -264,6 +264,20 @@ async fn a_cookie_post_without_or_with_a_wrong_csrf_token_or_cross_site_is_403_a
     let r = send(&p, "POST", &format!("/admin/tokens/{id2}/revoke"), &[&format!("Authorization: Bearer {TOKEN}")], "")
         .await;
     assert_eq!(r.status, 200, "{r:?}");
+    // Both paid tokens are in the revenue series and the summary (the store's rows): 5 sat, then 1 sat after the
+    // reprice.
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    let series = http_get(admin(&p), "/admin/revenue/series?bucket=day", &[&bearer]).await.json();
+    assert_eq!(series["bucket_secs"], 86_400);
+    let points = series["points"].as_array().expect("points");
+    assert_eq!(points.iter().map(|p| p["tokens_paid"].as_u64().expect("n")).sum::<u64>(), 2, "{series}");
+    assert_eq!(points.iter().map(|p| p["amount_msat"].as_u64().expect("msat")).sum::<u64>(), 6_000, "{series}");
+    assert!(points.iter().all(|p| p["start"].as_u64().expect("start") % 86_400 == 0), "{series}");
+    let summary = http_get(admin(&p), "/admin/summary", &[&bearer]).await.json();
+    assert_eq!(
+        summary["services"],
+        json!([{ "service": "file", "challenges": 2, "tokens_paid": 2, "amount_msat": 6_000 }])
+    );
     // A wrong Bearer header is not rescued by a good cookie.
     let r = send(&p, "GET", "/admin/tokens", &[&cookie, "Authorization: Bearer not-the-admin-token-at-all"], "").await;
     assert_eq!(r.status, 401, "{r:?}");
