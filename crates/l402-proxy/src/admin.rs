@@ -5,7 +5,7 @@
 //! is taken), `PUT /admin/services/{name}` (replaces it: 200, or 404; the body's `name` must be the path's or
 //! absent) and `DELETE /admin/services/{name}` (204, or 404).
 //!
-//! A service is checked as the config file's are, with the whole set it would join (see [`crate::services`]):
+//! A service is checked as the config file's are, with the whole set it would join (see the `services` module):
 //! a body that is not JSON is answered 400, one that is not a valid service (an unknown key, a wrong type, a
 //! bad price, a duplicate name...) 422, both with `{"error": "..."}`, a body over 64 KiB 413; then nothing
 //! changed. Changes are written to the store (503 if it cannot be written) and applied at once; the other
@@ -15,6 +15,11 @@
 //! `/admin/tokens` answers a JSON array, newest first (at most 10,000, default 100). When a page is full, a
 //! `Link: <...>; rel="next"` header gives the next page's URL; its `after` cursor is the last token's
 //! `<created_at>.<token id>`.
+//!
+//! The dashboard at `/` (its login page, its session cookie and CSRF check, and two more JSON endpoints) is the
+//! `dashboard` module's.
+
+mod dashboard;
 
 use std::sync::Arc;
 
@@ -23,6 +28,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use l402_lightning::InvoiceIssuer;
 use l402_proto::TokenId;
 use l402_server::Paywall;
 use l402_server::store::{TokenCursor, TokenQuery};
@@ -41,6 +47,8 @@ struct Admin {
     metrics: Arc<ProxyMetrics>,
     services: Arc<Registry>,
     token: Option<Arc<String>>,
+    node: Arc<dyn InvoiceIssuer>,
+    sessions: Arc<dashboard::Sessions>,
 }
 
 /// Why the admin API refused a call.
@@ -68,10 +76,7 @@ fn authorized(admin: &Admin, headers: &HeaderMap) -> Result<(), Denied> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    // Constant-time comparison of equal-length strings; the length itself is not secret.
-    let ok =
-        given.len() == expected.len() && given.bytes().zip(expected.bytes()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0;
-    if ok { Ok(()) } else { Err(Denied::BadCredential) }
+    if dashboard::same(given, expected) { Ok(()) } else { Err(Denied::BadCredential) }
 }
 
 fn store_error(e: impl std::fmt::Display) -> Response {
@@ -304,9 +309,12 @@ pub(crate) fn router(
     metrics_: Arc<ProxyMetrics>,
     services: Arc<Registry>,
     token: Option<String>,
+    node: Arc<dyn InvoiceIssuer>,
 ) -> Router {
-    let admin = Admin { paywall, metrics: metrics_, services, token: token.map(Arc::new) };
+    let sessions = Arc::default();
+    let admin = Admin { paywall, metrics: metrics_, services, token: token.map(Arc::new), node, sessions };
     Router::new()
+        .merge(dashboard::routes())
         .route("/metrics", get(metrics))
         .route("/admin/tokens", get(tokens))
         .route("/admin/tokens/{token_id}/revoke", post(revoke))
@@ -314,5 +322,6 @@ pub(crate) fn router(
         .route("/admin/services", get(list_services).post(create_service))
         .route("/admin/services/{name}", put(update_service).delete(delete_service))
         .layer(DefaultBodyLimit::max(MAX_SERVICE_BODY))
+        .layer(axum::middleware::from_fn_with_state(admin.clone(), dashboard::sessions_and_headers))
         .with_state(admin)
 }

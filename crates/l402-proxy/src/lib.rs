@@ -122,7 +122,7 @@ impl Proxy {
         let mut tasks = vec![tokio::spawn(accept(listener, state.listener.max_connections, queues))];
         tasks.push(state.paywall.spawn_settlement_watcher());
         let probe = Duration::from_secs(config.metrics.node_probe_secs);
-        tasks.push(metrics::spawn_node_probe(issuer, state.metrics.clone(), probe));
+        tasks.push(metrics::spawn_node_probe(issuer.clone(), state.metrics.clone(), probe));
         tasks.push(state.services.spawn_poller(Duration::from_millis(config.tokens.revocation_poll_ms)));
         if config.shared_limits_on() {
             tasks.push(shared::spawn(&state.services, state.paywall.store().clone(), config.shared_limits.clone()));
@@ -147,7 +147,8 @@ impl Proxy {
             }
             let l = TcpListener::bind(admin.listen).await.map_err(|e| ConfigError(format!("admin listen: {e}")))?;
             admin_addr = Some(l.local_addr().map_err(|e| ConfigError(e.to_string()))?);
-            let app = admin::router(state.paywall.clone(), state.metrics.clone(), state.services.clone(), token);
+            let app =
+                admin::router(state.paywall.clone(), state.metrics.clone(), state.services.clone(), token, issuer);
             tasks.push(tokio::spawn(async move {
                 let _ = axum::serve(l, app).await;
             }));
