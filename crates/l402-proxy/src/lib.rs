@@ -43,6 +43,8 @@ pub use config::{Config, ConfigError, LightningConfig, StoreConfig};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use l402_lightning::InvoiceIssuer;
+/// Pays session refunds through a node (for [`Proxy::start_with_refunder`]).
+pub use l402_server::PayerRefunder;
 use l402_server::Paywall;
 use l402_server::store::TokenStore;
 pub use metrics::ProxyMetrics;

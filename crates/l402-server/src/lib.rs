@@ -57,4 +57,4 @@ pub use pricing::{Charge, Pricing, RequestInfo, Schemes, ServiceSpec, StaticPric
 pub use recorder::{DEFAULT_PENDING_SIZE, DEFAULT_RECORDED_SIZE};
 pub use revocation::DEFAULT_REVOCATION_POLL;
 pub use secret::{MasterKey, MasterKeys, SecretError};
-pub use session::{Refunder, SessionClosed, SessionPaid, SessionSpec};
+pub use session::{PayerRefunder, Refunder, SessionClosed, SessionPaid, SessionSpec};

@@ -32,10 +32,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use l402_lightning::PayError;
+use l402_lightning::{PayError, PayRequest, Payer};
 use l402_proto::mpp::{PaymentChallenge, PaymentCredential, SessionAction, SessionRequest, b64url_encode, jcs};
 use l402_proto::{Msat, PaymentHash, Preimage};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 use thiserror::Error;
 
 /// The deposit, in requests, when a service names none (Aperture's multiplier).
@@ -233,6 +234,23 @@ pub trait Refunder: Send + Sync {
         amount: Msat,
         max_fee: Msat,
     ) -> Result<(), PayError>;
+}
+
+/// Refunds through a Lightning node ([`Payer::pay_amountless`]), trying for at most [`REFUND_TIMEOUT`].
+pub struct PayerRefunder(pub Arc<dyn Payer>);
+
+#[async_trait]
+impl Refunder for PayerRefunder {
+    async fn refund(
+        &self,
+        bolt11: &str,
+        payment_hash: PaymentHash,
+        amount: Msat,
+        max_fee: Msat,
+    ) -> Result<(), PayError> {
+        let request = PayRequest { bolt11: bolt11.to_owned(), payment_hash, amount, max_fee, timeout: REFUND_TIMEOUT };
+        self.0.pay_amountless(&request, &|_| {}).await.map(|_| ())
+    }
 }
 
 /// The routing fee a refund may cost the server: 1% of it, at least 10 sat.
