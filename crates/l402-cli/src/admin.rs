@@ -1,5 +1,5 @@
 //! `l402 admin`: drives a running proxy's admin API (the `[admin]` listener): services at runtime (list, add,
-//! update, delete), tokens (list, revoke) and revenue. The admin token is read from `--token-file` or the
+//! update, delete), tokens (list, revoke), revenue and sessions. The admin token is read from `--token-file` or the
 //! `L402_ADMIN_TOKEN` environment variable (never from the command line, where other users can read it); it
 //! is never printed. Answers are printed as JSON; a refusal prints the API's reason and exits 1, a
 //! connection failure exits 3.
@@ -34,6 +34,12 @@ enum AdminCommand {
     Tokens(TokensCommand),
     /// Revenue per service.
     Revenue,
+    /// Sessions (the Payment scheme's session intent), newest first: balance, spent, refunded, state.
+    Sessions {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,6 +143,7 @@ pub(crate) fn run(args: AdminArgs) -> Result<(), Failure> {
             (Method::POST, format!("/admin/tokens/{}/revoke", segment(id)), None)
         }
         AdminCommand::Revenue => (Method::GET, "/admin/revenue".to_owned(), None),
+        AdminCommand::Sessions { limit } => (Method::GET, format!("/admin/sessions?limit={limit}"), None),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(call(&base, method, &path, body, &token))

@@ -176,6 +176,43 @@ async fn revenue(State(a): State<Admin>, headers: HeaderMap) -> Response {
     }
 }
 
+#[derive(serde::Deserialize)]
+struct SessionsQuery {
+    limit: Option<u32>,
+}
+
+/// The sessions (newest first): balances, what was spent and refunded, where each stands. Never the deposit's
+/// preimage (the store does not have it) nor the client's return invoice.
+async fn list_sessions(State(a): State<Admin>, headers: HeaderMap, Query(q): Query<SessionsQuery>) -> Response {
+    if let Err(r) = authorized(&a, &headers) {
+        return r.into_response();
+    }
+    match a.paywall.store().sessions(q.limit.unwrap_or(100).clamp(1, 10_000)).await {
+        Ok(list) => axum::Json(
+            list.iter()
+                .map(|s| {
+                    json!({
+                        "session_id": hex::encode(s.id.0),
+                        "service": s.service,
+                        "state": s.state.as_str(),
+                        "deposit_msat": s.deposit.0,
+                        "credited_msat": s.credited.0,
+                        "balance_msat": s.balance.0,
+                        "spent_msat": s.spent.0,
+                        "requests": s.requests,
+                        "refund_msat": s.refund.0,
+                        "refunded_msat": s.refunded.0,
+                        "opened_at": s.opened_at,
+                        "updated_at": s.updated_at,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
 fn json_error(status: StatusCode, why: impl std::fmt::Display) -> Response {
     (status, axum::Json(json!({ "error": why.to_string() }))).into_response()
 }
@@ -319,6 +356,7 @@ pub(crate) fn router(
         .route("/admin/tokens", get(tokens))
         .route("/admin/tokens/{token_id}/revoke", post(revoke))
         .route("/admin/revenue", get(revenue))
+        .route("/admin/sessions", get(list_sessions))
         .route("/admin/services", get(list_services).post(create_service))
         .route("/admin/services/{name}", put(update_service).delete(delete_service))
         .layer(DefaultBodyLimit::max(MAX_SERVICE_BODY))

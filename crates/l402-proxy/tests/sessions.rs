@@ -48,9 +48,13 @@ async fn network() -> Net {
     Net { net, alice, server }
 }
 
+const ADMIN: &str = "admin-secret-for-sessions";
+
 fn config(dir: &std::path::Path, upstream: &str, session: &str) -> String {
+    let admin_file = dir.join("admin");
+    std::fs::write(&admin_file, ADMIN).expect("admin token");
     format!(
-        r#"{}
+        r#"{}admin = {{ listen = "127.0.0.1:0", token_file = "{}" }}
 [payment]
 realm = "proxy.test"
 
@@ -72,7 +76,8 @@ price_sat = 10
 [service.session]
 deposit_sat = 1000
 "#,
-        preamble(dir)
+        preamble(dir),
+        admin_file.display()
     )
 }
 
@@ -273,6 +278,23 @@ async fn a_session_is_opened_by_its_deposit_drawn_per_request_topped_up_once_and
     let info = p_session(&p, &id).await;
     assert_eq!((info.refunded, info.balance), (Msat(20_000), Msat(0)));
     assert_eq!(hits.load(Ordering::SeqCst), 5);
+
+    // The admin API lists it: what was paid in, spent and refunded, and no secret.
+    let admin = p.admin_addr().expect("admin listener");
+    let r = http_get(admin, "/admin/sessions", &[&format!("Authorization: Bearer {ADMIN}")]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let listed = r.json();
+    let s = &listed[0];
+    assert_eq!(
+        (s["session_id"].as_str(), s["state"].as_str(), s["service"].as_str()),
+        (Some(sid.as_str()), Some("closed"), Some("weather"))
+    );
+    assert_eq!(
+        (s["credited_msat"].as_u64(), s["spent_msat"].as_u64(), s["refunded_msat"].as_u64(), s["requests"].as_u64()),
+        (Some(70_000), Some(50_000), Some(20_000), Some(5))
+    );
+    assert!(!r.body.contains(&pre) && !r.body.contains(&ret), "no preimage, no return invoice");
+    assert_eq!(http_get(admin, "/admin/sessions", &[]).await.status, 401);
 }
 
 async fn p_session(p: &Proxy, id: &PaymentHash) -> l402_server::store::SessionInfo {
