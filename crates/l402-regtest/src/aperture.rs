@@ -59,6 +59,22 @@ impl Aperture {
         services: &[ApertureService],
         mpp: bool,
     ) -> Result<Self, RegtestError> {
+        Self::launch(dir, lnd, services, if mpp { Mpp::Charge } else { Mpp::Off }).await
+    }
+
+    /// As [`Aperture::start_with`] with MPP on, and its session intent too (`authenticator.enablesessions`):
+    /// each 402 then also carries a `Payment ... intent="session"` line (a deposit invoice of
+    /// `sessiondepositmultiplier` = 20 × the price), and closes are refunded through `lnd` (its admin
+    /// macaroon, from the same macaroon directory).
+    pub async fn start_with_sessions(
+        dir: &Path,
+        lnd: &Lnd,
+        services: &[ApertureService],
+    ) -> Result<Self, RegtestError> {
+        Self::launch(dir, lnd, services, Mpp::Sessions).await
+    }
+
+    async fn launch(dir: &Path, lnd: &Lnd, services: &[ApertureService], mpp: Mpp) -> Result<Self, RegtestError> {
         let exe = find_peer("aperture", "L402_APERTURE")?;
         std::fs::create_dir_all(dir).map_err(|e| RegtestError::Io("creating Aperture's directory".into(), e))?;
         let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
@@ -137,7 +153,15 @@ impl Drop for Aperture {
     }
 }
 
-fn yaml(listen: SocketAddr, dir: &Path, lnd: &Lnd, services: &[ApertureService], mpp: bool) -> String {
+/// Which of Aperture's MPP features are on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mpp {
+    Off,
+    Charge,
+    Sessions,
+}
+
+fn yaml(listen: SocketAddr, dir: &Path, lnd: &Lnd, services: &[ApertureService], mpp: Mpp) -> String {
     let macdir = lnd.macaroon_path(crate::lnd::LndMacaroon::Invoice);
     let macdir = macdir.parent().unwrap_or(Path::new("."));
     let mut out = format!(
@@ -151,9 +175,10 @@ fn yaml(listen: SocketAddr, dir: &Path, lnd: &Lnd, services: &[ApertureService],
         tls = lnd.tls_cert_path().display(),
         macdir = macdir.display(),
     );
-    if mpp {
+    if mpp != Mpp::Off {
         let at = out.find("services:\n").unwrap_or(out.len());
-        out.insert_str(at, "  enablempp: true\n  mpprealm: \"aperture-regtest\"\n");
+        let sessions = if mpp == Mpp::Sessions { "  enablesessions: true\n" } else { "" };
+        out.insert_str(at, &format!("  enablempp: true\n  mpprealm: \"aperture-regtest\"\n{sessions}"));
     }
     for s in services {
         out.push_str(&format!(
