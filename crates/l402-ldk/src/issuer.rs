@@ -24,17 +24,18 @@ impl InvoiceIssuer for LdkNode {
         if !self.node.status().is_running {
             return Err(LightningError::new(LightningErrorKind::Unavailable, "the LDK node is not running"));
         }
-        if request.amount.0 == 0 {
-            return Err(LightningError::new(LightningErrorKind::InvalidRequest, "invoice amount must be positive"));
-        }
         let description = Description::new(request.memo.clone())
             .map_err(|e| LightningError::new(LightningErrorKind::InvalidRequest, format!("memo: {e}")))?;
         let expiry = u32::try_from(request.expiry.as_secs()).unwrap_or(u32::MAX);
-        let invoice = self
-            .node
-            .bolt11_payment()
-            .receive(request.amount.0, &Bolt11InvoiceDescription::Direct(description), expiry)
-            .map_err(|e| LightningError::new(LightningErrorKind::Internal, format!("creating invoice: {e}")))?;
+        let description = Bolt11InvoiceDescription::Direct(description);
+        let payments = self.node.bolt11_payment();
+        // Zero asks for an amountless invoice: the payer chooses what to send.
+        let invoice = if request.amount.0 == 0 {
+            payments.receive_variable_amount(&description, expiry)
+        } else {
+            payments.receive(request.amount.0, &description, expiry)
+        }
+        .map_err(|e| LightningError::new(LightningErrorKind::Internal, format!("creating invoice: {e}")))?;
         let payment_hash = PaymentHash(*invoice.payment_hash().as_ref());
         Ok(IssuedInvoice { bolt11: invoice.to_string(), payment_hash })
     }

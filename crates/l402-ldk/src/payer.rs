@@ -84,18 +84,17 @@ impl LdkNode {
     }
 }
 
-#[async_trait]
-impl Payer for LdkNode {
-    async fn pay(&self, request: &PayRequest, progress: Progress<'_>) -> Result<PaymentSuccess, PayError> {
-        let invoice: Bolt11Invoice =
-            request.bolt11.trim().parse().map_err(|e| PayError::Rejected(format!("invoice does not parse: {e}")))?;
-        let hash = PaymentHash(*invoice.payment_hash().as_ref());
-        if hash != request.payment_hash {
-            return Err(PayError::Rejected(format!("invoice pays {hash}, not {}", request.payment_hash)));
-        }
-        if invoice.amount_milli_satoshis() != Some(request.amount.0) {
-            return Err(PayError::Rejected("invoice amount differs from the amount agreed".into()));
-        }
+impl LdkNode {
+    /// Pays `invoice` (already checked against `request`): with `amountless`, `request.amount` is sent to an
+    /// invoice that carries none.
+    async fn send_checked(
+        &self,
+        invoice: Bolt11Invoice,
+        request: &PayRequest,
+        amountless: bool,
+        progress: Progress<'_>,
+    ) -> Result<PaymentSuccess, PayError> {
+        let hash = request.payment_hash;
         if request.max_fee.0 == 0 {
             return Err(PayError::Rejected("fee limit must be positive".into()));
         }
@@ -119,7 +118,15 @@ impl Payer for LdkNode {
         progress(PaymentEvent::Initiated);
         let params = RouteParametersConfig::default().with_max_total_routing_fee_msat(request.max_fee.0);
         let node = self.node.clone();
-        let sent = tokio::task::spawn_blocking(move || node.bolt11_payment().send(&invoice, Some(params))).await;
+        let amount = request.amount.0;
+        let sent = tokio::task::spawn_blocking(move || {
+            if amountless {
+                node.bolt11_payment().send_using_amount(&invoice, amount, Some(params))
+            } else {
+                node.bolt11_payment().send(&invoice, Some(params))
+            }
+        })
+        .await;
         match sent {
             Ok(Ok(_)) => {}
             Ok(Err(NodeError::DuplicatePayment)) => {
@@ -143,6 +150,39 @@ impl Payer for LdkNode {
         progress(PaymentEvent::InFlight);
         progress(PaymentEvent::Attempt { number: 1 });
         self.await_outcome(&hash, rx, deadline, true, progress).await
+    }
+}
+
+/// Parses `request.bolt11` and checks that it pays `request.payment_hash`.
+fn parse_for(request: &PayRequest) -> Result<Bolt11Invoice, PayError> {
+    let invoice: Bolt11Invoice =
+        request.bolt11.trim().parse().map_err(|e| PayError::Rejected(format!("invoice does not parse: {e}")))?;
+    let hash = PaymentHash(*invoice.payment_hash().as_ref());
+    if hash != request.payment_hash {
+        return Err(PayError::Rejected(format!("invoice pays {hash}, not {}", request.payment_hash)));
+    }
+    Ok(invoice)
+}
+
+#[async_trait]
+impl Payer for LdkNode {
+    async fn pay(&self, request: &PayRequest, progress: Progress<'_>) -> Result<PaymentSuccess, PayError> {
+        let invoice = parse_for(request)?;
+        if invoice.amount_milli_satoshis() != Some(request.amount.0) {
+            return Err(PayError::Rejected("invoice amount differs from the amount agreed".into()));
+        }
+        self.send_checked(invoice, request, false, progress).await
+    }
+
+    async fn pay_amountless(&self, request: &PayRequest, progress: Progress<'_>) -> Result<PaymentSuccess, PayError> {
+        let invoice = parse_for(request)?;
+        if invoice.amount_milli_satoshis().is_some() {
+            return Err(PayError::Rejected("invoice carries an amount: pay it with pay".into()));
+        }
+        if request.amount.0 == 0 {
+            return Err(PayError::Rejected("amount must be positive".into()));
+        }
+        self.send_checked(invoice, request, true, progress).await
     }
 
     async fn payment_status(&self, payment_hash: &PaymentHash) -> Result<PaymentStatus, LightningError> {

@@ -41,7 +41,8 @@ pub trait Node: Send + Sync {
 /// The server side: issue invoices, learn they settled.
 #[async_trait]
 pub trait InvoiceIssuer: Node {
-    /// Creates an invoice for `request.amount`, with a memo and an expiry.
+    /// Creates an invoice for `request.amount`, with a memo and an expiry; an amount of 0 creates an amountless
+    /// invoice (the payer chooses the amount).
     async fn create_invoice(&self, request: &InvoiceRequest) -> Result<IssuedInvoice, LightningError>;
 
     /// Looks up an invoice this node issued.
@@ -68,6 +69,21 @@ pub trait Payer: Node {
         request: &PayRequest,
         progress: &(dyn Fn(PaymentEvent) + Send + Sync),
     ) -> Result<PaymentSuccess, PayError>;
+
+    /// Pays an invoice that carries no amount with exactly `request.amount` (a refund to a return invoice, a
+    /// session's amountless invoice), with the guarantees of [`Payer::pay`]: one payment per hash, a fee limit
+    /// that is never zero, the timeout. Refuses with [`PayError::Rejected`] an invoice that carries an amount
+    /// (those are paid with [`Payer::pay`]), one whose hash is not `request.payment_hash`, and a zero amount.
+    ///
+    /// Backends that cannot pay amountless invoices keep this default, which refuses.
+    async fn pay_amountless(
+        &self,
+        request: &PayRequest,
+        progress: &(dyn Fn(PaymentEvent) + Send + Sync),
+    ) -> Result<PaymentSuccess, PayError> {
+        let _ = (request, progress);
+        Err(PayError::Rejected("this backend cannot pay amountless invoices".into()))
+    }
 
     /// What the node knows of a payment to this hash.
     async fn payment_status(&self, payment_hash: &PaymentHash) -> Result<PaymentStatus, LightningError>;

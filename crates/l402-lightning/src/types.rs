@@ -32,7 +32,8 @@ pub struct ChannelBalance {
 /// An invoice to issue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvoiceRequest {
-    /// The amount to be paid.
+    /// The amount to be paid. `Msat(0)` asks for an amountless (any-amount) invoice: the
+    /// payer chooses what to send (a client's refund invoice). A server pricing a request must never pass 0.
     pub amount: Msat,
     /// The description shown to the payer.
     pub memo: String,
@@ -82,7 +83,8 @@ pub struct PayRequest {
     pub bolt11: String,
     /// Its payment hash (the backend refuses to pay if the invoice says otherwise).
     pub payment_hash: PaymentHash,
-    /// Its amount (the backend refuses to pay if the invoice says otherwise).
+    /// Its amount (the backend refuses to pay if the invoice says otherwise); for `Payer::pay_amountless`,
+    /// the amount to send to an invoice that carries none.
     pub amount: Msat,
     /// The most to pay in routing fees. Never zero: backends refuse a zero fee limit (LND reads 0 as
     /// "zero-fee routes only" and every payment fails with no route).

@@ -70,10 +70,9 @@ impl LndNode {
 impl InvoiceIssuer for LndNode {
     async fn create_invoice(&self, request: &InvoiceRequest) -> Result<IssuedInvoice, LightningError> {
         let invalid = |m: String| LightningError::new(LightningErrorKind::InvalidRequest, m);
+        // 0 is LND's amountless invoice: the payer chooses the amount.
         let value_msat = i64::try_from(request.amount.msat())
-            .ok()
-            .filter(|v| *v > 0)
-            .ok_or_else(|| invalid(format!("AddInvoice: amount {} is not a positive int64 msat", request.amount)))?;
+            .map_err(|_| invalid(format!("AddInvoice: amount {} does not fit an int64 msat", request.amount)))?;
         // An expiry of 0 would be LND's default (86400 s); ask for at least one second.
         let expiry = i64::try_from(request.expiry.as_secs().max(1)).unwrap_or(i64::MAX);
         let invoice = lnrpc::Invoice { memo: request.memo.clone(), value_msat, expiry, ..Default::default() };

@@ -246,9 +246,16 @@ impl LndNode {
     }
 }
 
-#[async_trait]
-impl Payer for LndNode {
-    async fn pay(&self, request: &PayRequest, progress: Progress<'_>) -> Result<PaymentSuccess, PayError> {
+impl LndNode {
+    /// Checks `request` against LND's own decoding of the invoice, then sends it: with `amountless`, the
+    /// invoice must carry no amount and `request.amount` is sent (`amt_msat`); otherwise its amount must be
+    /// `request.amount`.
+    async fn pay_checked(
+        &self,
+        request: &PayRequest,
+        amountless: bool,
+        progress: Progress<'_>,
+    ) -> Result<PaymentSuccess, PayError> {
         if request.max_fee.msat() == 0 {
             return Err(PayError::Rejected(
                 "max_fee is 0: LND reads a zero fee limit as \"zero-fee routes only\", which fails with no route"
@@ -275,13 +282,27 @@ impl Payer for LndNode {
                 decoded.payment_hash
             )));
         }
-        if u64::try_from(decoded.num_msat).ok() != Some(request.amount.msat()) || decoded.num_msat == 0 {
-            return Err(PayError::Rejected(format!(
-                "LND decodes the invoice's amount as {} msat, not {}",
-                decoded.num_msat,
-                request.amount.msat()
-            )));
-        }
+        let amt_msat = if amountless {
+            if decoded.num_msat != 0 {
+                return Err(PayError::Rejected(format!(
+                    "the invoice carries an amount ({} msat): pay it with pay, not pay_amountless",
+                    decoded.num_msat
+                )));
+            }
+            i64::try_from(request.amount.msat())
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| PayError::Rejected(format!("amount {} is not a positive int64 msat", request.amount)))?
+        } else {
+            if u64::try_from(decoded.num_msat).ok() != Some(request.amount.msat()) || decoded.num_msat == 0 {
+                return Err(PayError::Rejected(format!(
+                    "LND decodes the invoice's amount as {} msat, not {}",
+                    decoded.num_msat,
+                    request.amount.msat()
+                )));
+            }
+            0
+        };
         let mut timeout_seconds = request.timeout.as_secs();
         if request.timeout.subsec_nanos() > 0 || timeout_seconds == 0 {
             timeout_seconds += 1;
@@ -289,6 +310,7 @@ impl Payer for LndNode {
         let timeout_seconds = i32::try_from(timeout_seconds).unwrap_or(i32::MAX);
         let send = SendPaymentRequest {
             payment_request: request.bolt11.clone(),
+            amt_msat,
             fee_limit_msat,
             timeout_seconds,
             no_inflight_updates: false,
@@ -301,6 +323,17 @@ impl Payer for LndNode {
             + self.config().resume_margin;
         let mut follower = Follower::new(request.payment_hash, progress);
         self.drive(Some(send), &mut follower, deadline).await
+    }
+}
+
+#[async_trait]
+impl Payer for LndNode {
+    async fn pay(&self, request: &PayRequest, progress: Progress<'_>) -> Result<PaymentSuccess, PayError> {
+        self.pay_checked(request, false, progress).await
+    }
+
+    async fn pay_amountless(&self, request: &PayRequest, progress: Progress<'_>) -> Result<PaymentSuccess, PayError> {
+        self.pay_checked(request, true, progress).await
     }
 
     async fn payment_status(&self, payment_hash: &PaymentHash) -> Result<PaymentStatus, LightningError> {
