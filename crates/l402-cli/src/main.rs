@@ -16,6 +16,7 @@ mod mcp_admin;
 mod proxy;
 mod regtest;
 mod sample_api;
+mod session;
 mod spend;
 mod token;
 mod token_store;
@@ -29,7 +30,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 
-/// Lightning-paid APIs (L402): put a price on an API (proxy, admin), pay for one (fetch, mcp, spend), read and mint
+/// Lightning-paid APIs (L402): put a price on an API (proxy, admin), pay for one (fetch, mcp, spend, session), read and mint
 /// tokens (decode, token), and try it all on a local regtest network (demo, regtest).
 #[derive(Parser, Debug)]
 #[command(name = "l402", version, propagate_version = true)]
@@ -45,9 +46,12 @@ enum Command {
     /// Tokens: the client's store (list, show, rm); operator tools (mint offline, verify a credential).
     #[command(subcommand)]
     Token(token::TokenCommand),
-    /// Send an HTTP request, paying an L402 token or a Payment charge if asked (curl-like; exit codes in `l402 fetch --help`).
+    /// Send an HTTP request, paying an L402 token, a Payment charge or a Payment session if asked (curl-like; exit codes in `l402 fetch --help`).
     #[command(after_help = FETCH_EXIT_CODES)]
     Fetch(Box<fetch::FetchArgs>),
+    /// The client's Payment sessions (opened by fetch --prefer-scheme session): list them, close one for its refund.
+    #[command(subcommand)]
+    Session(session::SessionCommand),
     /// The client's ledger: payments, what counts against each budget limit, and the limits.
     Spend(Box<spend::SpendArgs>),
     /// An MCP server over stdio: a fetch tool for AI agents (per-call price cap, scheme, budgets) and budget/ledger tools;
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Fetch(args) => fetch::run(*args),
         Command::Spend(args) => spend::run(*args),
+        Command::Session(cmd) => session::run(cmd),
         Command::Mcp(args) => mcp::run(*args),
     };
     match result {

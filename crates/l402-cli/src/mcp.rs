@@ -4,9 +4,10 @@
 //! Tools:
 //! - `fetch` (url, method, headers, body, `max_cost_sat`, `prefer_scheme`): the request, paid for if needed.
 //!   `max_cost_sat` is the agent's per-call maximum; it can only lower the cap set on the command line
-//!   (`--max-cost`), never raise it (a higher value is refused before any request). `prefer_scheme` (`l402` or
-//!   `payment`; default `--prefer-scheme`, itself `l402`) picks the offer paid when a 402 offers both an L402
-//!   token and a `Payment` charge (one is paid, never both; a charge buys one request). The stored budget
+//!   (`--max-cost`), never raise it (a higher value is refused before any request). `prefer_scheme` (`l402`,
+//!   `payment` or `session`; default `--prefer-scheme`, itself `l402`) picks the offer paid when a 402 offers
+//!   several: an L402 token, a `Payment` charge, a `Payment` session (one is paid, never two; a charge buys one
+//!   request; a session's deposit is drawn down by later calls and refunded by `l402 session close`). The stored budget
 //!   limits and `--budget` (this server's whole life) apply as always. The result names the payment (scheme,
 //!   hash, amount, fee, token id or a charge's challenge id and receipt) but never the preimage or the
 //!   macaroon: the token stays in the store. At most `--max-body` bytes of the body are
@@ -87,8 +88,9 @@ pub(crate) struct McpArgs {
     /// The longest a server may send nothing during a call, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = crate::fetch::timeout_secs())]
     read_timeout: u64,
-    /// The offer paid when a 402 offers both, unless a call names one: `l402` (a reusable token) or `payment`
-    /// (a `Payment` scheme Lightning charge: one payment per request).
+    /// The offer paid when a 402 offers several, unless a call names one: `l402` (a reusable token), `payment`
+    /// (a `Payment` scheme Lightning charge: one payment per request) or `session` (a `Payment` session: a
+    /// deposit drawn down by later calls; `l402 session close` refunds the rest).
     #[arg(long, value_name = "SCHEME", default_value = "l402", value_parser = crate::fetch::prefer_scheme)]
     prefer_scheme: PreferScheme,
     #[command(flatten)]
@@ -116,8 +118,9 @@ pub(crate) struct FetchParams {
     /// The most this call may take, in seconds (default 120, at most 600).
     #[serde(default)]
     timeout_secs: Option<u64>,
-    /// Which offer to pay when the server offers both: "l402" (a token, reused by later calls) or "payment"
-    /// (a Payment-scheme Lightning charge, paid again by every call). Default: the server's setting ("l402").
+    /// Which offer to pay when the server offers several: "l402" (a token, reused by later calls), "payment"
+    /// (a Payment-scheme Lightning charge, paid again by every call) or "session" (a Payment-scheme session: a
+    /// deposit that later calls draw down). Default: the server's setting ("l402").
     #[serde(default)]
     prefer_scheme: Option<String>,
 }
@@ -161,8 +164,9 @@ impl L402Mcp {
     #[tool(description = "Fetch an HTTP(S) URL. If the server asks for a Lightning payment (HTTP 402: an L402 token \
                           or a Payment-scheme charge), pay one offer only if the price is at most max_cost_sat \
                           (itself capped by the operator) and within the budgets, then return the response. \
-                          prefer_scheme (\"l402\" or \"payment\") picks the offer when both are offered; L402 \
-                          tokens are reused automatically, a charge pays for one request. The call gives up \
+                          prefer_scheme (\"l402\", \"payment\" or \"session\") picks the offer when several are \
+                          offered; L402 tokens are reused automatically, a charge pays for one request, a session's \
+                          deposit is drawn down by later calls. The call gives up \
                           after timeout_secs (default 120) without ever losing or repeating a payment. Loopback \
                           and private addresses, and payments over plain http, are refused unless the operator \
                           allowed them.")]
@@ -179,7 +183,8 @@ impl L402Mcp {
                 Some(s) => s,
                 None => {
                     return Ok(tool_error(format!(
-                        "request: prefer_scheme {name:?} is not \"l402\" or \"payment\"; nothing was requested"
+                        "request: prefer_scheme {name:?} is not \"l402\", \"payment\" or \"session\"; nothing was \
+                         requested"
                     )));
                 }
             },

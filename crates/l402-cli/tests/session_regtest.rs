@@ -1,0 +1,185 @@
+//! `l402 fetch --prefer-scheme session` and `l402 session list|close` against the project's own proxy with a
+//! `Payment` session service (10 sat a request, a 100 sat deposit), paying over a real regtest channel with the
+//! CLI's embedded LDK wallet: one deposit serves ten requests, the eleventh tops up, the close refunds the
+//! balance to the wallet's own amountless invoice, and the wallet's node shows it received; a closed session
+//! is not used again.
+#![allow(missing_docs)]
+
+mod cli_support;
+#[path = "../../l402-client/tests/support/mod.rs"]
+mod support;
+
+use std::process::{Command, Stdio};
+
+use l402_lightning::{InvoiceIssuer as _, InvoiceState};
+use l402_proto::{Msat, PaymentHash};
+use l402_proxy::{Config, Proxy, open_store};
+use serde_json::Value;
+use support::{describe, network, node_payments};
+
+/// `l402 COMMAND ARGS` with the data directory `data` and the regtest wallet at `wallet` (fetch and session
+/// close pay or check on it).
+fn l402(
+    net: &l402_regtest::Regtest,
+    wallet: &std::path::Path,
+    data: &std::path::Path,
+    command: &[&str],
+    args: &[&str],
+) -> std::process::Output {
+    let (user, password) = net.bitcoind().rpc_auth();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_l402"));
+    c.args(command).args(args).arg("--data-dir").arg(data);
+    if command == ["fetch"] || command == ["session", "close"] {
+        c.arg("--allow-http")
+            .arg("--ldk-dir")
+            .arg(wallet)
+            .args(["--network", "regtest", "--bitcoind-rpc-user", user, "--bitcoind-rpc-port"])
+            .arg(net.bitcoind().rpc_port().to_string())
+            .env("L402_BITCOIND_RPC_PASSWORD", password);
+    }
+    c.stdin(Stdio::null()).output().expect("l402 runs")
+}
+
+fn json_of(o: &std::process::Output) -> Value {
+    assert!(o.status.success(), "{}", describe(o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(o)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_deposit_serves_ten_requests_tops_up_on_the_eleventh_and_the_close_refunds_the_rest() {
+    let (net, server_node, payers) = network(&["cli"]).await;
+    let wallet_config = payers[0].config().clone();
+    payers[0].stop().await; // the CLI runs this wallet
+    let wallet = net.root().join("ldk").join("cli");
+    let up = format!("http://{}", cli_support::upstream().await);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let config = format!(
+        r#"
+listen = "127.0.0.1:0"
+store = {{ kind = "sqlite", path = "{db}" }}
+lightning = {{ backend = "ldk", data_dir = "unused", network = "regtest", bitcoind_rpc = "x", bitcoind_user = "x" }}
+
+[[service]]
+name = "weather"
+path = "/weather/*"
+upstream = "{up}"
+schemes = ["l402", "payment"]
+price_sat = 10
+[service.session]
+deposit_sat = 100
+"#,
+        db = tmp.path().join("proxy.sqlite3").display(),
+    );
+    let config = Config::parse(&config).expect("config");
+    let store = open_store(&config.store).await.expect("store");
+    let proxy = Proxy::start(&config, store, server_node.clone()).await.expect("proxy starts");
+    let url = format!("http://{}/weather/today", proxy.addr());
+    let data = tmp.path().join("client");
+    let fetch = || json_of(&l402(&net, &wallet, &data, &["fetch"], &["--prefer-scheme", "session", &url]));
+
+    // The dry run names the session offer and its deposit; nothing is paid.
+    let q = json_of(&l402(&net, &wallet, &data, &["fetch"], &["--dry-run", "--prefer-scheme", "session", &url]));
+    assert_eq!((q["scheme"].as_str(), q["amount_msat"].as_u64()), (Some("Session"), Some(100_000)), "{q}");
+    assert_eq!(q["service"], "weather", "{q}");
+
+    // The first request opens the session: one deposit of 100 sat, this request's 10 sat debited.
+    let v = fetch();
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(v["body"], "upstream saw /weather/today with 0 bytes", "{v}");
+    let p = &v["payment"];
+    assert_eq!((p["scheme"].as_str(), p["intent"].as_str()), (Some("Payment"), Some("session")), "{v}");
+    assert_eq!(p["amount_msat"], 100_000, "the deposit: {v}");
+    let session_id = p["session_id"].as_str().expect("session id").to_owned();
+    assert_eq!(p["payment_hash"].as_str(), Some(session_id.as_str()), "the session id is the deposit's hash");
+    assert_eq!(v["session"]["session_id"].as_str(), Some(session_id.as_str()), "{v}");
+    assert_eq!(v["session"]["balance_msat"], 90_000, "{v}");
+
+    // Nine more requests draw the balance down to nothing and pay nothing more.
+    for i in 1..10u64 {
+        let v = fetch();
+        assert_eq!(v["status"], 200, "request {i}: {v}");
+        assert!(v["payment"].is_null(), "request {i} pays nothing: {v}");
+        assert_eq!(v["session"]["session_id"].as_str(), Some(session_id.as_str()), "request {i}: {v}");
+        assert_eq!(v["session"]["balance_msat"].as_u64(), Some(90_000 - i * 10_000), "request {i}: {v}");
+    }
+
+    // The eleventh does not fit the balance: one top-up (the deposit amount again), then served.
+    let v = fetch();
+    assert_eq!(v["status"], 200, "{v}");
+    let p = &v["payment"];
+    assert_eq!((p["intent"].as_str(), p["amount_msat"].as_u64()), (Some("session"), Some(100_000)), "{v}");
+    assert_eq!(p["session_id"].as_str(), Some(session_id.as_str()), "the same session, topped up: {v}");
+    assert_ne!(p["payment_hash"].as_str(), Some(session_id.as_str()), "a top-up invoice of its own");
+    let topup_hash = p["payment_hash"].as_str().expect("hash").to_owned();
+    assert_eq!(v["session"]["balance_msat"], 90_000, "{v}");
+
+    let list = json_of(&l402(&net, &wallet, &data, &["session", "list"], &["--json"]));
+    let sessions = list.as_array().expect("sessions");
+    assert_eq!(sessions.len(), 1, "{list}");
+    let s = &sessions[0];
+    assert_eq!((s["state"].as_str(), s["service"].as_str()), (Some("open"), Some("weather")), "{list}");
+    assert_eq!((s["deposit_msat"].as_u64(), s["topup_msat"].as_u64()), (Some(100_000), Some(100_000)), "{list}");
+    assert_eq!(s["balance_msat"], 90_000, "{list}");
+    assert!(s.get("preimage").is_none(), "no secret listed: {list}");
+    let table = l402(&net, &wallet, &data, &["session", "list"], &[]);
+    let text = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(text.contains(&session_id[..16]) && text.contains("open"), "{text}");
+    assert!(!text.contains(&session_id), "the id is shortened in the table: {text}");
+
+    // Both payments reached the server's node, each for the deposit amount.
+    for hash in [&session_id, &topup_hash] {
+        let h = PaymentHash::from_hex(hash).expect("hash");
+        match server_node.lookup_invoice(&h).await.expect("lookup") {
+            InvoiceState::Settled(s) => assert_eq!(s.amount_received, Msat::from_sat(100)),
+            other => panic!("{hash} not settled on the server: {other:?}"),
+        }
+    }
+
+    // The close refunds the balance (90 sat) to the wallet's own invoice, and the wallet's node shows it.
+    let closed = json_of(&l402(&net, &wallet, &data, &["session", "close"], &["--json", &session_id[..12]]));
+    assert_eq!(closed["session_id"].as_str(), Some(session_id.as_str()), "{closed}");
+    assert_eq!((closed["refund_msat"].as_u64(), closed["refund_status"].as_str()), (Some(90_000), Some("succeeded")));
+    assert_eq!(closed["received_msat"], 90_000, "what the wallet's node received: {closed}");
+    assert_eq!(closed["deposited_msat"], 200_000, "{closed}");
+    let list = json_of(&l402(&net, &wallet, &data, &["session", "list"], &["--json"]));
+    let s = &list[0];
+    assert_eq!((s["state"].as_str(), s["refund_received_msat"].as_u64()), (Some("closed"), Some(90_000)), "{list}");
+    let again = l402(&net, &wallet, &data, &["session", "close"], &[&session_id]);
+    assert_eq!(again.status.code(), Some(2), "a closed session is not closed twice: {}", describe(&again));
+
+    // The ledger credits the refund back: the deposit's row counts 10 sat now, the top-up 100 sat.
+    let spend = json_of(&l402(&net, &wallet, &data, &["spend"], &["--json"]));
+    let payments = spend["payments"].as_array().expect("payments");
+    let deposit = payments.iter().find(|p| p["payment_hash"] == session_id.as_str()).expect("deposit row");
+    assert_eq!((deposit["refunded_msat"].as_u64(), deposit["state"].as_str()), (Some(90_000), Some("succeeded")));
+
+    // A closed session is not used again: the next request opens a new one (a new deposit).
+    let v = fetch();
+    assert_eq!(v["status"], 200, "{v}");
+    let p = &v["payment"];
+    assert_eq!((p["intent"].as_str(), p["amount_msat"].as_u64()), (Some("session"), Some(100_000)), "{v}");
+    let second = p["session_id"].as_str().expect("session id").to_owned();
+    assert_ne!(second, session_id, "a new session: {v}");
+    assert_eq!(v["session"]["balance_msat"], 90_000, "{v}");
+
+    // The wallet's node, by its own records: three payments of 100 sat (two deposits and a top-up), and the
+    // refund of 90 sat received on the first session's return invoice.
+    drop(proxy);
+    let _held = l402_client::lock_exclusive(&wallet.join("l402-wallet.lock"), std::time::Duration::from_secs(60))
+        .await
+        .expect("wallet free");
+    let node = l402_ldk::LdkNode::start(wallet_config).await.expect("the wallet's node starts again");
+    let mut paid = node_payments(&node);
+    paid.sort();
+    let mut expected = vec![session_id.clone(), topup_hash.clone(), second.clone()];
+    expected.sort();
+    assert_eq!(paid.iter().map(|p| p.0.clone()).collect::<Vec<_>>(), expected, "{paid:?}");
+    assert!(paid.iter().all(|p| p.1 == 100_000), "{paid:?}");
+    let return_hash = list[0]["return_hash"].as_str().expect("return hash");
+    match node.lookup_invoice(&PaymentHash::from_hex(return_hash).expect("hash")).await.expect("lookup") {
+        InvoiceState::Settled(s) => assert_eq!(s.amount_received, Msat::from_sat(90), "the refund received"),
+        other => panic!("the refund is not on the wallet's node: {other:?}"),
+    }
+    node.stop().await;
+    net.shutdown().await;
+}
