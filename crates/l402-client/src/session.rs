@@ -246,7 +246,18 @@ impl Client {
             fee_limit: self.config().initial_fee_limit(checked.amount),
         };
         tracing::info!(session_id = %session_id, amount_msat = checked.amount.0, "paying a session deposit");
-        let paid = self.pay_new(entry, checked.expires_at).await?;
+        let paid = match self.pay_new(entry, checked.expires_at).await {
+            Ok(paid) => paid,
+            Err(e) => {
+                // A deposit that was never paid leaves no session behind (one whose outcome is unknown stays
+                // `opening`: recovery gives it its preimage if it went through).
+                if !matches!(e, Error::OutcomeUnknown { .. }) {
+                    let id = session_id.clone();
+                    self.store().call(move |c| sessions::forget_unpaid(c, &id)).await?;
+                }
+                return Err(e);
+            }
+        };
         self.finish(checked.payment_hash, paid).await?;
         let payment = Payment {
             payment_hash: checked.payment_hash,
@@ -520,7 +531,11 @@ impl Client {
         let body = crate::body::read_capped(&mut resp, CLOSE_BODY_LIMIT).await?;
         let json: serde_json::Value =
             serde_json::from_slice(&body).map_err(|_| Error::Challenge("the close answer is not JSON".into()))?;
-        let refund = Msat(json["refundMsat"].as_u64().unwrap_or(0));
+        let refund = json["refundMsat"]
+            .as_u64()
+            .or_else(|| json["refundMsat"].as_str().and_then(|v| v.parse().ok()))
+            .map(Msat)
+            .ok_or_else(|| Error::Challenge("the close answer has no refundMsat".into()))?;
         let refund_status: String = json["refundStatus"].as_str().unwrap_or("unknown").chars().take(32).collect();
         if json["sessionId"].as_str().is_some_and(|s| !s.eq_ignore_ascii_case(&session.session_id)) {
             tracing::warn!(session_id = %session.session_id, "the close answer names another session");

@@ -178,6 +178,15 @@ pub(crate) fn paid_into(
     Ok(())
 }
 
+/// Removes a session still `opening` whose deposit was never paid (the payment failed or was refused).
+pub(crate) fn forget_unpaid(conn: &Connection, session_id: &str) -> Result<(), Error> {
+    conn.execute(
+        "DELETE FROM sessions WHERE session_id = ?1 AND state = 'opening' AND preimage IS NULL",
+        [session_id],
+    )?;
+    Ok(())
+}
+
 /// One session by id.
 pub(crate) fn get(conn: &Connection, session_id: &str) -> Result<Option<StoredSession>, Error> {
     let sql = format!("SELECT {COLUMNS} FROM sessions WHERE session_id = ?1");
@@ -268,10 +277,24 @@ pub(crate) fn closed(
         params![session_id, refund_status, i(refund.0), received.map(|m| i(m.0)), i(now)],
     )?;
     if let Some(received) = received {
-        tx.execute(
-            "UPDATE payments SET refunded_msat = ?2, updated_at = ?3 WHERE payment_hash = ?1 AND scheme = ?4",
-            params![session_id, i(received.0), i(now), SESSION_SCHEME],
-        )?;
+        // Credited to the session's payments in the order they were made (the deposit first), each at most what
+        // it cost, so that no credit is lost to a payment smaller than the refund.
+        let rows = tx
+            .prepare(
+                "SELECT payment_hash, amount_msat + COALESCE(fee_msat, 0) FROM payments WHERE session_id = ?1 \
+                 AND scheme = ?2 AND state = 'succeeded' ORDER BY payment_hash != ?1, created_at, rowid",
+            )?
+            .query_map(params![session_id, SESSION_SCHEME], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut left = received.0;
+        for (hash, cost) in rows {
+            let credit = left.min(u64::try_from(cost).unwrap_or(0));
+            left -= credit;
+            tx.execute(
+                "UPDATE payments SET refunded_msat = ?2, updated_at = ?3 WHERE payment_hash = ?1",
+                params![hash, i(credit), i(now)],
+            )?;
+        }
     }
     Ok(())
 }
