@@ -49,6 +49,9 @@ use crate::tokens;
 pub const RETURN_INVOICE_EXPIRY: Duration = Duration::from_secs(30 * 86_400);
 /// How long a close waits for the refund to show on the wallet's node.
 pub const REFUND_WAIT: Duration = Duration::from_secs(20);
+/// How long to wait before presenting an `open` or `topUp` again that the server answered with a fresh
+/// challenge and no balance (its invoice not seen settled yet).
+const UNSETTLED_RETRY: Duration = Duration::from_secs(1);
 /// The largest close answer read.
 const CLOSE_BODY_LIMIT: usize = 64 * 1024;
 
@@ -168,7 +171,8 @@ pub struct SessionClose {
     pub origin: String,
     /// What the server says it refunded, msat.
     pub refund_msat: u64,
-    /// What the server says of the refund: `succeeded`, `failed` or `skipped`.
+    /// What the server says of the refund: `succeeded`, `skipped` (nothing to refund), or `failed` / `pending`
+    /// (still owed: the session stays `closing` and closing it again asks again).
     pub refund_status: String,
     /// What the wallet's node received on the return invoice, msat (`None`: the node does not show it paid).
     pub received_msat: Option<u64>,
@@ -345,10 +349,17 @@ impl Client {
                     }
                 }
                 (None, Some(offer)) if !refreshed => {
-                    // Aperture: the echoed challenge expired. The same credential, echoing the fresh one.
                     refreshed = true;
-                    tracing::info!(session_id = %session.session_id, "session challenge refreshed; sending again");
-                    challenge = offer.challenge.header_value();
+                    if matches!(sent, Sent::Session) && session.is_open() {
+                        // Aperture: the echoed challenge expired. The same bearer credential, echoing the fresh one.
+                        tracing::info!(session_id = %session.session_id, "session challenge refreshed; sending again");
+                        challenge = offer.challenge.header_value();
+                    } else {
+                        // An `open` or `topUp` proves the payment of its own challenge's invoice, which the
+                        // server may not have seen settle yet: the same credential once more, a moment later.
+                        tracing::info!(session_id = %session.session_id, "payment not seen by the server yet; sending again");
+                        tokio::time::sleep(UNSETTLED_RETRY).await;
+                    }
                 }
                 _ => return Err(self.session_refused(&id, status.as_u16()).await),
             }
@@ -541,8 +552,10 @@ impl Client {
             tracing::warn!(session_id = %session.session_id, "the close answer names another session");
         }
         let received = self.refund_received(&session, refund).await;
+        // `failed` or `pending`: the server still owes the refund, and a close presented again tries again.
+        let done = matches!(refund_status.as_str(), "succeeded" | "skipped");
         let (id, status_kept, now) = (session.session_id.clone(), refund_status.clone(), now_unix());
-        self.store().write(move |tx| sessions::closed(tx, &id, &status_kept, refund, received, now)).await?;
+        self.store().write(move |tx| sessions::closed(tx, &id, &status_kept, refund, received, done, now)).await?;
         tracing::info!(session_id = %session.session_id, refund_msat = refund.0, refund_status,
             received_msat = received.map(|m| m.0), "session closed");
         Ok(SessionClose {

@@ -262,19 +262,28 @@ pub(crate) fn set_state(conn: &Connection, session_id: &str, state: &str, now: u
 }
 
 /// Records a close the server answered: the refund it reports, and what the wallet node received (credited
-/// back in the ledger on the deposit's row, so the budgets no longer count it).
+/// back in the ledger on the session's payments, so the budgets no longer count it). `done`: the server has
+/// nothing more to refund (the session is `closed`); else it stays `closing`.
 pub(crate) fn closed(
     tx: &Transaction<'_>,
     session_id: &str,
     refund_status: &str,
     refund: Msat,
     received: Option<Msat>,
+    done: bool,
     now: u64,
 ) -> Result<(), Error> {
     tx.execute(
-        "UPDATE sessions SET state = 'closed', refund_status = ?2, refund_msat = ?3, refund_received_msat = ?4, \
+        "UPDATE sessions SET state = ?6, refund_status = ?2, refund_msat = ?3, refund_received_msat = ?4, \
          balance_msat = 0, updated_at = ?5 WHERE session_id = ?1",
-        params![session_id, refund_status, i(refund.0), received.map(|m| i(m.0)), i(now)],
+        params![
+            session_id,
+            refund_status,
+            i(refund.0),
+            received.map(|m| i(m.0)),
+            i(now),
+            if done { "closed" } else { "closing" }
+        ],
     )?;
     if let Some(received) = received {
         // Credited to the session's payments in the order they were made (the deposit first), each at most what
