@@ -87,7 +87,8 @@ invoice, 12 wrong network, 13 invoice or charge challenge expired, 14 invoice pa
 macaroon's or the charge's paymentHash, 15 budget exhausted, 16 body not replayable, 17 plain http without \
 --allow-http, 18 address refused, 19 a charge's invoice amount differs from its stated amount; 20 payment failed \
 (no money moved), 21 payment outcome unknown (not paid again; looked up on the next run), 22 paid but refused \
-(token kept, see `l402 token list`; a charge kept in the ledger, see `l402 spend`); 23 body over --max-body, 24 \
+(token kept, see `l402 token list`; a charge kept in the ledger, see `l402 spend`; a session marked refused, see \
+`l402 session list`); 23 body over --max-body, 24 \
 --read-timeout passed (a token paid for stays stored); 28 --max-time ran out (before paying, or after paying with the token stored).";
 
 impl From<anyhow::Error> for Failure {
