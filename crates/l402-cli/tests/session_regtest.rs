@@ -1,21 +1,21 @@
-//! `l402 fetch --prefer-scheme session` and `l402 session list|close` against the project's own proxy with a
-//! `Payment` session service (10 sat a request, a 100 sat deposit), paying over a real regtest channel with the
-//! CLI's embedded LDK wallet: one deposit serves ten requests, the eleventh tops up, the close refunds the
-//! balance to the wallet's own amountless invoice, and the wallet's node shows it received; a closed session
-//! is not used again.
+//! `l402 fetch --prefer-scheme session` and `l402 session list|close` against `l402 proxy` (the real binary,
+//! with its embedded LDK node) serving a `Payment` session service (10 sat a request, a 100 sat deposit),
+//! paying over a real regtest channel with the CLI's embedded LDK wallet: one deposit serves ten requests, the
+//! eleventh tops up, the close refunds the balance to the wallet's own amountless invoice, and the wallet's node
+//! shows it received; a closed session is not used again.
 #![allow(missing_docs)]
 
 mod cli_support;
 #[path = "../../l402-client/tests/support/mod.rs"]
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use l402_lightning::{InvoiceIssuer as _, InvoiceState};
 use l402_proto::{Msat, PaymentHash};
-use l402_proxy::{Config, Proxy, open_store};
 use serde_json::Value;
-use support::{describe, network, node_payments};
+use support::{describe, node_payments};
 
 /// `l402 COMMAND ARGS` with the data directory `data` and the regtest wallet at `wallet` (fetch and session
 /// close pay or check on it).
@@ -45,19 +45,58 @@ fn json_of(o: &std::process::Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(o)))
 }
 
+/// `l402 proxy`, stopped (SIGTERM, then waited for) when dropped, even by a failing assertion.
+struct ProxyProcess(Child);
+
+impl ProxyProcess {
+    fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.0.try_wait().ok().flatten().is_none() {
+            if Instant::now() >= deadline {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_session_deposit_serves_ten_requests_tops_up_on_the_eleventh_and_the_close_refunds_the_rest() {
-    let (net, server_node, payers) = network(&["cli"]).await;
-    let wallet_config = payers[0].config().clone();
-    payers[0].stop().await; // the CLI runs this wallet
-    let wallet = net.root().join("ldk").join("cli");
+    let net = l402_regtest::Regtest::start().await.expect("regtest starts (is bitcoind installed?)");
+    let server = net.ldk_node("server").await.expect("server node");
+    let cli = net.ldk_node("cli").await.expect("wallet node");
+    net.fund(&cli, 1_000_000).await.expect("fund");
+    // 200,000 sat of the channel are the server's: enough above its reserve to pay a refund back.
+    net.open_channel(&cli, &server, 800_000, 200_000_000).await.expect("wallet -> server");
+    let (server_config, wallet_config) = (server.config().clone(), cli.config().clone());
+    server.stop().await; // `l402 proxy` runs this node
+    cli.stop().await; // the CLI runs this wallet
+    let wallet = wallet_config.data_dir.clone();
     let up = format!("http://{}", cli_support::upstream().await);
     let tmp = tempfile::tempdir().expect("tmp");
+    let port = l402_regtest::free_port().expect("a free port");
+    let (user, password) = net.bitcoind().rpc_auth();
     let config = format!(
         r#"
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{port}"
 store = {{ kind = "sqlite", path = "{db}" }}
-lightning = {{ backend = "ldk", data_dir = "unused", network = "regtest", bitcoind_rpc = "x", bitcoind_user = "x" }}
+[lightning]
+backend = "ldk"
+data_dir = "{ldk}"
+network = "regtest"
+listen = "{p2p}"
+bitcoind_rpc = "127.0.0.1:{rpc}"
+bitcoind_user = "{user}"
+bitcoind_password = "{password}"
 
 [[service]]
 name = "weather"
@@ -69,11 +108,31 @@ price_sat = 10
 deposit_sat = 100
 "#,
         db = tmp.path().join("proxy.sqlite3").display(),
+        ldk = server_config.data_dir.display(),
+        p2p = server_config.listen.expect("the server node listens"),
+        rpc = net.bitcoind().rpc_port(),
     );
-    let config = Config::parse(&config).expect("config");
-    let store = open_store(&config.store).await.expect("store");
-    let proxy = Proxy::start(&config, store, server_node.clone()).await.expect("proxy starts");
-    let url = format!("http://{}/weather/today", proxy.addr());
+    let config_path = tmp.path().join("l402.toml");
+    std::fs::write(&config_path, config).expect("write config");
+    let check =
+        Command::new(env!("CARGO_BIN_EXE_l402")).args(["proxy", "--check", "--config"]).arg(&config_path).output();
+    let check = check.expect("runs");
+    assert!(check.status.success(), "the config is valid: {}", describe(&check));
+    let child = Command::new(env!("CARGO_BIN_EXE_l402"))
+        .args(["proxy", "--config"])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("proxy starts");
+    let mut proxy = ProxyProcess(child);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the proxy did not listen");
+        assert!(proxy.0.try_wait().expect("wait").is_none(), "the proxy exited early");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!("http://127.0.0.1:{port}/weather/today");
     let data = tmp.path().join("client");
     let fetch = || json_of(&l402(&net, &wallet, &data, &["fetch"], &["--prefer-scheme", "session", &url]));
 
@@ -126,15 +185,6 @@ deposit_sat = 100
     assert!(text.contains(&session_id[..16]) && text.contains("open"), "{text}");
     assert!(!text.contains(&session_id), "the id is shortened in the table: {text}");
 
-    // Both payments reached the server's node, each for the deposit amount.
-    for hash in [&session_id, &topup_hash] {
-        let h = PaymentHash::from_hex(hash).expect("hash");
-        match server_node.lookup_invoice(&h).await.expect("lookup") {
-            InvoiceState::Settled(s) => assert_eq!(s.amount_received, Msat::from_sat(100)),
-            other => panic!("{hash} not settled on the server: {other:?}"),
-        }
-    }
-
     // The close refunds the balance (90 sat) to the wallet's own invoice, and the wallet's node shows it.
     let closed = json_of(&l402(&net, &wallet, &data, &["session", "close"], &["--json", &session_id[..12]]));
     assert_eq!(closed["session_id"].as_str(), Some(session_id.as_str()), "{closed}");
@@ -164,7 +214,7 @@ deposit_sat = 100
 
     // The wallet's node, by its own records: three payments of 100 sat (two deposits and a top-up), and the
     // refund of 90 sat received on the first session's return invoice.
-    drop(proxy);
+    proxy.stop();
     let _held = l402_client::lock_exclusive(&wallet.join("l402-wallet.lock"), std::time::Duration::from_secs(60))
         .await
         .expect("wallet free");
@@ -181,5 +231,16 @@ deposit_sat = 100
         other => panic!("the refund is not on the wallet's node: {other:?}"),
     }
     node.stop().await;
+
+    // The server's node, by its own records: the deposit and the top-up of the first session, 100 sat each.
+    let server_node = l402_ldk::LdkNode::start(server_config).await.expect("the server's node starts again");
+    for hash in [&session_id, &topup_hash, &second] {
+        let h = PaymentHash::from_hex(hash).expect("hash");
+        match server_node.lookup_invoice(&h).await.expect("lookup") {
+            InvoiceState::Settled(s) => assert_eq!(s.amount_received, Msat::from_sat(100)),
+            other => panic!("{hash} not settled on the server: {other:?}"),
+        }
+    }
+    server_node.stop().await;
     net.shutdown().await;
 }
