@@ -352,3 +352,102 @@ pub fn find(conn: &Connection, prefix: &str) -> Result<Vec<StoredSession>, Error
     let rows = conn.prepare(&sql)?.query_map([&prefix], from_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use l402_lightning::PaymentSuccess;
+    use l402_proto::{Msat, PaymentHash, Preimage};
+
+    use super::*;
+    use crate::budget::{Limits, Usage};
+    use crate::journal::{self, NewPayment, Purchase};
+    use crate::store::Store;
+    use crate::tokens;
+
+    const ORIGIN: &str = "http://127.0.0.1:8402";
+
+    /// Journals and pays (in the store only) a payment of `sat` into `session`; returns its hash.
+    fn paid(tx: &Transaction<'_>, session: &str, preimage: Preimage, sat: u64, now: u64) -> PaymentHash {
+        let hash = preimage.payment_hash();
+        let entry = NewPayment {
+            payment_hash: hash,
+            origin: ORIGIN.into(),
+            service: "weather".into(),
+            path: "/weather/today".into(),
+            purchase: Purchase::Session {
+                challenge: "Payment id=\"x\"".into(),
+                challenge_id: "x".into(),
+                session_id: session.into(),
+            },
+            invoice: "lnbcrt1".into(),
+            amount: Msat::from_sat(sat),
+            fee_limit: Msat::from_sat(10),
+        };
+        journal::reserve(tx, &Limits::default(), &entry, now).expect("reserve");
+        let success = PaymentSuccess { preimage, amount: Msat::from_sat(sat), fee: Msat(1_000) };
+        journal::succeed(tx, &hash, &success, now).expect("succeed");
+        journal::succeed(tx, &hash, &success, now).expect("idempotent");
+        hash
+    }
+
+    /// A session opened, topped up and closed in the store: the deposit gives it its preimage, a top-up is counted
+    /// once however often its success is recorded, the refund the node received is credited back to the
+    /// session's payments (deposit first, each at most what it cost) and the budgets count the rest; neither
+    /// `Debug` nor the JSON listing shows the preimage; a closed session is not selected again.
+    #[test]
+    fn a_session_in_the_store_is_credited_once_refunded_into_the_ledger_and_never_shows_its_secret() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("store");
+        let deposit = Preimage([0x5e; 32]);
+        let id = deposit.payment_hash().to_hex();
+        store
+            .blocking(|c| {
+                tokens::learn_route(c, ORIGIN, "/weather/today", "weather", 1)?;
+                insert_opening(
+                    c,
+                    &NewSession {
+                        session_id: id.clone(),
+                        origin: ORIGIN.into(),
+                        service: "weather".into(),
+                        url: format!("{ORIGIN}/weather/today"),
+                        challenge: "Payment id=\"x\"".into(),
+                        price: Msat::from_sat(10),
+                        deposit: Msat::from_sat(100),
+                        return_invoice: "lnbcrt1refund".into(),
+                        return_hash: "11".repeat(32),
+                    },
+                    1,
+                )?;
+                assert!(select(c, ORIGIN, "/weather/today")?.is_none(), "not usable before the deposit is paid");
+                let tx = c.transaction()?;
+                paid(&tx, &id, deposit, 100, 2);
+                paid(&tx, &id, Preimage([0x70; 32]), 100, 3);
+                tx.commit()?;
+                let s = select(c, ORIGIN, "/weather/today")?.expect("usable once paid");
+                assert_eq!((s.deposit_msat, s.topup_msat, s.topups), (100_000, 100_000, 1));
+                assert_eq!(s.preimage, Some(deposit));
+                assert!(!s.is_open(), "open only once the server accepted it");
+                served(c, &id, &s.url, Some(90_000), None, 4)?;
+                for shown in [format!("{s:?}"), serde_json::to_string(&list(c)?).expect("json")] {
+                    assert!(!shown.contains(&deposit.to_hex()), "{shown}");
+                }
+                // 150 sat back: the deposit's 100 sat + 1 sat fee, then 49 sat of the top-up.
+                let tx = c.transaction()?;
+                closed(&tx, &id, "succeeded", Msat::from_sat(150), Some(Msat::from_sat(150)), true, 5)?;
+                tx.commit()?;
+                let ledger = journal::ledger(c, None)?;
+                let credit: Vec<_> = ledger.iter().map(|e| (e.payment_hash == id, e.refunded_msat)).collect();
+                assert!(
+                    credit.contains(&(true, Some(101_000))) && credit.contains(&(false, Some(49_000))),
+                    "{credit:?}"
+                );
+                assert_eq!(ledger.iter().map(|e| e.counted_msat()).sum::<u64>(), 52_000);
+                assert_eq!(Usage::read(c, ORIGIN, 6, "")?.origin, 52_000, "the budgets count what was not refunded");
+                let s = get(c, &id)?.expect("kept");
+                assert_eq!((s.state.as_str(), s.refund_received_msat), ("closed", Some(150_000)));
+                assert!(select(c, ORIGIN, "/weather/today")?.is_none(), "a closed session is not used again");
+                Ok(())
+            })
+            .expect("store");
+    }
+}
