@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use l402_ldk::{ChainSource, LdkConfig, LdkNode, Network};
-use l402_lightning::InvoiceIssuer;
+use l402_lightning::{InvoiceIssuer, Payer};
 use l402_proxy::{Config, LightningConfig, Proxy, open_store};
 
 use crate::Failure;
@@ -46,13 +46,16 @@ fn init_logging(json: bool) {
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
 
-/// Builds the configured invoice issuer.
-pub(crate) async fn issuer(config: &LightningConfig) -> anyhow::Result<(Arc<dyn InvoiceIssuer>, Option<Arc<LdkNode>>)> {
+/// The configured node: as an invoice issuer, as the payer of session refunds, and the LDK node if it is one.
+type Nodes = (Arc<dyn InvoiceIssuer>, Arc<dyn Payer>, Option<Arc<LdkNode>>);
+
+/// Builds the configured invoice issuer (the same node pays session refunds).
+pub(crate) async fn issuer(config: &LightningConfig) -> anyhow::Result<Nodes> {
     match config {
         LightningConfig::Lnd { address, tls_cert, macaroon } => {
             let cfg = l402_lnd::LndConfig::new(address, tls_cert, macaroon).context("LND configuration")?;
-            let node = l402_lnd::LndNode::connect_lazy(cfg).context("LND")?;
-            Ok((Arc::new(node), None))
+            let node = Arc::new(l402_lnd::LndNode::connect_lazy(cfg).context("LND")?);
+            Ok((node.clone(), node, None))
         }
         LightningConfig::Ldk {
             data_dir,
@@ -91,15 +94,16 @@ pub(crate) async fn issuer(config: &LightningConfig) -> anyhow::Result<(Arc<dyn 
             })
             .await
             .context("starting the embedded LDK node")?;
-            Ok((node.clone(), Some(node)))
+            Ok((node.clone(), node.clone(), Some(node)))
         }
     }
 }
 
 async fn serve(config: Config, path: &std::path::Path) -> anyhow::Result<()> {
-    let (issuer, ldk) = issuer(&config.lightning).await?;
+    let (issuer, payer, ldk) = issuer(&config.lightning).await?;
     let store = open_store(&config.store).await?;
-    let mut proxy = Proxy::start(&config, store, issuer).await?;
+    let refunder = Arc::new(l402_proxy::PayerRefunder(payer));
+    let mut proxy = Proxy::start_with_refunder(&config, store, issuer, Some(refunder)).await?;
     eprintln!("l402 proxy: listening on {}", proxy.addr());
     if let Some(a) = proxy.admin_addr() {
         eprintln!("l402 proxy: metrics and admin on {a}");

@@ -469,6 +469,53 @@ pub struct ServiceConfig {
     /// [`MeteringConfig`]). The service's price is then the bundle's price.
     #[serde(default)]
     pub metering: Option<MeteringConfig>,
+    /// Sessions (the `Payment` scheme's `session` intent): a deposit opens a balance that each request draws
+    /// the service's price from; see [`SessionConfig`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionConfig>,
+}
+
+/// `[service.session]`: the 402 also offers a session (a `Payment ... intent="session"` line). Its deposit is
+/// `deposit_sat`, or `deposit_requests` × the service's price (default 20 requests, as Aperture); each request
+/// is debited the service's price (whole satoshis); a top-up costs the deposit again; a close refunds what is
+/// left over Lightning (the node must be able to pay: with LND, a macaroon that allows sending). Needs master
+/// keys (as the `Payment` scheme does) and a price in whole satoshis; not with metering.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    /// The deposit, satoshis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deposit_sat: Option<u64>,
+    /// The deposit, in requests at the service's price (when `deposit_sat` is not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deposit_requests: Option<u64>,
+}
+
+impl SessionConfig {
+    /// The deposit of service `name` priced `price_msat` per request, checked: at least one request's price,
+    /// at most 21M BTC, one of the two keys.
+    pub fn deposit(&self, name: &str, price_msat: u64) -> Result<l402_proto::Msat, ConfigError> {
+        let err = |what: &str| ConfigError(format!("service {name}: session: {what}"));
+        let price_sat = price_msat.div_ceil(1000);
+        let sat = match (self.deposit_sat, self.deposit_requests) {
+            (Some(_), Some(_)) => return Err(err("give deposit_sat or deposit_requests, not both")),
+            (Some(d), None) => d,
+            (None, r) => {
+                let r = r.unwrap_or(l402_server::session::DEFAULT_DEPOSIT_REQUESTS);
+                if r == 0 {
+                    return Err(err("deposit_requests must be at least 1"));
+                }
+                price_sat.checked_mul(r).ok_or_else(|| err("deposit too large"))?
+            }
+        };
+        if sat < price_sat {
+            return Err(err(&format!("deposit_sat {sat} is less than one request ({price_sat} sat)")));
+        }
+        if sat > 21_000_000 * 100_000_000 {
+            return Err(err("deposit over 21M BTC"));
+        }
+        Ok(l402_proto::Msat::from_sat(sat))
+    }
 }
 
 /// `[service.metering]`: a payment (an L402 token, or a `Payment` charge) buys a balance worth `bundle` units
@@ -817,6 +864,22 @@ fn check_service(s: &ServiceConfig) -> Result<(), ConfigError> {
     }
     if s.metering.is_some() && !s.payment {
         return Err(ConfigError(format!("service {}: metering needs payment = true", s.name)));
+    }
+    if let Some(session) = &s.session {
+        if !s.payment {
+            return Err(ConfigError(format!("service {}: sessions need payment = true", s.name)));
+        }
+        if s.metering.is_some() {
+            return Err(ConfigError(format!("service {}: sessions and metering do not go together", s.name)));
+        }
+        if price % 1000 != 0 {
+            return Err(ConfigError(format!(
+                "service {}: sessions price in whole satoshis: give price_sat, or a price_msat that is a multiple \
+                 of 1000",
+                s.name
+            )));
+        }
+        session.deposit(&s.name, price)?;
     }
     if s.payment && price == 0 {
         return Err(ConfigError(format!("service {}: a paid service needs a price above 0", s.name)));

@@ -232,6 +232,7 @@ impl Upstream {
             let (name, id) = match paid.by {
                 PaidBy::Token(t) => (X_L402_TOKEN_ID, t),
                 PaidBy::Charge(h) => (X_L402_PAYMENT_HASH, h),
+                PaidBy::Session(h) => (X_L402_SESSION_ID, h),
             };
             if let (Ok(t), Ok(s)) = (HeaderValue::from_str(id), HeaderValue::from_str(paid.service)) {
                 headers.insert(name, t);
@@ -300,6 +301,8 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_L402_TOKEN_ID: HeaderName = HeaderName::from_static("x-l402-token-id");
 const X_L402_SERVICE: HeaderName = HeaderName::from_static("x-l402-service");
+/// The session a request was drawn from (its id, the deposit's payment hash), for the upstream.
+const X_L402_SESSION_ID: HeaderName = HeaderName::from_static("x-l402-session-id");
 const X_L402_PAYMENT_HASH: HeaderName = HeaderName::from_static("x-l402-payment-hash");
 
 /// How a forwarded request was paid, as the upstream is told.
@@ -318,6 +321,8 @@ pub(crate) enum PaidBy<'a> {
     Token(&'a str),
     /// A `Payment` charge.
     Charge(&'a str),
+    /// A `Payment` session (its id).
+    Session(&'a str),
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {

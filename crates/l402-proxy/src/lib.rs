@@ -43,6 +43,8 @@ pub use config::{Config, ConfigError, LightningConfig, StoreConfig};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use l402_lightning::InvoiceIssuer;
+/// Pays session refunds through a node (for [`Proxy::start_with_refunder`]).
+pub use l402_server::PayerRefunder;
 use l402_server::Paywall;
 use l402_server::store::TokenStore;
 pub use metrics::ProxyMetrics;
@@ -95,7 +97,18 @@ impl Proxy {
         store: Arc<dyn TokenStore>,
         issuer: Arc<dyn InvoiceIssuer>,
     ) -> Result<Self, ConfigError> {
-        let state = Arc::new(State::new(config, store, issuer.clone())?);
+        Self::start_with_refunder(config, store, issuer, None).await
+    }
+
+    /// Binds the listeners and starts serving, paying session refunds through `refunder` (services with
+    /// `[service.session]` need one).
+    pub async fn start_with_refunder(
+        config: &Config,
+        store: Arc<dyn TokenStore>,
+        issuer: Arc<dyn InvoiceIssuer>,
+        refunder: Option<Arc<dyn l402_server::Refunder>>,
+    ) -> Result<Self, ConfigError> {
+        let state = Arc::new(State::new(config, store, issuer.clone(), refunder)?);
         // Read the revocations now: a store that cannot be read fails the start, not the first paid request.
         state.paywall.refresh_revocations().await.map_err(|e| ConfigError(format!("store: {e}")))?;
         // The services the admin API wrote to the store override and extend the file's.

@@ -18,8 +18,9 @@ use l402_proto::{Msat, PaymentHash, TokenId};
 use l402_server::Metrics;
 use l402_server::metrics::{Counter, Histogram, LightningOp, family};
 use l402_server::store::{
-    Balance, BalanceKey, KeyLookup, NewToken, Reserve, Revenue, Revocation, SpentCharge, StoreError, StoredService,
-    TokenInfo, TokenQuery, TokenStore, Usage, UsageAdd, UsedToken,
+    Balance, BalanceKey, KeyLookup, NewSession, NewToken, Reserve, Revenue, Revocation, SessionClose, SessionCredit,
+    SessionDebit, SessionInfo, SessionOpen, SpentCharge, StoreError, StoredService, TokenInfo, TokenQuery, TokenStore,
+    Usage, UsageAdd, UsedToken,
 };
 
 /// Upstream latency bounds, microseconds (1 ms to 30 s).
@@ -56,9 +57,17 @@ enum StoreOp {
     UsageSince,
     UsageVersion,
     PruneUsage,
+    OpenSession,
+    Session,
+    DebitSession,
+    UndoSessionDebit,
+    CreditSession,
+    BeginClose,
+    FinishClose,
+    Sessions,
 }
 
-const STORE_OPS: [&str; 21] = [
+const STORE_OPS: [&str; 29] = [
     "insert",
     "lookup",
     "revoke",
@@ -80,6 +89,14 @@ const STORE_OPS: [&str; 21] = [
     "usage_since",
     "usage_version",
     "prune_usage",
+    "open_session",
+    "session",
+    "debit_session",
+    "undo_session_debit",
+    "credit_session",
+    "begin_close",
+    "finish_close",
+    "sessions",
 ];
 
 /// What the last probes of the node found.
@@ -396,6 +413,48 @@ impl TokenStore for TimedStore {
     }
     async fn prune_usage(&self, before: u64) -> Result<u64, StoreError> {
         self.time(StoreOp::PruneUsage, self.inner.prune_usage(before)).await
+    }
+    async fn open_session(&self, session: &NewSession) -> Result<SessionOpen, StoreError> {
+        self.time(StoreOp::OpenSession, self.inner.open_session(session)).await
+    }
+    async fn session(&self, id: &PaymentHash) -> Result<Option<SessionInfo>, StoreError> {
+        self.time(StoreOp::Session, self.inner.session(id)).await
+    }
+    async fn debit_session(
+        &self,
+        id: &PaymentHash,
+        service: &str,
+        amount: Msat,
+        at: u64,
+    ) -> Result<SessionDebit, StoreError> {
+        self.time(StoreOp::DebitSession, self.inner.debit_session(id, service, amount, at)).await
+    }
+    async fn undo_session_debit(&self, id: &PaymentHash, amount: Msat, at: u64) -> Result<(), StoreError> {
+        self.time(StoreOp::UndoSessionDebit, self.inner.undo_session_debit(id, amount, at)).await
+    }
+    async fn credit_session(
+        &self,
+        id: &PaymentHash,
+        payment_hash: &PaymentHash,
+        amount: Msat,
+        at: u64,
+    ) -> Result<SessionCredit, StoreError> {
+        self.time(StoreOp::CreditSession, self.inner.credit_session(id, payment_hash, amount, at)).await
+    }
+    async fn begin_close(
+        &self,
+        id: &PaymentHash,
+        return_invoice: Option<&str>,
+        at: u64,
+        stale_before: u64,
+    ) -> Result<SessionClose, StoreError> {
+        self.time(StoreOp::BeginClose, self.inner.begin_close(id, return_invoice, at, stale_before)).await
+    }
+    async fn finish_close(&self, id: &PaymentHash, refunded: Option<Msat>, at: u64) -> Result<(), StoreError> {
+        self.time(StoreOp::FinishClose, self.inner.finish_close(id, refunded, at)).await
+    }
+    async fn sessions(&self, limit: u32) -> Result<Vec<SessionInfo>, StoreError> {
+        self.time(StoreOp::Sessions, self.inner.sessions(limit)).await
     }
 }
 

@@ -16,7 +16,9 @@ use l402_proto::Msat;
 use l402_server::layer::answer;
 use l402_server::response::is_grpc;
 use l402_server::store::{BalanceKey, PostgresStore, Reserve, SqliteStore, TokenStore};
-use l402_server::{Authorized, Charge, MasterKeys, PaymentScheme, Paywall, Refusal, ServiceSpec};
+use l402_server::{
+    Authorized, Charge, MasterKeys, PaymentScheme, Paywall, Refunder, Refusal, ServiceSpec, SessionSpec,
+};
 
 use crate::client::{ClientPrefix, TrustedProxies};
 use crate::config::{Config, ConfigError, ListenerConfig, RateKey, ServiceConfig, StoreConfig};
@@ -87,6 +89,10 @@ impl Service {
             capabilities: s.capabilities.clone(),
             schemes: s.schemes()?,
             metered: s.metering.is_some(),
+            session: match &s.session {
+                Some(c) => Some(SessionSpec { deposit: c.deposit(&s.name, s.price()?)? }),
+                None => None,
+            },
         };
         let metering = match &s.metering {
             Some(m) => {
@@ -175,6 +181,7 @@ impl State {
         config: &Config,
         store: Arc<dyn TokenStore>,
         issuer: Arc<dyn InvoiceIssuer>,
+        refunder: Option<Arc<dyn Refunder>>,
     ) -> Result<Self, ConfigError> {
         let metrics = Arc::new(ProxyMetrics::default());
         let store = crate::metrics::TimedStore::wrap(store, metrics.clone());
@@ -202,11 +209,16 @@ impl State {
             builder = builder.master_keys(keys);
             tracing::info!(keys = key_files.len(), "stateless tokens: challenges write nothing to the store");
         }
+        let refunds_available = refunder.is_some();
+        if let Some(r) = refunder {
+            builder = builder.refunder(r);
+        }
         let paywall = builder.build();
         let services = Arc::new(Registry::new(
             config,
             paywall.store().clone(),
             payment_available,
+            refunds_available,
             config.max_tracked_clients,
             config.shared_limits_on(),
         )?);
@@ -343,11 +355,18 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
     let free = free_path || (capability.is_none() && service.freebies.take(prefix));
     let mut token_id = None;
     let mut receipt = None;
+    let mut session = None;
     let charge = Charge { service: service.spec.clone(), price: service.spec.price, capability };
     if !free {
         match state.paywall.authorize(req.headers(), &charge).await {
             Ok(Authorized::Token(token)) => token_id = Some(token.token_id),
             Ok(Authorized::Charge(paid)) => receipt = Some(paid),
+            Ok(Authorized::Session(paid)) => session = Some(paid),
+            Ok(Authorized::SessionClosed(closed)) => {
+                state.metrics.count(Outcome::Refused);
+                tracing::info!(%method, path, %client, service = name, session = %closed.id, refund_msat = closed.refund.0, status = closed.status.as_str(), "session closed (not forwarded)");
+                return l402_server::response::session_closed(&closed, grpc).map(Body::new);
+            }
             Err(refusal) => {
                 if let Some((RateKey::Address, limiter)) = &service.limiter {
                     if let Err(wait) = limiter.check(LimitKey::Client(prefix)) {
@@ -396,10 +415,20 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
     if free {
         state.paywall.metrics().free_requests.inc();
     }
-    let token_hex = token_id.map(|t| t.to_hex()).or_else(|| receipt.as_ref().map(|r| hex::encode(r.payment_hash.0)));
-    let paid = token_hex
-        .as_deref()
-        .map(|id| Paid { by: if receipt.is_some() { PaidBy::Charge(id) } else { PaidBy::Token(id) }, service: name });
+    let token_hex = token_id
+        .map(|t| t.to_hex())
+        .or_else(|| receipt.as_ref().map(|r| hex::encode(r.payment_hash.0)))
+        .or_else(|| session.as_ref().map(|s| hex::encode(s.id.0)));
+    let paid = token_hex.as_deref().map(|id| Paid {
+        by: if receipt.is_some() {
+            PaidBy::Charge(id)
+        } else if session.is_some() {
+            PaidBy::Session(id)
+        } else {
+            PaidBy::Token(id)
+        },
+        service: name,
+    });
     let key = match (&service.metering, token_id, &receipt) {
         (None, ..) => None,
         (Some(_), Some(t), _) => Some(BalanceKey::Token(t)),
@@ -427,6 +456,13 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
         if let Some((r, _)) = reservation.take() {
             r.settle(0).await;
         }
+        // A session's request that never reached the upstream gets its debit back (one that timed out may have
+        // been served: it keeps it).
+        if let (Some(s), Err(ForwardError::Unreachable(_) | ForwardError::BodyTooLarge)) = (&session, &result) {
+            if let Err(e) = state.paywall.store().undo_session_debit(&s.id, s.debited, state.paywall.now()).await {
+                tracing::warn!(session = %s.id, error = %e, "could not give back a session debit");
+            }
+        }
     }
     match result {
         Ok(mut resp) => {
@@ -442,6 +478,12 @@ pub(crate) async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Inc
             }
             if let Some(value) = receipt.and_then(|r| HeaderValue::from_str(&r.receipt).ok()) {
                 l402_server::layer::with_receipt(resp.headers_mut(), value);
+            }
+            if let Some(s) = &session {
+                resp.headers_mut().insert(X_L402_BALANCE_MSAT, HeaderValue::from(s.balance.0));
+                if let Ok(value) = HeaderValue::from_str(&s.receipt) {
+                    l402_server::layer::with_receipt(resp.headers_mut(), value);
+                }
             }
             tracing::info!(%method, path, %client, service = name, token_id = token_hex.as_deref().unwrap_or("-"), status = resp.status().as_u16(), ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX), "forwarded");
             resp

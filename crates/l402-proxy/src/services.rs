@@ -140,6 +140,8 @@ pub(crate) struct Registry {
     store: Arc<dyn TokenStore>,
     /// Whether the paywall has the `Payment` scheme (master keys).
     payment_available: bool,
+    /// Whether the paywall can pay session refunds.
+    refunds_available: bool,
     /// The size of each service's limit tables.
     capacity: usize,
     /// Whether the services' freebies and rate limits are shared with other instances (PostgreSQL).
@@ -152,6 +154,7 @@ impl Registry {
         config: &Config,
         store: Arc<dyn TokenStore>,
         payment_available: bool,
+        refunds_available: bool,
         capacity: usize,
         shared_limits: bool,
     ) -> Result<Self, ConfigError> {
@@ -163,6 +166,7 @@ impl Registry {
             sources: tokio::sync::Mutex::new(sources.clone()),
             store,
             payment_available,
+            refunds_available,
             capacity,
             shared_limits,
         };
@@ -206,6 +210,19 @@ impl Registry {
                 return Err(ConfigError(format!(
                     "service {}: the Payment scheme's challenge ids are keyed by the master key: a service with \
                      schemes = [\"payment\"] needs stateless tokens ([tokens] stored = false, the default)",
+                    c.name
+                )));
+            }
+            if c.session.is_some() && !self.payment_available {
+                return Err(ConfigError(format!(
+                    "service {}: sessions' challenge ids are keyed by the master key: a service with \
+                     [service.session] needs stateless tokens ([tokens] stored = false, the default)",
+                    c.name
+                )));
+            }
+            if c.session.is_some() && !self.refunds_available {
+                return Err(ConfigError(format!(
+                    "service {}: sessions refund over Lightning, and this proxy's node cannot pay",
                     c.name
                 )));
             }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use l402_ldk::LdkNode;
-use l402_proto::Credential;
+use l402_proto::{Credential, Msat};
 use l402_proxy::{Config, Proxy};
 use l402_regtest::Postgres;
 use l402_server::store::TokenQuery;
@@ -363,7 +363,10 @@ price_sat = 100
 fn the_sample_config_parses() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../l402.sample.toml");
     let c = Config::load(&path).expect("l402.sample.toml parses");
-    assert_eq!(c.services.len(), 3);
+    assert_eq!(c.services.len(), 4);
+    let sessions = &c.services[2];
+    assert_eq!(sessions.session.as_ref().and_then(|s| s.deposit_sat), Some(200));
+    assert_eq!(sessions.session.as_ref().map(|s| s.deposit("d", 10_000).expect("deposit")), Some(Msat(200_000)));
     let chat = &c.services[1];
     assert_eq!(chat.price().expect("the bundle's price"), 2_000_000, "1,000,000 units at 2 msat");
     let weather = &c.services[0];

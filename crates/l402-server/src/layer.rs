@@ -16,6 +16,7 @@ use crate::charge::PaidCharge;
 use crate::paywall::{Authorized, L402Token, Paywall, Refusal};
 use crate::pricing::{Charge, Pricing, RequestInfo};
 use crate::response;
+use crate::session::{SessionPaid, SessionRefusal};
 
 /// The response body: the inner service's, or the paywall's own.
 pub type L402Body<B> = Either<B, Full<Bytes>>;
@@ -75,7 +76,11 @@ pub async fn answer(paywall: &Paywall, charge: &Charge, refusal: Refusal, grpc: 
                 if !matches!(refusal, Refusal::PaymentRequired) {
                     tracing::info!(reason = refusal.reason(), service = %charge.service.name, "credential refused; new challenge");
                 }
-                return response::challenge(&offers, &charge.service.name, grpc);
+                let mut resp = response::challenge(&offers, &charge.service.name, grpc);
+                if let Refusal::Session(SessionRefusal::Insufficient { balance, .. }) = &refusal {
+                    resp.headers_mut().insert(response::X_L402_BALANCE_MSAT, HeaderValue::from(balance.0));
+                }
+                return resp;
             }
             Err(e) => {
                 tracing::warn!(reason = e.reason(), error = %e, "could not mint a challenge");
@@ -136,6 +141,18 @@ where
                     }
                     Ok(resp.map(Either::Left))
                 }
+                Ok(Authorized::Session(paid)) => {
+                    let receipt = HeaderValue::from_str(&paid.receipt).ok();
+                    let balance = HeaderValue::from(paid.balance.0);
+                    req.extensions_mut().insert::<SessionPaid>(paid);
+                    let mut resp = inner.call(req).await?;
+                    resp.headers_mut().insert(response::X_L402_BALANCE_MSAT, balance);
+                    if let Some(receipt) = receipt {
+                        with_receipt(resp.headers_mut(), receipt);
+                    }
+                    Ok(resp.map(Either::Left))
+                }
+                Ok(Authorized::SessionClosed(closed)) => Ok(response::session_closed(&closed, grpc).map(Either::Right)),
                 Err(refusal) => Ok(answer(&paywall, &charge, refusal, grpc).await.map(Either::Right)),
             }
         })

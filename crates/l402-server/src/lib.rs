@@ -41,6 +41,7 @@ mod recorder;
 pub mod response;
 pub mod revocation;
 pub mod secret;
+pub mod session;
 pub mod store;
 
 pub use cache::{DEFAULT_KEY_CACHE_SIZE, DEFAULT_KEY_CACHE_TTL, DEFAULT_VERIFIED_STATELESS_SIZE};
@@ -56,3 +57,4 @@ pub use pricing::{Charge, Pricing, RequestInfo, Schemes, ServiceSpec, StaticPric
 pub use recorder::{DEFAULT_PENDING_SIZE, DEFAULT_RECORDED_SIZE};
 pub use revocation::DEFAULT_REVOCATION_POLL;
 pub use secret::{MasterKey, MasterKeys, SecretError};
+pub use session::{PayerRefunder, Refunder, SessionClosed, SessionPaid, SessionSpec};

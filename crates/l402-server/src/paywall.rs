@@ -18,6 +18,8 @@
 //! Revocation, for both kinds: refused at once by the instance that revoked, and by every instance sharing
 //! the store within 2 × the revocation poll interval ([`crate::revocation`]; default 1 s, so 2 s).
 
+mod sessions;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -43,6 +45,7 @@ use crate::pricing::{Charge, ServiceSpec};
 use crate::recorder::{DEFAULT_PENDING_SIZE, DEFAULT_RECORDED_SIZE, Recorder};
 use crate::revocation::{DEFAULT_REVOCATION_POLL, Revocations};
 use crate::secret::{MasterKeys, SecretError};
+use crate::session::{Refunder, SessionClosed, SessionOffer, SessionPaid, SessionRefusal};
 use crate::store::{KeyLookup, NewToken, SpentCharge, StoreError, TokenStore, UsedToken};
 
 /// The time source: Unix seconds.
@@ -98,6 +101,8 @@ pub struct Offers {
     pub l402: Option<Minted>,
     /// The `Payment` charge (its line comes after the L402 ones, as Aperture sends it).
     pub payment: Option<ChargeOffer>,
+    /// The `Payment` session (its line comes last; on a request whose session ran short, a top-up).
+    pub session: Option<SessionOffer>,
 }
 
 impl Offers {
@@ -105,6 +110,7 @@ impl Offers {
     pub fn header_values(&self) -> Vec<String> {
         let mut v: Vec<String> = self.l402.iter().flat_map(Minted::header_values).collect();
         v.extend(self.payment.iter().map(|p| p.header.clone()));
+        v.extend(self.session.iter().map(|p| p.header.clone()));
         v
     }
 }
@@ -116,6 +122,10 @@ pub enum Authorized {
     Token(L402Token),
     /// A charge, now spent.
     Charge(PaidCharge),
+    /// A request drawn from a session's balance (opened or topped up by this request, maybe).
+    Session(SessionPaid),
+    /// A session closed: the paywall answers this request itself (200, never forwarded).
+    SessionClosed(SessionClosed),
 }
 
 /// Why a request was not let through. Each maps to a status (see [`Refusal::status`]).
@@ -149,6 +159,12 @@ pub enum Refusal {
     /// A `Payment` credential was refused (402 with a fresh challenge, or 401 when it is forged).
     #[error("payment credential refused: {0}")]
     Charge(ChargeRefusal),
+    /// A `Payment` session credential was refused (402 when the balance is short, 400, 401 or 409).
+    #[error("session credential refused: {0}")]
+    Session(SessionRefusal),
+    /// A refund could not be paid because this paywall has no [`Refunder`] (503).
+    #[error("no refunder configured")]
+    NoRefunder,
 }
 
 impl Refusal {
@@ -166,6 +182,8 @@ impl Refusal {
             Refusal::Store(_) => "store_unavailable",
             Refusal::Lightning(_) => "lightning_unavailable",
             Refusal::Charge(c) => c.reason(),
+            Refusal::Session(s) => s.reason(),
+            Refusal::NoRefunder => "no_refunder",
         }
     }
 
@@ -186,7 +204,7 @@ impl Refusal {
                         | ChargeRefusal::Spent
                         | ChargeRefusal::NotACharge { .. }
                 )
-        )
+        ) || matches!(self, Refusal::Session(s) if s.wants_challenge())
     }
 
     /// The HTTP status.
@@ -195,7 +213,9 @@ impl Refusal {
         match self {
             _ if self.wants_challenge() => S::PAYMENT_REQUIRED,
             Refusal::Forbidden(_) => S::FORBIDDEN,
-            Refusal::Store(_) | Refusal::Lightning(_) => S::SERVICE_UNAVAILABLE,
+            Refusal::Store(_) | Refusal::Lightning(_) | Refusal::NoRefunder => S::SERVICE_UNAVAILABLE,
+            Refusal::Session(s) if s.is_bad_request() => S::BAD_REQUEST,
+            Refusal::Session(s) if s.is_conflict() => S::CONFLICT,
             _ => S::UNAUTHORIZED,
         }
     }
@@ -218,6 +238,7 @@ pub struct Paywall {
     /// The services of recent stored-token challenges, by payment hash: their settlement is counted for it.
     stored_pending: Bounded<PaymentHash, String>,
     payment: Option<PaymentScheme>,
+    refunder: Option<Arc<dyn Refunder>>,
 }
 
 impl std::fmt::Debug for Paywall {
@@ -244,6 +265,7 @@ pub struct PaywallBuilder {
     pending_size: usize,
     stateless_size: usize,
     payment: Option<PaymentScheme>,
+    refunder: Option<Arc<dyn Refunder>>,
 }
 
 impl PaywallBuilder {
@@ -251,6 +273,13 @@ impl PaywallBuilder {
     /// ([`crate::charge`]). Without it those services offer L402 only.
     pub fn payment_scheme(mut self, scheme: PaymentScheme) -> Self {
         self.payment = Some(scheme);
+        self
+    }
+
+    /// Pay session refunds through `refunder` ([`crate::session`]). Without one, a close of a session with a
+    /// balance is refused (503) and the session stays open.
+    pub fn refunder(mut self, refunder: Arc<dyn Refunder>) -> Self {
+        self.refunder = Some(refunder);
         self
     }
 
@@ -349,6 +378,7 @@ impl PaywallBuilder {
             recorder,
             stored_pending: Bounded::new(self.pending_size),
             payment: self.payment,
+            refunder: self.refunder,
         })
     }
 }
@@ -397,6 +427,7 @@ impl Paywall {
             pending_size: DEFAULT_PENDING_SIZE,
             stateless_size: DEFAULT_VERIFIED_STATELESS_SIZE,
             payment: None,
+            refunder: None,
         }
     }
 
@@ -491,14 +522,22 @@ impl Paywall {
             (Some(p), true) => Some(self.offer_charge(p, charge).await?),
             _ => None,
         };
-        let l402 = if schemes.l402 || payment.is_none() { Some(self.mint(charge).await?) } else { None };
+        let session = match (&self.payment, &charge.service.session) {
+            (Some(p), Some(spec)) => Some(self.offer_session(p, spec, charge).await?),
+            _ => None,
+        };
+        let l402 = if schemes.l402 || (payment.is_none() && session.is_none()) {
+            Some(self.mint(charge).await?)
+        } else {
+            None
+        };
         if l402.is_none() {
             self.metrics.challenges_issued.fetch_add(1, Ordering::Relaxed);
         }
-        if payment.is_some() {
+        if payment.is_some() || session.is_some() {
             self.metrics.challenge(&charge.service.name, true);
         }
-        Ok(Offers { l402, payment })
+        Ok(Offers { l402, payment, session })
     }
 
     /// A fresh `Payment` charge for `charge`: an invoice of its own, nothing written anywhere.
@@ -525,11 +564,18 @@ impl Paywall {
     /// credential with a 402.
     pub async fn authorize(&self, headers: &HeaderMap, charge: &Charge) -> Result<Authorized, Refusal> {
         let schemes = charge.service.schemes;
-        if let (Some(scheme), true) = (&self.payment, schemes.payment) {
+        let sessions = charge.service.session.is_some();
+        if let (Some(scheme), true) = (&self.payment, schemes.payment || sessions) {
             let values = headers.get_all(http::header::AUTHORIZATION);
             match l402_proto::mpp::PaymentCredential::from_authorization(values.iter().map(http::HeaderValue::as_bytes))
             {
-                Ok(Some(cred)) => return self.check_charge(scheme, &cred, charge).await.map(Authorized::Charge),
+                Ok(Some(cred)) if sessions && cred.challenge.intent == l402_proto::mpp::INTENT_SESSION => {
+                    return self.check_session(scheme, &cred, charge).await;
+                }
+                Ok(Some(cred)) if schemes.payment => {
+                    return self.check_charge(scheme, &cred, charge).await.map(Authorized::Charge);
+                }
+                Ok(Some(_)) => return Err(Refusal::Session(SessionRefusal::NotASession)),
                 Ok(None) => {}
                 Err(e) => return Err(Refusal::Charge(ChargeRefusal::Request(e.to_string()))),
             }

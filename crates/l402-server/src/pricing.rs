@@ -59,6 +59,8 @@ pub struct ServiceSpec {
     /// A `Payment` charge of a metered service is then accepted again after its first request, its balance
     /// deciding what it still buys.
     pub metered: bool,
+    /// Sessions (the `Payment` scheme's `session` intent, [`crate::session`]): offered beside the other schemes.
+    pub session: Option<crate::session::SessionSpec>,
 }
 
 impl ServiceSpec {
@@ -72,7 +74,14 @@ impl ServiceSpec {
             capabilities: Vec::new(),
             schemes: Schemes::default(),
             metered: false,
+            session: None,
         }
+    }
+
+    /// Offering sessions.
+    pub fn session(mut self, session: crate::session::SessionSpec) -> Self {
+        self.session = Some(session);
+        self
     }
 
     /// Metered (see the `metered` field).

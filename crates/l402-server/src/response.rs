@@ -76,7 +76,7 @@ pub fn challenge(offers: &Offers, service: &str, grpc: bool) -> Response<Full<By
         return finish(b, Bytes::new());
     }
     match &offers.l402 {
-        Some(minted) if offers.payment.is_none() => {
+        Some(minted) if offers.payment.is_none() && offers.session.is_none() => {
             let body = format!(
                 "{{\"error\":\"payment required\",\"service\":\"{}\",\"price_msat\":{},\"token_id\":\"{}\"}}",
                 json_escape(service),
@@ -90,6 +90,21 @@ pub fn challenge(offers: &Offers, service: &str, grpc: bool) -> Response<Full<By
             Bytes::from_static(l402_proto::mpp::PROBLEM_PAYMENT_REQUIRED.as_bytes()),
         ),
     }
+}
+
+/// The balance left, msat: of a session after this request, or (on a 402) what a session had left.
+pub const X_L402_BALANCE_MSAT: http::HeaderName = http::HeaderName::from_static("x-l402-balance-msat");
+
+/// The answer to a session's close (200, never forwarded): the refund as JSON, the session receipt, private.
+pub fn session_closed(closed: &crate::session::SessionClosed, grpc: bool) -> Response<Full<Bytes>> {
+    let mut b = base(StatusCode::OK, grpc).header(http::header::CACHE_CONTROL, "private");
+    if let Ok(v) = HeaderValue::from_str(&closed.receipt) {
+        b = b.header(PAYMENT_RECEIPT, v);
+    }
+    if grpc {
+        return finish(b.header("grpc-status", "0"), Bytes::new());
+    }
+    finish(b.header(CONTENT_TYPE, "application/json"), Bytes::from(closed.body()))
 }
 
 /// What a client is told of a refusal: the reason for its own credential (401, 403), but of a 5xx only that

@@ -26,6 +26,7 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
     (4, SQLITE_SERVICES),
     (5, SQLITE_BALANCES),
     (6, SQLITE_USAGE),
+    (7, SQLITE_SESSIONS),
 ];
 
 /// Version 2: revocations by sequence, so that every instance can hold the set in memory and follow it (a
@@ -63,6 +64,7 @@ pub(crate) const POSTGRES: &[(i64, &str)] = &[
     (4, POSTGRES_SERVICES),
     (5, POSTGRES_BALANCES),
     (6, POSTGRES_USAGE),
+    (7, POSTGRES_SESSIONS),
 ];
 
 /// Version 2 (see [`SQLITE_REVOCATIONS`]). Revocations are inserted under an advisory lock held until commit,
@@ -181,3 +183,53 @@ const POSTGRES_USAGE: &str = "CREATE TABLE l402_usage (
     );
     CREATE INDEX l402_usage_version ON l402_usage (version);
     CREATE INDEX l402_usage_updated_at ON l402_usage (updated_at);";
+
+/// Version 7: sessions of the `Payment` scheme's `session` intent ([`crate::session`]). A session is keyed by
+/// its deposit's payment hash; every payment credited to one (the deposit and each top-up) is a row of
+/// `l402_session_credits`, keyed by its payment hash, so that a payment is credited once, to one session.
+/// `state`: `open`, `closing` (its balance moved to `refund_msat`, the refund under way), `closed` or
+/// `refund_failed` (the refund did not go through: `refund_msat` is still owed, a close retries it).
+const SQLITE_SESSIONS: &str = "CREATE TABLE l402_sessions (
+        session_id     BLOB PRIMARY KEY,
+        service        TEXT NOT NULL,
+        deposit_msat   INTEGER NOT NULL,
+        credited_msat  INTEGER NOT NULL,
+        balance_msat   INTEGER NOT NULL CHECK (balance_msat >= 0),
+        spent_msat     INTEGER NOT NULL DEFAULT 0,
+        requests       INTEGER NOT NULL DEFAULT 0,
+        return_invoice TEXT NOT NULL,
+        state          TEXT NOT NULL,
+        refund_msat    INTEGER NOT NULL DEFAULT 0,
+        refunded_msat  INTEGER NOT NULL DEFAULT 0,
+        opened_at      INTEGER NOT NULL,
+        updated_at     INTEGER NOT NULL
+    );
+    CREATE TABLE l402_session_credits (
+        payment_hash BLOB PRIMARY KEY,
+        session_id   BLOB NOT NULL,
+        amount_msat  INTEGER NOT NULL,
+        credited_at  INTEGER NOT NULL
+    );";
+
+/// Version 7 (see [`SQLITE_SESSIONS`]).
+const POSTGRES_SESSIONS: &str = "CREATE TABLE l402_sessions (
+        session_id     BYTEA PRIMARY KEY,
+        service        TEXT NOT NULL,
+        deposit_msat   BIGINT NOT NULL,
+        credited_msat  BIGINT NOT NULL,
+        balance_msat   BIGINT NOT NULL CHECK (balance_msat >= 0),
+        spent_msat     BIGINT NOT NULL DEFAULT 0,
+        requests       BIGINT NOT NULL DEFAULT 0,
+        return_invoice TEXT NOT NULL,
+        state          TEXT NOT NULL,
+        refund_msat    BIGINT NOT NULL DEFAULT 0,
+        refunded_msat  BIGINT NOT NULL DEFAULT 0,
+        opened_at      BIGINT NOT NULL,
+        updated_at     BIGINT NOT NULL
+    );
+    CREATE TABLE l402_session_credits (
+        payment_hash BYTEA PRIMARY KEY,
+        session_id   BYTEA NOT NULL,
+        amount_msat  BIGINT NOT NULL,
+        credited_at  BIGINT NOT NULL
+    );";

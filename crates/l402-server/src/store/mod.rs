@@ -17,7 +17,9 @@
 mod migrations;
 mod pg_tls;
 mod postgres;
+mod postgres_sessions;
 mod sqlite;
+mod sqlite_sessions;
 
 use async_trait::async_trait;
 use l402_proto::{Msat, PaymentHash, RootKey, TokenId};
@@ -292,6 +294,137 @@ pub struct Balance {
     pub requests: u64,
 }
 
+/// A session to open ([`TokenStore::open_session`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSession {
+    /// The session id: the deposit's payment hash.
+    pub id: PaymentHash,
+    /// The service it pays for.
+    pub service: String,
+    /// The deposit (the opening balance).
+    pub deposit: Msat,
+    /// The amountless invoice the unspent balance is refunded to.
+    pub return_invoice: String,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+/// Where a session stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    /// Open: requests draw on its balance.
+    Open,
+    /// Closed by its client; the refund is under way (its balance moved to `refund`).
+    Closing,
+    /// Closed and refunded (or there was nothing to refund).
+    Closed,
+    /// Closed, but the refund did not go through: `refund` is still owed, and a close tries again.
+    RefundFailed,
+}
+
+impl SessionState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Closing => "closing",
+            Self::Closed => "closed",
+            Self::RefundFailed => "refund_failed",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "open" => Self::Open,
+            "closing" => Self::Closing,
+            "closed" => Self::Closed,
+            "refund_failed" => Self::RefundFailed,
+            _ => return None,
+        })
+    }
+}
+
+/// A session as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Its id (the deposit's payment hash).
+    pub id: PaymentHash,
+    /// The service.
+    pub service: String,
+    /// The deposit.
+    pub deposit: Msat,
+    /// Everything credited: the deposit and every top-up.
+    pub credited: Msat,
+    /// What is left to spend.
+    pub balance: Msat,
+    /// Spent by requests.
+    pub spent: Msat,
+    /// Requests served.
+    pub requests: u64,
+    /// The refund's invoice.
+    pub return_invoice: String,
+    /// Where it stands.
+    pub state: SessionState,
+    /// Owed back once closed (while `Closing` or `RefundFailed`), or what the refund was (`Closed`).
+    pub refund: Msat,
+    /// Refunded (paid back over Lightning).
+    pub refunded: Msat,
+    /// Unix seconds.
+    pub opened_at: u64,
+    /// Unix seconds of the last change.
+    pub updated_at: u64,
+}
+
+/// What [`TokenStore::open_session`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionOpen {
+    /// Opened now, with the deposit as its balance.
+    Opened,
+    /// It was open already (or closed since): nothing changed.
+    Exists,
+    /// The deposit's payment was credited to another session (as a top-up): nothing changed.
+    Foreign,
+}
+
+/// What [`TokenStore::debit_session`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionDebit {
+    /// Debited; the balance left.
+    Debited(Msat),
+    /// The balance (given) does not cover it: nothing debited.
+    Insufficient(Msat),
+    /// No such session, or it is not open.
+    NotOpen(Option<SessionState>),
+}
+
+/// What [`TokenStore::credit_session`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionCredit {
+    /// Credited; the new balance.
+    Applied(Msat),
+    /// This payment was credited to this session before: nothing more (the balance is given).
+    Replayed(Msat),
+    /// This payment was credited to another session: nothing.
+    Foreign,
+    /// No such session, or it is not open: nothing.
+    NotOpen(Option<SessionState>),
+}
+
+/// What [`TokenStore::begin_close`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionClose {
+    /// The session is now `Closing`: refund `refund` to `return_invoice`, then [`TokenStore::finish_close`].
+    Refund {
+        /// What is owed.
+        refund: Msat,
+        /// Where to pay it.
+        return_invoice: String,
+    },
+    /// It cannot be closed now (unknown, closed, or a refund under way): its state, if it exists.
+    NotClosable(Option<SessionState>),
+}
+
 /// A store failure. The layer answers 503 and lets no request through (fail closed).
 #[derive(Debug, Error)]
 #[error("token store: {0}")]
@@ -374,6 +507,70 @@ pub trait TokenStore: Send + Sync + 'static {
         let _ = before;
         Err(StoreError("this store keeps no shared limits".into()))
     }
+    /// Opens a session, atomically with the credit of its deposit's payment (a payment is credited once, to
+    /// one session).
+    async fn open_session(&self, session: &NewSession) -> Result<SessionOpen, StoreError> {
+        let _ = session;
+        Err(no_sessions())
+    }
+    /// A session, if it exists.
+    async fn session(&self, id: &PaymentHash) -> Result<Option<SessionInfo>, StoreError> {
+        let _ = id;
+        Err(no_sessions())
+    }
+    /// Debits `amount` from an open session of `service`, atomically, only if its balance covers it (never below zero,
+    /// whatever the concurrency, on every instance sharing the store).
+    async fn debit_session(
+        &self,
+        id: &PaymentHash,
+        service: &str,
+        amount: Msat,
+        at: u64,
+    ) -> Result<SessionDebit, StoreError> {
+        let _ = (id, service, amount, at);
+        Err(no_sessions())
+    }
+    /// Gives back a debit whose request was never served (the upstream could not be reached).
+    async fn undo_session_debit(&self, id: &PaymentHash, amount: Msat, at: u64) -> Result<(), StoreError> {
+        let _ = (id, amount, at);
+        Err(no_sessions())
+    }
+    /// Credits a top-up payment to an open session, once per payment hash (atomically).
+    async fn credit_session(
+        &self,
+        id: &PaymentHash,
+        payment_hash: &PaymentHash,
+        amount: Msat,
+        at: u64,
+    ) -> Result<SessionCredit, StoreError> {
+        let _ = (id, payment_hash, amount, at);
+        Err(no_sessions())
+    }
+    /// Starts closing a session: from `Open` (its balance becomes the refund owed, the balance 0), from
+    /// `RefundFailed` (the refund is tried again; `return_invoice` may replace the stored one only then), or
+    /// from a `Closing` not updated since `stale_before` (a refund interrupted; tried again on the same
+    /// invoice, which the node pays at most once). Atomic: of racing closes, one gets the refund.
+    async fn begin_close(
+        &self,
+        id: &PaymentHash,
+        return_invoice: Option<&str>,
+        at: u64,
+        stale_before: u64,
+    ) -> Result<SessionClose, StoreError> {
+        let _ = (id, return_invoice, at, stale_before);
+        Err(no_sessions())
+    }
+    /// Ends a close: `refunded` paid back (`Closed`), or the refund failed for certain (`RefundFailed`, the
+    /// amount still owed). A refund whose outcome is unknown stays `Closing`.
+    async fn finish_close(&self, id: &PaymentHash, refunded: Option<Msat>, at: u64) -> Result<(), StoreError> {
+        let _ = (id, refunded, at);
+        Err(no_sessions())
+    }
+    /// Sessions, newest first, at most `limit`.
+    async fn sessions(&self, limit: u32) -> Result<Vec<SessionInfo>, StoreError> {
+        let _ = limit;
+        Err(no_sessions())
+    }
     /// Writes a service defined at runtime: its configuration (JSON), or `None` to record it deleted. Returns
     /// the write's version, above every version before it.
     async fn put_service(&self, name: &str, config: Option<&str>) -> Result<u64, StoreError>;
@@ -382,4 +579,8 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn services(&self) -> Result<Vec<StoredService>, StoreError>;
     /// The version of the last service write (0: none): a cheap way to know whether the services changed.
     async fn services_version(&self) -> Result<u64, StoreError>;
+}
+
+fn no_sessions() -> StoreError {
+    StoreError("this store keeps no sessions".into())
 }

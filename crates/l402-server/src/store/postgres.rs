@@ -9,9 +9,11 @@ use l402_proto::{Msat, PaymentHash, RootKey, TokenId};
 
 use super::migrations::POSTGRES;
 use super::pg_tls;
+use super::postgres_sessions as sessions;
 use super::{
-    Balance, BalanceKey, KeyLookup, NewToken, Reserve, Revenue, Revocation, SpentCharge, StoreError, StoredService,
-    TokenInfo, TokenQuery, TokenStore, Usage, UsageAdd, UsedToken,
+    Balance, BalanceKey, KeyLookup, NewSession, NewToken, Reserve, Revenue, Revocation, SessionClose, SessionCredit,
+    SessionDebit, SessionInfo, SessionOpen, SpentCharge, StoreError, StoredService, TokenInfo, TokenQuery, TokenStore,
+    Usage, UsageAdd, UsedToken,
 };
 
 /// A [`TokenStore`] in PostgreSQL.
@@ -422,6 +424,56 @@ impl TokenStore for PostgresStore {
             .await
             .map_err(StoreError::from_display)?;
         Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn open_session(&self, session: &NewSession) -> Result<SessionOpen, StoreError> {
+        sessions::open(&mut self.client().await?, session).await
+    }
+
+    async fn session(&self, id: &PaymentHash) -> Result<Option<SessionInfo>, StoreError> {
+        sessions::get(&self.client().await?, id).await
+    }
+
+    async fn debit_session(
+        &self,
+        id: &PaymentHash,
+        service: &str,
+        amount: Msat,
+        at: u64,
+    ) -> Result<SessionDebit, StoreError> {
+        sessions::debit(&self.client().await?, id, service, amount, at).await
+    }
+
+    async fn undo_session_debit(&self, id: &PaymentHash, amount: Msat, at: u64) -> Result<(), StoreError> {
+        sessions::undo_debit(&self.client().await?, id, amount, at).await
+    }
+
+    async fn credit_session(
+        &self,
+        id: &PaymentHash,
+        payment_hash: &PaymentHash,
+        amount: Msat,
+        at: u64,
+    ) -> Result<SessionCredit, StoreError> {
+        sessions::credit(&mut self.client().await?, id, payment_hash, amount, at).await
+    }
+
+    async fn begin_close(
+        &self,
+        id: &PaymentHash,
+        return_invoice: Option<&str>,
+        at: u64,
+        stale_before: u64,
+    ) -> Result<SessionClose, StoreError> {
+        sessions::begin_close(&self.client().await?, id, return_invoice, at, stale_before).await
+    }
+
+    async fn finish_close(&self, id: &PaymentHash, refunded: Option<Msat>, at: u64) -> Result<(), StoreError> {
+        sessions::finish_close(&self.client().await?, id, refunded, at).await
+    }
+
+    async fn sessions(&self, limit: u32) -> Result<Vec<SessionInfo>, StoreError> {
+        sessions::list(&self.client().await?, limit).await
     }
 
     async fn open_balance(&self, key: &BalanceKey, service: &str, bundle: Msat, at: u64) -> Result<bool, StoreError> {

@@ -15,9 +15,11 @@ use l402_proto::{Msat, PaymentHash, RootKey, TokenId};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::migrations::SQLITE;
+use super::sqlite_sessions as sessions;
 use super::{
-    Balance, BalanceKey, KeyLookup, NewToken, Reserve, Revenue, Revocation, SpentCharge, StoreError, StoredService,
-    TokenInfo, TokenQuery, TokenStore, Usage, UsageAdd, UsedToken,
+    Balance, BalanceKey, KeyLookup, NewSession, NewToken, Reserve, Revenue, Revocation, SessionClose, SessionCredit,
+    SessionDebit, SessionInfo, SessionOpen, SpentCharge, StoreError, StoredService, TokenInfo, TokenQuery, TokenStore,
+    Usage, UsageAdd, UsedToken,
 };
 
 /// A [`TokenStore`] in a SQLite file.
@@ -529,6 +531,62 @@ impl TokenStore for SqliteStore {
             .optional()
         })
         .await
+    }
+    async fn open_session(&self, session: &NewSession) -> Result<SessionOpen, StoreError> {
+        let s = session.clone();
+        self.with(move |c| sessions::open(c, &s)).await
+    }
+
+    async fn session(&self, id: &PaymentHash) -> Result<Option<SessionInfo>, StoreError> {
+        let id = *id;
+        self.with(move |c| sessions::get(c, &id)).await
+    }
+
+    async fn debit_session(
+        &self,
+        id: &PaymentHash,
+        service: &str,
+        amount: Msat,
+        at: u64,
+    ) -> Result<SessionDebit, StoreError> {
+        let (id, service) = (*id, service.to_owned());
+        self.with(move |c| sessions::debit(c, &id, &service, amount, at)).await
+    }
+
+    async fn undo_session_debit(&self, id: &PaymentHash, amount: Msat, at: u64) -> Result<(), StoreError> {
+        let id = *id;
+        self.with(move |c| sessions::undo_debit(c, &id, amount, at)).await
+    }
+
+    async fn credit_session(
+        &self,
+        id: &PaymentHash,
+        payment_hash: &PaymentHash,
+        amount: Msat,
+        at: u64,
+    ) -> Result<SessionCredit, StoreError> {
+        let (id, ph) = (*id, *payment_hash);
+        self.with(move |c| sessions::credit(c, &id, &ph, amount, at)).await
+    }
+
+    async fn begin_close(
+        &self,
+        id: &PaymentHash,
+        return_invoice: Option<&str>,
+        at: u64,
+        stale_before: u64,
+    ) -> Result<SessionClose, StoreError> {
+        let (id, inv) = (*id, return_invoice.map(str::to_owned));
+        self.with(move |c| sessions::begin_close(c, &id, inv.as_deref(), at, stale_before)).await
+    }
+
+    async fn finish_close(&self, id: &PaymentHash, refunded: Option<Msat>, at: u64) -> Result<(), StoreError> {
+        let id = *id;
+        self.with(move |c| sessions::finish_close(c, &id, refunded, at)).await
+    }
+
+    async fn sessions(&self, limit: u32) -> Result<Vec<SessionInfo>, StoreError> {
+        self.with(move |c| sessions::list(c, limit)).await
     }
 }
 
