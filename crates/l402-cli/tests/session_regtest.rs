@@ -50,6 +50,9 @@ struct ProxyProcess(Child);
 
 impl ProxyProcess {
     fn stop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_some() {
+            return;
+        }
         let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.0.try_wait().ok().flatten().is_none() {
@@ -202,6 +205,9 @@ deposit_sat = 100
     let payments = spend["payments"].as_array().expect("payments");
     let deposit = payments.iter().find(|p| p["payment_hash"] == session_id.as_str()).expect("deposit row");
     assert_eq!((deposit["refunded_msat"].as_u64(), deposit["state"].as_str()), (Some(90_000), Some("succeeded")));
+    let o = l402(&net, &wallet, &data, &["spend"], &[]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains(&format!("session deposit of {}; 90000 msat refunded", &session_id[..16])), "{text}");
 
     // A closed session is not used again: the next request opens a new one (a new deposit).
     let v = fetch();

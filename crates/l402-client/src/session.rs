@@ -527,6 +527,11 @@ impl Client {
         let close = SessionAction::Close { session_id: session.session_id.clone(), preimage };
         let mut request = self.request(reqwest::Method::GET, url.as_str()).build().map_err(Error::Http)?;
         request.headers_mut().insert(AUTHORIZATION, credential(&session.challenge, close)?);
+        // The server pays the refund while it answers the close: the wallet's node must be up to receive it
+        // (a node started on first use, as the CLI's, is started here, its channels usable).
+        if let (Some(issuer), Ok(hash)) = (self.issuer(), PaymentHash::from_hex(&session.return_hash)) {
+            issuer.lookup_invoice(&hash).await?;
+        }
         let (id, now) = (session.session_id.clone(), now_unix());
         self.store().call(move |c| sessions::set_state(c, &id, "closing", now)).await?;
         tracing::info!(session_id = %session.session_id, "closing a session");
