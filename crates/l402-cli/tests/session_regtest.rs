@@ -188,6 +188,16 @@ deposit_sat = 100
     assert!(text.contains(&session_id[..16]) && text.contains("open"), "{text}");
     assert!(!text.contains(&session_id), "the id is shortened in the table: {text}");
 
+    // A copy of the client's store from before the close: it still holds the session as open.
+    let stale = tmp.path().join("stale");
+    std::fs::create_dir_all(&stale).expect("mkdir");
+    for f in std::fs::read_dir(&data).expect("data dir") {
+        let f = f.expect("entry");
+        if f.file_type().expect("type").is_file() {
+            std::fs::copy(f.path(), stale.join(f.file_name())).expect("copy");
+        }
+    }
+
     // The close refunds the balance (90 sat) to the wallet's own invoice, and the wallet's node shows it.
     let closed = json_of(&l402(&net, &wallet, &data, &["session", "close"], &["--json", &session_id[..12]]));
     assert_eq!(closed["session_id"].as_str(), Some(session_id.as_str()), "{closed}");
@@ -208,6 +218,14 @@ deposit_sat = 100
     let o = l402(&net, &wallet, &data, &["spend"], &[]);
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(text.contains(&format!("session deposit of {}; 90000 msat refunded", &session_id[..16])), "{text}");
+
+    // The server refuses the closed session's bearer credential (401): the stale store marks it refused, pays
+    // nothing (the node's records below show no fourth payment) and exits 22.
+    let o = l402(&net, &wallet, &stale, &["fetch"], &["--prefer-scheme", "session", &url]);
+    assert_eq!(o.status.code(), Some(22), "{}", describe(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&session_id), "{}", describe(&o));
+    let stale_list = json_of(&l402(&net, &wallet, &stale, &["session", "list"], &["--json"]));
+    assert_eq!(stale_list[0]["state"], "refused", "{stale_list}");
 
     // A closed session is not used again: the next request opens a new one (a new deposit).
     let v = fetch();
