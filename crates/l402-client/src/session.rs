@@ -309,6 +309,7 @@ impl Client {
         let mut challenge = session.challenge.clone();
         let mut refreshed = false;
         let mut topped_up = false;
+        let mut rode_along = false;
         let mut next = Some(request);
         loop {
             let Some(request) = next.take() else { return Err(Error::NotReplayable) };
@@ -335,17 +336,29 @@ impl Client {
                 (Some(left), Some(offer)) if !topped_up => {
                     topped_up = true;
                     let now = now_unix();
-                    self.store().call(move |c| sessions::note_balance(c, &id, left, now)).await?;
+                    let sid = id.clone();
+                    self.store().call(move |c| sessions::note_balance(c, &sid, left, now)).await?;
                     tracing::info!(session_id = %session.session_id, balance_msat = left, "session balance too low; topping up");
                     if spare.is_none() {
                         return Err(Error::NotReplayable);
                     }
                     self.transport_allows_paying(&url, &session.origin)?;
-                    let (topup, paid) = self.session_topup(&session, &offer, call, leased).await?;
-                    challenge = topup.1;
-                    sent = Sent::TopUp { payment_hash: topup.0, preimage: topup.2 };
-                    if paid.is_some() {
-                        payment = paid;
+                    match self.session_topup(&session, &offer, call, leased).await? {
+                        Some((topup, paid)) => {
+                            challenge = topup.1;
+                            sent = Sent::TopUp { payment_hash: topup.0, preimage: topup.2 };
+                            if paid.is_some() {
+                                payment = paid;
+                            }
+                        }
+                        // Another request topped the session up while this one waited for the lease: the
+                        // bearer credential again, paying nothing (once).
+                        None if !rode_along => {
+                            rode_along = true;
+                            topped_up = false;
+                            sent = Sent::Session;
+                        }
+                        None => return Err(self.session_refused(&id, status.as_u16()).await),
                     }
                 }
                 (None, Some(offer)) if !refreshed => {
@@ -374,14 +387,15 @@ impl Client {
     }
 
     /// Pays the top-up `offer` for `session` (or finds one paid earlier and never credited); returns its hash,
-    /// the challenge to echo and its preimage, and the payment made (if this call made one).
+    /// the challenge to echo and its preimage, and the payment made (if this call made one). `None`: another
+    /// request topped the session up since `session` was read (send the bearer credential again).
     async fn session_topup(
         &self,
         session: &StoredSession,
         offer: &SessionOffer,
         call: CallLimits,
         leased: bool,
-    ) -> Result<((String, String, l402_proto::Preimage), Option<Payment>), Error> {
+    ) -> Result<Option<((String, String, l402_proto::Preimage), Option<Payment>)>, Error> {
         let _lease = if leased {
             None
         } else {
@@ -389,10 +403,16 @@ impl Client {
             Some(self.leases().acquire(&session.origin, &name, self.config().lease_timeout).await?)
         };
         let id = session.session_id.clone();
-        if let Some(t) = self.store().call(move |c| sessions::unspent_topup(c, &id)).await? {
+        let (now, unspent) =
+            self.store().call(move |c| Ok((sessions::get(c, &id)?, sessions::unspent_topup(c, &id)?))).await?;
+        if let Some(t) = unspent {
             tracing::info!(session_id = %session.session_id, payment_hash = %t.payment_hash,
                 "presenting a top-up paid earlier and not yet credited");
-            return Ok(((t.payment_hash, t.challenge, t.preimage), None));
+            return Ok(Some(((t.payment_hash, t.challenge, t.preimage), None)));
+        }
+        if now.is_some_and(|n| n.topups > session.topups) {
+            tracing::info!(session_id = %session.session_id, "the session was topped up meanwhile; not paying again");
+            return Ok(None);
         }
         let checked = check_session_offer(
             offer,
@@ -433,7 +453,7 @@ impl Client {
             charge: None,
             session_id: Some(session.session_id.clone()),
         };
-        Ok(((checked.payment_hash.to_hex(), challenge, paid.preimage), Some(payment)))
+        Ok(Some(((checked.payment_hash.to_hex(), challenge, paid.preimage), Some(payment))))
     }
 
     /// Records a request the server served on `session` and returns its response.
