@@ -3,21 +3,18 @@
 //!
 //! Tools:
 //! - `fetch` (url, method, headers, body, `max_cost_sat`, `prefer_scheme`): the request, paid for if needed.
-//!   `max_cost_sat` is the agent's per-call maximum; it can only lower the cap set on the command line
-//!   (`--max-cost`), never raise it (a higher value is refused before any request). `prefer_scheme` (`l402`,
-//!   `payment` or `session`; default `--prefer-scheme`, itself `l402`) picks the offer paid when a 402 offers
-//!   several: an L402 token, a `Payment` charge, a `Payment` session (one is paid, never two; a charge buys one
-//!   request; a session's deposit is drawn down by later calls and refunded by `l402 session close`). The stored budget
-//!   limits and `--budget` (this server's whole life) apply as always. The result names the payment (scheme,
-//!   hash, amount, fee, token id or a charge's challenge id and receipt) but never the preimage or the
-//!   macaroon: the token stays in the store. At most `--max-body` bytes of the body are
-//!   read and returned (`body_truncated` says there was more); a server silent for `--read-timeout` seconds
-//!   ends the call.
-//!
-//! A URL handed to an agent is not trusted: the tool connects to public addresses only (loopback, private,
-//! link-local, unique-local, CGNAT and unspecified addresses are refused, checked on the addresses a name
-//! resolves to, which are the ones connected to, and on every redirect) unless the operator passes
-//! `--allow-private`, and pays over plain http only with `--allow-http`.
+//!   `max_cost_sat` is the agent's per-call maximum; it can only lower the cap set on the command line (`--max-cost`),
+//!   never raise it (a higher value is refused before any request). `prefer_scheme` (`l402`, `payment` or `session`;
+//!   default `--prefer-scheme`, itself `l402`) picks the offer paid when a 402 offers several: an L402 token, a
+//!   `Payment` charge, a `Payment` session (one is paid, never two; a charge buys one request; a session's deposit is
+//!   drawn down by later calls and refunded by `l402 session close`). The stored budget limits and `--budget` (this
+//!   server's whole life) apply as always. The result names the payment (scheme, hash, amount, fee, token id or a
+//!   charge's challenge id and receipt; a session's id and balance) but never the preimage or the macaroon: the token
+//!   stays in the store. At most `--max-body` bytes of the body are read and returned (`body_truncated` says there was
+//!   more); a server silent for `--read-timeout` seconds ends the call. A URL handed to an agent is not trusted: the
+//!   tool connects to public addresses only (loopback, private, link-local, unique-local, CGNAT and unspecified
+//!   addresses are refused, checked on the addresses a name resolves to, which are the ones connected to, and on every
+//!   redirect) unless the operator passes `--allow-private`, and pays over plain http only with `--allow-http`.
 //! - `budget`: the limits, what counts against them, and what is left of `--budget`.
 //! - `ledger`: the most recent payments.
 //!
@@ -215,11 +212,12 @@ impl L402Mcp {
             let read = l402_client::body::read_prefix(&mut answer.response, self.max_body).await;
             let kept = answer.token_id;
             let (body, complete) = read.map_err(|e| (e, kept))?;
-            Ok::<_, (Error, Option<l402_proto::TokenId>)>((status, answer.token_id, answer.payment, body, complete))
+            let done = (status, answer.token_id, answer.payment, answer.session, body, complete);
+            Ok::<_, (Error, Option<l402_proto::TokenId>)>(done)
         };
         // Dropping a call mid-payment is what a crash does to it, and the journal is made for that.
         let outcome = tokio::time::timeout(Duration::from_secs(secs), call).await;
-        let (status, token_id, payment, body, complete) = match outcome {
+        let (status, token_id, payment, session, body, complete) = match outcome {
             Ok(Ok(done)) => done,
             Ok(Err((e, Some(id)))) => {
                 return Ok(tool_error(format!(
@@ -242,6 +240,7 @@ impl L402Mcp {
             "body_truncated": !complete,
             "token_id": token_id.map(|t| t.to_hex()),
             "payment": payment.as_ref().map(crate::fetch::payment_json),
+            "session": session,
         });
         Ok(text(v.to_string()))
     }
