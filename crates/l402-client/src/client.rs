@@ -134,11 +134,11 @@ pub struct PaymentQuote {
     /// The scheme of the offer chosen: `L402`/`LSAT` (a reusable token), `Payment` (a charge: one request) or
     /// `Session` (a `Payment` session: the amount is its deposit).
     pub scheme: String,
-    /// The schemes the server offered usably (`L402`, `Payment`).
+    /// The offers the server made usably: `L402`, `Payment` (a charge), `Session` (a `Payment` session).
     pub offers: Vec<String>,
-    /// The service the token would grant (a charge: its realm).
+    /// The service the token would grant (a charge: its realm; a session: its description, else its realm).
     pub service: String,
-    /// A charge's challenge id.
+    /// A charge's or a session offer's challenge id.
     pub challenge_id: Option<String>,
     /// The invoice's payment hash (hex).
     pub payment_hash: String,
