@@ -3,6 +3,10 @@
 //! A `402` may offer an L402 token and a `Payment` scheme Lightning charge (Aperture with MPP on offers both):
 //! one of them is paid, never both, the L402 token by default (it is reusable) or the charge with
 //! `--prefer-scheme payment` (a charge buys this one request). A server offering one scheme gets that one.
+//! With `--prefer-scheme session`, a `402` offering a `Payment` session opens one (a deposit, checked like a
+//! charge, with an amountless refund invoice from the wallet's own node), and later requests to that origin and
+//! service draw from its balance without paying, topping it up when the server says it ran out; `l402 session
+//! close` refunds what is left.
 //!
 //! Output: the response body on stdout (or `-o FILE`), with the status line and headers first under `-i`,
 //! streamed as it arrives. With `--json`, or when stdout is not a terminal (unless `--raw`), one JSON object
@@ -69,7 +73,8 @@ pub(crate) struct FetchArgs {
     /// Show the status line and response headers.
     #[arg(short = 'i', long = "include")]
     include: bool,
-    /// The most one token may cost, in sat (the invoice amount); more is refused (exit 10).
+    /// The most one payment may cost, in sat (the invoice amount: a token, a charge, a session's deposit or
+    /// top-up); more is refused (exit 10).
     #[arg(long, value_name = "SAT", default_value_t = 1_000)]
     max_cost: u64,
     /// The most one payment may spend on routing fees, in sat (a retry may raise the first limit up to it).
@@ -82,8 +87,10 @@ pub(crate) struct FetchArgs {
     /// pay nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Which offer to pay when a 402 offers both: `l402` (a token, reusable: the default) or `payment` (a
-    /// `Payment` scheme Lightning charge, one payment per request). A 402 offering one scheme gets that one.
+    /// Which offer to pay when a 402 offers several: `l402` (a token, reusable: the default), `payment` (a
+    /// `Payment` scheme Lightning charge, one payment per request) or `session` (a `Payment` session: a deposit
+    /// that later requests draw down, topped up when it runs out, the rest refunded by `l402 session close`; an
+    /// open session of the origin and service is reused). A 402 offering one of them gets that one.
     #[arg(long, value_name = "SCHEME", default_value = "l402", value_parser = prefer_scheme)]
     prefer_scheme: PreferScheme,
     /// Print JSON (the default when stdout is not a terminal).
@@ -129,7 +136,7 @@ pub(crate) fn timeout_secs() -> clap::builder::RangedU64ValueParser {
 
 /// Parses `--prefer-scheme`.
 pub(crate) fn prefer_scheme(s: &str) -> Result<PreferScheme, String> {
-    PreferScheme::from_name(s).ok_or_else(|| format!("{s:?} is not a scheme: l402 or payment"))
+    PreferScheme::from_name(s).ok_or_else(|| format!("{s:?} is not a scheme: l402, payment or session"))
 }
 
 /// A payment as the JSON outputs show it (never the preimage).
@@ -144,6 +151,12 @@ pub(crate) fn payment_json(p: &Payment) -> Value {
     if let Some(c) = &p.charge {
         v["challenge_id"] = json!(c.challenge_id);
         v["receipt"] = json!(c.receipt);
+    }
+    if let Some(intent) = p.intent() {
+        v["intent"] = json!(intent);
+    }
+    if let Some(id) = &p.session_id {
+        v["session_id"] = json!(id);
     }
     v
 }
@@ -163,6 +176,9 @@ pub(crate) fn failure(e: Error) -> Failure {
         Error::PaidButRefused { .. } => " (see `l402 token list`; remove it with `l402 token rm` to pay again)",
         Error::ChargeRefused { .. } => {
             " (the charge, its challenge and preimage are kept in the ledger: see `l402 spend`; not paid again)"
+        }
+        Error::SessionRefused { .. } => {
+            " (what was paid into the session is in the ledger: see `l402 spend` and `l402 session list`)"
         }
         _ => "",
     };
@@ -274,7 +290,8 @@ pub(crate) fn client(
             eprintln!("l402: {line}");
         }
     }));
-    let client = Client::new(lazy.clone(), config).context("opening the client")?;
+    // The wallet's node also issues invoices: a session's refund invoice, and the check that the refund came.
+    let client = Client::new(lazy.clone(), config).context("opening the client")?.with_invoice_issuer(lazy.clone());
     Ok((client, lazy))
 }
 
@@ -356,6 +373,13 @@ async fn dry_run(client: &Client, args: &FetchArgs, json: bool) -> Result<(), Fa
             print_quote(json, &v, &format!("a stored token would be sent: {} (service {:?})", t.token_id, t.service));
             Ok(())
         }
+        Quote::Session(s) => {
+            let v = json!({ "dry_run": true, "payment_required": false, "session_id": s.session_id,
+                "service": s.service, "balance_msat": s.balance_msat });
+            let text = format!("an open session would be used: {} (service {:?})", s.session_id, s.service);
+            print_quote(json, &v, &text);
+            Ok(())
+        }
         Quote::NotRequired { status } => {
             let v = json!({ "dry_run": true, "payment_required": false, "status": status });
             print_quote(json, &v, &format!("no payment required (the server answered {status})"));
@@ -372,6 +396,9 @@ async fn dry_run(client: &Client, args: &FetchArgs, json: bool) -> Result<(), Fa
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let price = q.amount_msat.map_or("no amount (never paid)".to_owned(), |a| Msat(a).to_string());
             let offer = match &q.challenge_id {
+                Some(id) if q.scheme == "Session" => {
+                    format!("Payment session (the price is its deposit), challenge {id}")
+                }
                 Some(id) => format!("{} charge (one request), challenge {id}", q.scheme),
                 None => format!("{} token (reusable)", q.scheme),
             };
@@ -467,6 +494,9 @@ async fn fetch(client: &Client, args: &FetchArgs, json: bool) -> Result<(), Fail
         "token_id": token_id.map(|t| t.to_hex()),
         "payment": answer.payment.as_ref().map(payment_json),
     });
+    if let Some(s) = &answer.session {
+        v["session"] = json!(s);
+    }
     if args.include {
         let h: serde_json::Map<String, Value> = headers
             .iter()

@@ -16,6 +16,7 @@ mod mcp_admin;
 mod proxy;
 mod regtest;
 mod sample_api;
+mod session;
 mod spend;
 mod token;
 mod token_store;
@@ -29,7 +30,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 
-/// Lightning-paid APIs (L402): put a price on an API (proxy, admin), pay for one (fetch, mcp, spend), read and mint
+/// Lightning-paid APIs (L402): put a price on an API (proxy, admin), pay for one (fetch, mcp, spend, session), read and mint
 /// tokens (decode, token), and try it all on a local regtest network (demo, regtest).
 #[derive(Parser, Debug)]
 #[command(name = "l402", version, propagate_version = true)]
@@ -45,9 +46,12 @@ enum Command {
     /// Tokens: the client's store (list, show, rm); operator tools (mint offline, verify a credential).
     #[command(subcommand)]
     Token(token::TokenCommand),
-    /// Send an HTTP request, paying an L402 token or a Payment charge if asked (curl-like; exit codes in `l402 fetch --help`).
+    /// Send an HTTP request, paying an L402 token, a Payment charge or a Payment session if asked (curl-like; exit codes in `l402 fetch --help`).
     #[command(after_help = FETCH_EXIT_CODES)]
     Fetch(Box<fetch::FetchArgs>),
+    /// The client's Payment sessions (opened by fetch --prefer-scheme session): list them, close one for its refund.
+    #[command(subcommand)]
+    Session(session::SessionCommand),
     /// The client's ledger: payments, what counts against each budget limit, and the limits.
     Spend(Box<spend::SpendArgs>),
     /// An MCP server over stdio: a fetch tool for AI agents (per-call price cap, scheme, budgets) and budget/ledger tools;
@@ -83,7 +87,8 @@ invoice, 12 wrong network, 13 invoice or charge challenge expired, 14 invoice pa
 macaroon's or the charge's paymentHash, 15 budget exhausted, 16 body not replayable, 17 plain http without \
 --allow-http, 18 address refused, 19 a charge's invoice amount differs from its stated amount; 20 payment failed \
 (no money moved), 21 payment outcome unknown (not paid again; looked up on the next run), 22 paid but refused \
-(token kept, see `l402 token list`; a charge kept in the ledger, see `l402 spend`); 23 body over --max-body, 24 \
+(token kept, see `l402 token list`; a charge kept in the ledger, see `l402 spend`; a session marked refused, see \
+`l402 session list`); 23 body over --max-body, 24 \
 --read-timeout passed (a token paid for stays stored); 28 --max-time ran out (before paying, or after paying with the token stored).";
 
 impl From<anyhow::Error> for Failure {
@@ -103,6 +108,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Fetch(args) => fetch::run(*args),
         Command::Spend(args) => spend::run(*args),
+        Command::Session(cmd) => session::run(cmd),
         Command::Mcp(args) => mcp::run(*args),
     };
     match result {

@@ -3,20 +3,18 @@
 //!
 //! Tools:
 //! - `fetch` (url, method, headers, body, `max_cost_sat`, `prefer_scheme`): the request, paid for if needed.
-//!   `max_cost_sat` is the agent's per-call maximum; it can only lower the cap set on the command line
-//!   (`--max-cost`), never raise it (a higher value is refused before any request). `prefer_scheme` (`l402` or
-//!   `payment`; default `--prefer-scheme`, itself `l402`) picks the offer paid when a 402 offers both an L402
-//!   token and a `Payment` charge (one is paid, never both; a charge buys one request). The stored budget
-//!   limits and `--budget` (this server's whole life) apply as always. The result names the payment (scheme,
-//!   hash, amount, fee, token id or a charge's challenge id and receipt) but never the preimage or the
-//!   macaroon: the token stays in the store. At most `--max-body` bytes of the body are
-//!   read and returned (`body_truncated` says there was more); a server silent for `--read-timeout` seconds
-//!   ends the call.
-//!
-//! A URL handed to an agent is not trusted: the tool connects to public addresses only (loopback, private,
-//! link-local, unique-local, CGNAT and unspecified addresses are refused, checked on the addresses a name
-//! resolves to, which are the ones connected to, and on every redirect) unless the operator passes
-//! `--allow-private`, and pays over plain http only with `--allow-http`.
+//!   `max_cost_sat` is the agent's per-call maximum; it can only lower the cap set on the command line (`--max-cost`),
+//!   never raise it (a higher value is refused before any request). `prefer_scheme` (`l402`, `payment` or `session`;
+//!   default `--prefer-scheme`, itself `l402`) picks the offer paid when a 402 offers several: an L402 token, a
+//!   `Payment` charge, a `Payment` session (one is paid, never two; a charge buys one request; a session's deposit is
+//!   drawn down by later calls and refunded by `l402 session close`). The stored budget limits and `--budget` (this
+//!   server's whole life) apply as always. The result names the payment (scheme, hash, amount, fee, token id or a
+//!   charge's challenge id and receipt; a session's id and balance) but never the preimage or the macaroon: the token
+//!   stays in the store. At most `--max-body` bytes of the body are read and returned (`body_truncated` says there was
+//!   more); a server silent for `--read-timeout` seconds ends the call. A URL handed to an agent is not trusted: the
+//!   tool connects to public addresses only (loopback, private, link-local, unique-local, CGNAT and unspecified
+//!   addresses are refused, checked on the addresses a name resolves to, which are the ones connected to, and on every
+//!   redirect) unless the operator passes `--allow-private`, and pays over plain http only with `--allow-http`.
 //! - `budget`: the limits, what counts against them, and what is left of `--budget`.
 //! - `ledger`: the most recent payments.
 //!
@@ -87,8 +85,9 @@ pub(crate) struct McpArgs {
     /// The longest a server may send nothing during a call, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = crate::fetch::timeout_secs())]
     read_timeout: u64,
-    /// The offer paid when a 402 offers both, unless a call names one: `l402` (a reusable token) or `payment`
-    /// (a `Payment` scheme Lightning charge: one payment per request).
+    /// The offer paid when a 402 offers several, unless a call names one: `l402` (a reusable token), `payment`
+    /// (a `Payment` scheme Lightning charge: one payment per request) or `session` (a `Payment` session: a
+    /// deposit drawn down by later calls; `l402 session close` refunds the rest).
     #[arg(long, value_name = "SCHEME", default_value = "l402", value_parser = crate::fetch::prefer_scheme)]
     prefer_scheme: PreferScheme,
     #[command(flatten)]
@@ -116,8 +115,9 @@ pub(crate) struct FetchParams {
     /// The most this call may take, in seconds (default 120, at most 600).
     #[serde(default)]
     timeout_secs: Option<u64>,
-    /// Which offer to pay when the server offers both: "l402" (a token, reused by later calls) or "payment"
-    /// (a Payment-scheme Lightning charge, paid again by every call). Default: the server's setting ("l402").
+    /// Which offer to pay when the server offers several: "l402" (a token, reused by later calls), "payment"
+    /// (a Payment-scheme Lightning charge, paid again by every call) or "session" (a Payment-scheme session: a
+    /// deposit that later calls draw down). Default: the server's setting ("l402").
     #[serde(default)]
     prefer_scheme: Option<String>,
 }
@@ -161,8 +161,9 @@ impl L402Mcp {
     #[tool(description = "Fetch an HTTP(S) URL. If the server asks for a Lightning payment (HTTP 402: an L402 token \
                           or a Payment-scheme charge), pay one offer only if the price is at most max_cost_sat \
                           (itself capped by the operator) and within the budgets, then return the response. \
-                          prefer_scheme (\"l402\" or \"payment\") picks the offer when both are offered; L402 \
-                          tokens are reused automatically, a charge pays for one request. The call gives up \
+                          prefer_scheme (\"l402\", \"payment\" or \"session\") picks the offer when several are \
+                          offered; L402 tokens are reused automatically, a charge pays for one request, a session's \
+                          deposit is drawn down by later calls. The call gives up \
                           after timeout_secs (default 120) without ever losing or repeating a payment. Loopback \
                           and private addresses, and payments over plain http, are refused unless the operator \
                           allowed them.")]
@@ -179,7 +180,8 @@ impl L402Mcp {
                 Some(s) => s,
                 None => {
                     return Ok(tool_error(format!(
-                        "request: prefer_scheme {name:?} is not \"l402\" or \"payment\"; nothing was requested"
+                        "request: prefer_scheme {name:?} is not \"l402\", \"payment\" or \"session\"; nothing was \
+                         requested"
                     )));
                 }
             },
@@ -210,11 +212,12 @@ impl L402Mcp {
             let read = l402_client::body::read_prefix(&mut answer.response, self.max_body).await;
             let kept = answer.token_id;
             let (body, complete) = read.map_err(|e| (e, kept))?;
-            Ok::<_, (Error, Option<l402_proto::TokenId>)>((status, answer.token_id, answer.payment, body, complete))
+            let done = (status, answer.token_id, answer.payment, answer.session, body, complete);
+            Ok::<_, (Error, Option<l402_proto::TokenId>)>(done)
         };
         // Dropping a call mid-payment is what a crash does to it, and the journal is made for that.
         let outcome = tokio::time::timeout(Duration::from_secs(secs), call).await;
-        let (status, token_id, payment, body, complete) = match outcome {
+        let (status, token_id, payment, session, body, complete) = match outcome {
             Ok(Ok(done)) => done,
             Ok(Err((e, Some(id)))) => {
                 return Ok(tool_error(format!(
@@ -237,6 +240,7 @@ impl L402Mcp {
             "body_truncated": !complete,
             "token_id": token_id.map(|t| t.to_hex()),
             "payment": payment.as_ref().map(crate::fetch::payment_json),
+            "session": session,
         });
         Ok(text(v.to_string()))
     }

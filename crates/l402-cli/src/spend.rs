@@ -1,5 +1,6 @@
 //! `l402 spend`: the ledger (every payment the client journaled, with its state, amount, fee and scheme; for a
-//! `Payment` charge its state, challenge id and the server's receipt), what counts
+//! `Payment` charge its state, challenge id and the server's receipt; for a session's deposit or top-up the
+//! session and what its refund credited back), what counts
 //! against each budget limit now, and the limits themselves (`--set-limit NAME=SAT`, stored in the data
 //! directory and shared by every process using it). `--recover` asks the wallet what became of interrupted
 //! payments (completing their tokens or releasing their reservations).
@@ -96,7 +97,7 @@ pub(crate) fn run(args: SpendArgs) -> Result<(), Failure> {
             e.origin,
             e.service,
             e.payment_hash,
-            charge_note(e) + &bundle_note(e),
+            charge_note(e) + &bundle_note(e) + &session_note(e),
         );
     }
     Ok(())
@@ -112,8 +113,20 @@ fn bundle_note(e: &journal::LedgerEntry) -> String {
     }
 }
 
+/// What the ledger line says of a `Payment` session's deposit or top-up: the session, and the refund credited
+/// back to this payment (it no longer counts against the budgets).
+fn session_note(e: &journal::LedgerEntry) -> String {
+    let Some(id) = &e.session_id else { return String::new() };
+    let what = if *id == e.payment_hash { "deposit of" } else { "top-up of" };
+    let refunded = e.refunded_msat.map(|r| format!("; {r} msat refunded")).unwrap_or_default();
+    format!("\n    session {what} {}{refunded} (see `l402 session list`)", id.get(..16).unwrap_or(id))
+}
+
 /// What the ledger line says of a `Payment` charge: its state, challenge id and receipt.
 fn charge_note(e: &journal::LedgerEntry) -> String {
+    if e.session_id.is_some() {
+        return String::new();
+    }
     let Some(state) = &e.charge_state else { return String::new() };
     let mut note = format!("\n    charge {state}, challenge {}", e.challenge_id.as_deref().unwrap_or("-"));
     if let Some(reference) = &e.receipt_reference {

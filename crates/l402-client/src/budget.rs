@@ -150,7 +150,7 @@ impl Limits {
 
 /// What the ledger counts against the limits: committed spend plus open reservations.
 const COUNTED: &str = "COALESCE(SUM(CASE state \
-     WHEN 'succeeded' THEN amount_msat + COALESCE(fee_msat, 0) \
+     WHEN 'succeeded' THEN MAX(0, amount_msat + COALESCE(fee_msat, 0) - COALESCE(refunded_msat, 0)) \
      WHEN 'pending' THEN reserved_msat \
      WHEN 'unknown' THEN reserved_msat \
      ELSE 0 END), 0)";

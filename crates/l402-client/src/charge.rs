@@ -138,6 +138,7 @@ impl Client {
                     challenge_id: r.challenge_id,
                 }),
             }),
+            session_id: None,
         };
         self.done(resp, None, Some(payment)).await
     }

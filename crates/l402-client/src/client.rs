@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use l402_lightning::Payer;
+use l402_lightning::{InvoiceIssuer, Payer};
 use l402_proto::lightning_invoice::Currency;
 use l402_proto::{Challenge, Msat, PaymentHash, Preimage, TokenId};
 use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
@@ -42,6 +42,8 @@ pub struct Payment {
     pub token_id: Option<TokenId>,
     /// The `Payment` charge it paid, if it was one (an L402 token otherwise).
     pub charge: Option<ChargeInfo>,
+    /// The `Payment` session it paid into (its deposit or a top-up), if it was one.
+    pub session_id: Option<String>,
 }
 
 /// The `Payment` charge a [`Payment`] paid.
@@ -69,10 +71,29 @@ pub struct ChargeReceipt {
 }
 
 impl Payment {
-    /// The scheme of the offer paid: `L402` for a token, `Payment` for a charge.
+    /// The scheme of the offer paid: `L402` for a token, `Payment` for a charge or a session's deposit or
+    /// top-up.
     pub fn scheme(&self) -> &'static str {
-        if self.charge.is_some() { "Payment" } else { "L402" }
+        if self.charge.is_some() || self.session_id.is_some() { "Payment" } else { "L402" }
     }
+
+    /// The `Payment` intent paid: `charge` or `session` (`None` for an L402 token).
+    pub fn intent(&self) -> Option<&'static str> {
+        match (&self.charge, &self.session_id) {
+            (Some(_), _) => Some("charge"),
+            (None, Some(_)) => Some("session"),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The `Payment` session a request was sent on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionUse {
+    /// The session id (the deposit's payment hash, hex).
+    pub session_id: String,
+    /// The balance left after this request, as the server said it (`X-L402-Balance-Msat`), msat.
+    pub balance_msat: Option<u64>,
 }
 
 /// A response, with what was paid to get it.
@@ -85,6 +106,8 @@ pub struct L402Response {
     /// The payment made for this request, if one was (or one found in the journal was completed); after
     /// redirects, the last one made on the way.
     pub payment: Option<Payment>,
+    /// The `Payment` session the request was sent on, if it was.
+    pub session: Option<SessionUse>,
 }
 
 /// What a request would cost, without paying (`l402 fetch --dry-run`).
@@ -92,6 +115,8 @@ pub struct L402Response {
 pub enum Quote {
     /// A stored token would be sent; nothing was requested.
     Token(StoredToken),
+    /// A stored `Payment` session would be used (the preferred scheme is `session`); nothing was requested.
+    Session(crate::sessions::StoredSession),
     /// The server answered without asking for payment.
     NotRequired {
         /// The status it answered.
@@ -106,13 +131,14 @@ pub enum Quote {
 pub struct PaymentQuote {
     /// The origin.
     pub origin: String,
-    /// The scheme of the offer chosen: `L402`/`LSAT` (a reusable token) or `Payment` (a charge: one request).
+    /// The scheme of the offer chosen: `L402`/`LSAT` (a reusable token), `Payment` (a charge: one request) or
+    /// `Session` (a `Payment` session: the amount is its deposit).
     pub scheme: String,
-    /// The schemes the server offered usably (`L402`, `Payment`).
+    /// The offers the server made usably: `L402`, `Payment` (a charge), `Session` (a `Payment` session).
     pub offers: Vec<String>,
-    /// The service the token would grant (a charge: its realm).
+    /// The service the token would grant (a charge: its realm; a session: its description, else its realm).
     pub service: String,
-    /// A charge's challenge id.
+    /// A charge's or a session offer's challenge id.
     pub challenge_id: Option<String>,
     /// The invoice's payment hash (hex).
     pub payment_hash: String,
@@ -139,6 +165,7 @@ pub struct PaymentQuote {
 pub struct Client {
     http: reqwest::Client,
     payer: Arc<dyn Payer>,
+    issuer: Option<Arc<dyn InvoiceIssuer>>,
     store: Store,
     leases: Leases,
     config: ClientConfig,
@@ -226,6 +253,7 @@ impl Client {
         Ok(Self {
             http,
             payer,
+            issuer: None,
             store,
             leases,
             config,
@@ -233,6 +261,17 @@ impl Client {
             session_used: AtomicU64::new(0),
             touched: Default::default(),
         })
+    }
+
+    /// With `issuer`, the wallet's own node as an invoice issuer: what opening a `Payment` session needs (the
+    /// amountless refund invoice) and closing one checks the refund against. Without it, no session is opened.
+    pub fn with_invoice_issuer(mut self, issuer: Arc<dyn InvoiceIssuer>) -> Self {
+        self.issuer = Some(issuer);
+        self
+    }
+
+    pub(crate) fn issuer(&self) -> Option<&dyn InvoiceIssuer> {
+        self.issuer.as_deref()
     }
 
     /// The store (tokens, ledger).
@@ -375,6 +414,11 @@ impl Client {
         let url = request.url().clone();
         let origin = origin_of(&url)?;
         let path = url.path().to_owned();
+        if call.prefer == PreferScheme::Session
+            && let Some(session) = self.session_for(&origin, &path).await?
+        {
+            return self.session_request(request, session, call, None, false).await;
+        }
         let replay = request.try_clone();
         let now = now_unix();
         let (o, p) = (origin.clone(), path.clone());
@@ -440,6 +484,11 @@ impl Client {
                 self.transport_allows_paying(&url, &origin)?;
                 return self.charge_exchange(replay, &origin, &path, *charge, call.max_price).await;
             }
+            Offer::Session(offer) => {
+                let Some(replay) = replay else { return Err(Error::NotReplayable) };
+                self.transport_allows_paying(&url, &origin)?;
+                return self.session_open(replay, &origin, &path, *offer, call).await;
+            }
         };
         let service = TokenScope::of(&challenge.macaroon).service().to_owned();
         let (o, p, s) = (origin.clone(), path.clone(), service.clone());
@@ -491,7 +540,7 @@ impl Client {
             }
             None => None,
         };
-        Ok(L402Response { response, token_id, payment })
+        Ok(L402Response { response, token_id, payment, session: None })
     }
 
     /// Whether to write `token_id`'s last use now (see [`TOUCH_INTERVAL_SECS`]); notes it if so.
@@ -528,6 +577,11 @@ impl Client {
         let (resp, url, origin) = loop {
             let url = request.url().clone();
             let origin = origin_of(&url)?;
+            if self.config.prefer_scheme == PreferScheme::Session
+                && let Some(s) = self.session_for(&origin, url.path()).await?
+            {
+                return Ok(Quote::Session(s));
+            }
             let (o, p) = (origin.clone(), url.path().to_owned());
             if let Some(t) = self.store.call(move |c| tokens::select(c, &o, &p, now_unix())).await? {
                 return Ok(Quote::Token(t));
@@ -576,6 +630,31 @@ impl Client {
                     Err(e) => Some(e),
                     Ok(()) => match self.check_charge(&charge, max_price).await {
                         Ok(c) => self.budget_precheck(&origin, c.amount).await.err(),
+                        Err(e) => Some(e),
+                    },
+                };
+                quote
+            }
+            Offer::Session(offer) => {
+                let invoice = offer.request.deposit_invoice.clone().unwrap_or_default();
+                let (_, info) = l402_proto::invoice::decode_invoice(&invoice)?;
+                let mut quote = self.quote_of(&origin, &info, crate::journal::SESSION_SCHEME, offered);
+                quote.service = offer.service();
+                quote.challenge_id = Some(offer.challenge.id.clone());
+                quote.payment_hash = PaymentHash(offer.request.payment_hash).to_hex();
+                quote.refusal = match self.transport_allows_paying(&url, &origin) {
+                    Err(e) => Some(e),
+                    Ok(()) => match crate::session::check_session_offer(
+                        &offer,
+                        &self.network().await?,
+                        max_price,
+                        self.config.expiry_margin,
+                        now_unix(),
+                    ) {
+                        Ok(c) => {
+                            quote.expires_at = c.expires_at;
+                            self.budget_precheck(&origin, c.amount).await.err()
+                        }
                         Err(e) => Some(e),
                     },
                 };

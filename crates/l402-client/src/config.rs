@@ -35,8 +35,8 @@ pub const DEFAULT_MAX_REDIRECTS: usize = 10;
 /// [`crate::Client::new`] (a deadline that far ahead would overflow the clock's arithmetic).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
-/// Which offer to pay when a `402` offers both an L402 token and a `Payment` charge (either way, one offer of a
-/// `402` is paid, never two; when only one scheme is offered, that one is used).
+/// Which offer to pay when a `402` offers several: an L402 token, a `Payment` charge, a `Payment` session
+/// (either way, one offer of a `402` is paid, never two; when only one is offered, that one is used).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum PreferScheme {
     /// The L402 token (the default): it is reusable, so one payment serves every request until it expires.
@@ -44,20 +44,27 @@ pub enum PreferScheme {
     L402,
     /// The `Payment` scheme's Lightning charge: one payment buys exactly one request.
     Payment,
+    /// The `Payment` scheme's Lightning session: a deposit opens a balance that requests draw down (topped up
+    /// when it runs out); what is left is refunded when the session is closed. An open session of the origin
+    /// and service is reused.
+    Session,
 }
 
 impl PreferScheme {
-    /// The name used on the command line and in the Python package: `l402` or `payment`.
+    /// The name used on the command line and in the Python package: `l402`, `payment` or `session`.
     pub fn name(self) -> &'static str {
         match self {
             PreferScheme::L402 => "l402",
             PreferScheme::Payment => "payment",
+            PreferScheme::Session => "session",
         }
     }
 
     /// Parses [`PreferScheme::name`] (case-insensitively).
     pub fn from_name(name: &str) -> Option<Self> {
-        [PreferScheme::L402, PreferScheme::Payment].into_iter().find(|p| p.name().eq_ignore_ascii_case(name.trim()))
+        [PreferScheme::L402, PreferScheme::Payment, PreferScheme::Session]
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name.trim()))
     }
 }
 

@@ -110,6 +110,16 @@ pub enum Error {
         /// What was paid for it (amount + fee).
         paid: Msat,
     },
+    /// The paywall refused a `Payment` session's credential (a challenge answered to it after the one top-up
+    /// or challenge refresh allowed). What was paid into it stays in the journal; the session is marked
+    /// `refused` and nothing more is paid in this call.
+    #[error("paid but refused: the server answered {status} to session {session_id} (kept as proof of payment)")]
+    SessionRefused {
+        /// The session id (the deposit's payment hash, hex).
+        session_id: String,
+        /// The HTTP status the server answered with.
+        status: u16,
+    },
     /// The URL is `http://` and paying over plain http was not allowed ([`crate::ClientConfig::allow_http`]);
     /// nothing was paid.
     #[error("refusing to pay over plain http to {origin} (not allowed by the configuration); nothing was paid")]
@@ -162,7 +172,9 @@ impl Error {
             Error::PaymentFailed { .. } => "payment_failed",
             Error::PaymentRejected { .. } => "payment_rejected",
             Error::OutcomeUnknown { .. } => "outcome_unknown",
-            Error::PaidButRefused { .. } | Error::ChargeRefused { .. } => "paid_but_refused",
+            Error::PaidButRefused { .. } | Error::ChargeRefused { .. } | Error::SessionRefused { .. } => {
+                "paid_but_refused"
+            }
             Error::Wallet(_) => "wallet",
             Error::Store(_) => "store",
             Error::LeaseTimeout(_) => "lease_timeout",
@@ -202,7 +214,7 @@ impl Error {
             Error::ReadTimeout(_) => 24,
             Error::PaymentFailed { .. } | Error::PaymentRejected { .. } => 20,
             Error::OutcomeUnknown { .. } => 21,
-            Error::PaidButRefused { .. } | Error::ChargeRefused { .. } => 22,
+            Error::PaidButRefused { .. } | Error::ChargeRefused { .. } | Error::SessionRefused { .. } => 22,
         }
     }
 

@@ -67,6 +67,11 @@ pub struct LedgerEntry {
     pub balance_at: Option<u64>,
     /// When the server said the bundle was used up (a fresh 402 with the balance left), Unix seconds.
     pub exhausted_at: Option<u64>,
+    /// The `Payment` session this paid into (a deposit, whose hash is the session id, or a top-up).
+    pub session_id: Option<String>,
+    /// What the session's refund gave back, as the wallet node received it (on the deposit's row), msat; it
+    /// no longer counts against the budgets.
+    pub refunded_msat: Option<u64>,
     /// When it was journaled (Unix seconds).
     pub created_at: u64,
     /// When it last changed (Unix seconds).
@@ -77,7 +82,10 @@ impl LedgerEntry {
     /// What this entry counts against the budgets now (msat).
     pub fn counted_msat(&self) -> u64 {
         match self.state.as_str() {
-            "succeeded" => self.amount_msat.saturating_add(self.fee_msat.unwrap_or(0)),
+            "succeeded" => self
+                .amount_msat
+                .saturating_add(self.fee_msat.unwrap_or(0))
+                .saturating_sub(self.refunded_msat.unwrap_or(0)),
             "pending" | "unknown" => self.reserved_msat,
             _ => 0,
         }
@@ -92,7 +100,7 @@ impl LedgerEntry {
 const COLUMNS: &str = "payment_hash, origin, service, path, amount_msat, fee_limit_msat, reserved_msat, state, \
                        fee_msat, failure, token_id, created_at, updated_at, scheme, challenge_id, charge_state, \
                        receipt_status, receipt_reference, receipt_challenge_id, receipt_timestamp, balance_msat, \
-                       balance_at, exhausted_at";
+                       balance_at, exhausted_at, session_id, refunded_msat";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
     let u = |i: usize| -> rusqlite::Result<u64> { r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0)) };
@@ -120,11 +128,16 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
         balance_msat: r.get::<_, Option<i64>>(20)?.map(|v| u64::try_from(v).unwrap_or(0)),
         balance_at: r.get::<_, Option<i64>>(21)?.map(|v| u64::try_from(v).unwrap_or(0)),
         exhausted_at: r.get::<_, Option<i64>>(22)?.map(|v| u64::try_from(v).unwrap_or(0)),
+        session_id: r.get(23)?,
+        refunded_msat: r.get::<_, Option<i64>>(24)?.map(|v| u64::try_from(v).unwrap_or(0)),
     })
 }
 
 /// The scheme of a `Payment` charge in the journal's `scheme` column.
 pub(crate) const CHARGE_SCHEME: &str = "Payment";
+
+/// The scheme of a `Payment` session's deposit or top-up in the journal's `scheme` column.
+pub(crate) const SESSION_SCHEME: &str = "Session";
 
 /// What a payment buys, as journaled.
 pub(crate) enum Purchase {
@@ -141,6 +154,16 @@ pub(crate) enum Purchase {
         challenge: String,
         /// Its id.
         challenge_id: String,
+    },
+    /// A `Payment` session's deposit (its hash is `session_id`) or a top-up of it: the session challenge whose
+    /// invoice is paid, as received.
+    Session {
+        /// `PaymentChallenge::header_value()` of the session offer paid.
+        challenge: String,
+        /// Its id.
+        challenge_id: String,
+        /// The session (the deposit's payment hash, hex).
+        session_id: String,
     },
 }
 
@@ -164,6 +187,17 @@ impl NewPayment {
             Purchase::Charge { challenge, challenge_id } => {
                 (CHARGE_SCHEME.to_owned(), String::new(), Some(challenge.clone()), Some(challenge_id.clone()))
             }
+            Purchase::Session { challenge, challenge_id, .. } => {
+                (SESSION_SCHEME.to_owned(), String::new(), Some(challenge.clone()), Some(challenge_id.clone()))
+            }
+        }
+    }
+
+    /// The `session_id` column.
+    fn session_id(&self) -> Option<String> {
+        match &self.purchase {
+            Purchase::Session { session_id, .. } => Some(session_id.clone()),
+            _ => None,
         }
     }
 }
@@ -188,7 +222,8 @@ pub(crate) fn reserve(tx: &Transaction<'_>, limits: &Limits, p: &NewPayment, now
             tx.execute(
                 "UPDATE payments SET state = 'pending', fee_limit_msat = ?2, reserved_msat = ?3, failure = NULL, \
                  created_at = ?4, updated_at = ?4, origin = ?5, service = ?6, path = ?7, scheme = ?8, \
-                 macaroon = ?9, challenge = ?10, challenge_id = ?11, charge_state = NULL WHERE payment_hash = ?1",
+                 macaroon = ?9, challenge = ?10, challenge_id = ?11, charge_state = NULL, session_id = ?12 \
+                 WHERE payment_hash = ?1",
                 params![
                     hash,
                     p.fee_limit.0 as i64,
@@ -200,7 +235,8 @@ pub(crate) fn reserve(tx: &Transaction<'_>, limits: &Limits, p: &NewPayment, now
                     scheme,
                     macaroon,
                     challenge,
-                    challenge_id
+                    challenge_id,
+                    p.session_id()
                 ],
             )?;
             return Ok(());
@@ -210,8 +246,8 @@ pub(crate) fn reserve(tx: &Transaction<'_>, limits: &Limits, p: &NewPayment, now
     budget::check(tx, limits, &p.origin, needed.0, now, &hash)?;
     tx.execute(
         "INSERT INTO payments (payment_hash, origin, service, path, scheme, macaroon, invoice, amount_msat, \
-         fee_limit_msat, reserved_msat, state, created_at, updated_at, challenge, challenge_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11, ?11, ?12, ?13)",
+         fee_limit_msat, reserved_msat, state, created_at, updated_at, challenge, challenge_id, session_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11, ?11, ?12, ?13, ?14)",
         params![
             hash,
             p.origin,
@@ -225,7 +261,8 @@ pub(crate) fn reserve(tx: &Transaction<'_>, limits: &Limits, p: &NewPayment, now
             needed.0 as i64,
             now as i64,
             challenge,
-            challenge_id
+            challenge_id,
+            p.session_id()
         ],
     )?;
     Ok(())
@@ -282,6 +319,22 @@ pub(crate) fn succeed(
              WHERE payment_hash = ?1",
             params![h, paid.amount.0 as i64, paid.fee.0 as i64, paid.preimage.to_hex(), now as i64],
         )?;
+        return Ok(None);
+    }
+    if entry.scheme == SESSION_SCHEME {
+        // A deposit or top-up: the preimage is kept (a deposit's is the session's bearer secret); a top-up is
+        // `unspent` until the server credits it. Counted into the session once, on the first success.
+        tx.execute(
+            "UPDATE payments SET state = 'succeeded', amount_msat = ?2, fee_msat = ?3, preimage = ?4, \
+             reserved_msat = 0, failure = NULL, updated_at = ?5, charge_state = COALESCE(charge_state, 'unspent') \
+             WHERE payment_hash = ?1",
+            params![h, paid.amount.0 as i64, paid.fee.0 as i64, paid.preimage.to_hex(), now as i64],
+        )?;
+        if entry.state != "succeeded"
+            && let Some(session) = &entry.session_id
+        {
+            crate::sessions::paid_into(tx, session, &h, paid, now)?;
+        }
         return Ok(None);
     }
     let (scheme, macaroon, path) = challenge_of(tx, &h)?;

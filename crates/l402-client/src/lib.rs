@@ -19,6 +19,14 @@
 //! (never paid twice); it buys one request, so it is never stored as a token nor reused; the server's
 //! `Payment-Receipt` goes into the ledger ([`LedgerEntry`]).
 //!
+//! The `Payment` session (the Lightning `session` intent) is answered with [`PreferScheme::Session`] (or when a
+//! `402` offers nothing else): a deposit opens a balance on the server that later requests draw down with a
+//! bearer credential, topped up when the server says it ran out, refunded to an amountless invoice of the
+//! wallet's own node when closed ([`Client::close_session`]); the deposit and top-ups get every check a charge
+//! gets (the `session` module) and count against the budgets, the refund the node received is credited back.
+//! Opening one needs the wallet's node as an invoice issuer ([`Client::with_invoice_issuer`]). Sessions are
+//! stored in [`sessions`], and sent only to the origin they were opened with.
+//!
 //! How the pieces relate:
 //! - [`store`]: one SQLite file per data directory, shared by every process using it: [`tokens`] (paid tokens,
 //!   chosen by service and path), [`journal`] (the write-ahead payment journal, which is also the ledger) and
@@ -77,11 +85,15 @@ mod pay;
 mod redirect;
 mod refusal;
 pub mod retry;
+mod session;
+pub mod sessions;
 pub mod store;
 pub mod tokens;
 
 pub use budget::{LimitKind, Limits, Usage};
-pub use client::{ChargeInfo, ChargeReceipt, Client, L402Response, Payment, PaymentQuote, Quote, origin_of};
+pub use client::{
+    ChargeInfo, ChargeReceipt, Client, L402Response, Payment, PaymentQuote, Quote, SessionUse, origin_of,
+};
 pub use config::{Checkpoint, ClientConfig, PreferScheme, Progress};
 pub use error::Error;
 pub use journal::LedgerEntry;
@@ -89,5 +101,7 @@ pub use lease::lock_exclusive;
 pub use net::Destinations;
 pub use pay::Recovery;
 pub use reqwest;
+pub use session::{REFUND_WAIT, RETURN_INVOICE_EXPIRY, SessionClose};
+pub use sessions::StoredSession;
 pub use store::{Store, default_data_dir};
 pub use tokens::{StoredToken, TokenScope};

@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use l402_proto::lightning_invoice::Currency;
-use l402_proto::mpp::{ChargeRequest, PaymentChallenge};
+use l402_proto::mpp::{ChargeRequest, PaymentChallenge, SessionRequest};
 use l402_proto::{Challenge, ChallengeError, InvoiceError, Msat, PaymentHash};
 use reqwest::header::{HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 
@@ -35,11 +35,30 @@ pub(crate) struct Charge {
     pub(crate) request: ChargeRequest,
 }
 
+/// A `Payment` Lightning session offer, its request decoded.
+#[derive(Clone, Debug)]
+pub(crate) struct SessionOffer {
+    pub(crate) challenge: PaymentChallenge,
+    pub(crate) request: SessionRequest,
+}
+
+impl SessionOffer {
+    /// The service a session of this offer is kept for: the request's description (our proxy: the service's
+    /// name), else the challenge's realm.
+    pub(crate) fn service(&self) -> String {
+        match self.request.description.as_deref().map(str::trim) {
+            Some(d) if !d.is_empty() => d.chars().take(128).collect(),
+            _ => self.challenge.realm.clone(),
+        }
+    }
+}
+
 /// The offer chosen.
 #[derive(Debug)]
 pub(crate) enum Offer {
     L402(Challenge),
     Charge(Box<Charge>),
+    Session(Box<SessionOffer>),
 }
 
 /// What a `402` offers.
@@ -50,6 +69,8 @@ pub(crate) struct Offers {
     /// The first usable Lightning charge, or why the first charge line is not usable; `None` if no `Payment`
     /// challenge of method `lightning` and intent `charge` was sent.
     pub(crate) charge: Option<Result<Charge, String>>,
+    /// The first usable Lightning session offer (intent `session`), or why the first such line is not usable.
+    pub(crate) session: Option<Result<SessionOffer, String>>,
 }
 
 fn values(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
@@ -61,21 +82,30 @@ impl Offers {
     pub(crate) fn read(headers: &HeaderMap) -> Self {
         let l402 = Challenge::parse(values(headers));
         let mut charge = None;
+        let mut session = None;
         for c in PaymentChallenge::parse_all(values(headers)) {
-            if !c.method.eq_ignore_ascii_case("lightning") || !c.intent.eq_ignore_ascii_case("charge") {
+            if !c.method.eq_ignore_ascii_case("lightning") {
                 continue;
             }
-            match ChargeRequest::decode(&c.request) {
-                Ok(request) => {
-                    charge = Some(Ok(Charge { challenge: c, request }));
-                    break;
+            if c.intent.eq_ignore_ascii_case("session") {
+                if !matches!(session, Some(Ok(_))) {
+                    match SessionRequest::decode(&c.request) {
+                        Ok(request) => session = Some(Ok(SessionOffer { challenge: c, request })),
+                        Err(e) => {
+                            session.get_or_insert(Err(format!("Payment session request: {e}")));
+                        }
+                    }
                 }
-                Err(e) => {
-                    charge.get_or_insert(Err(format!("Payment charge request: {e}")));
+            } else if c.intent.eq_ignore_ascii_case("charge") && !matches!(charge, Some(Ok(_))) {
+                match ChargeRequest::decode(&c.request) {
+                    Ok(request) => charge = Some(Ok(Charge { challenge: c, request })),
+                    Err(e) => {
+                        charge.get_or_insert(Err(format!("Payment charge request: {e}")));
+                    }
                 }
             }
         }
-        Self { l402, charge }
+        Self { l402, charge, session }
     }
 
     /// The usable charge, if any.
@@ -83,7 +113,13 @@ impl Offers {
         self.charge.as_ref().and_then(|c| c.as_ref().ok())
     }
 
-    /// The schemes offered usably, in the order of preference by default (`L402`, `Payment`).
+    /// The usable session offer, if any.
+    pub(crate) fn usable_session(&self) -> Option<&SessionOffer> {
+        self.session.as_ref().and_then(|c| c.as_ref().ok())
+    }
+
+    /// The schemes offered usably, in the order of preference by default (`L402`, `Payment`, then `Session`
+    /// for a `Payment` session).
     pub(crate) fn offered(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
         if self.l402.is_ok() {
@@ -92,26 +128,35 @@ impl Offers {
         if self.usable_charge().is_some() {
             v.push("Payment");
         }
+        if self.usable_session().is_some() {
+            v.push("Session");
+        }
         v
     }
 
-    /// The offer to answer: the preferred scheme's if usable, else the other's, else why neither is.
+    /// The offer to answer: the preferred one if usable, else L402, else the charge, else the session, else why
+    /// none is.
     pub(crate) fn choose(self, prefer: PreferScheme) -> Result<Offer, Error> {
-        let Offers { l402, charge } = self;
+        let Offers { l402, charge, session } = self;
         let (charge, charge_error) = match charge {
             Some(Ok(c)) => (Some(c), None),
             Some(Err(e)) => (None, Some(e)),
             None => (None, None),
         };
-        match (prefer, l402, charge) {
-            (PreferScheme::Payment, _, Some(c)) | (PreferScheme::L402, Err(_), Some(c)) => {
-                Ok(Offer::Charge(Box::new(c)))
-            }
-            (_, Ok(l), _) => Ok(Offer::L402(l)),
-            (_, Err(e), None) => Err(Error::Challenge(match (e, charge_error) {
+        let (session, session_error) = match session {
+            Some(Ok(c)) => (Some(c), None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, None),
+        };
+        match (prefer, l402, charge, session) {
+            (PreferScheme::Session, _, _, Some(s)) => Ok(Offer::Session(Box::new(s))),
+            (PreferScheme::Payment, _, Some(c), _) | (_, Err(_), Some(c), _) => Ok(Offer::Charge(Box::new(c))),
+            (_, Ok(l), _, _) => Ok(Offer::L402(l)),
+            (_, Err(_), None, Some(s)) => Ok(Offer::Session(Box::new(s))),
+            (_, Err(e), None, None) => Err(Error::Challenge(match (e, charge_error.or(session_error)) {
                 (ChallengeError::NotFound, Some(c)) => c,
                 (ChallengeError::NotFound, None) => {
-                    "no L402, LSAT or Payment (lightning charge) challenge in WWW-Authenticate".to_owned()
+                    "no L402, LSAT or Payment (lightning charge or session) challenge in WWW-Authenticate".to_owned()
                 }
                 (e, _) => e.to_string(),
             })),

@@ -92,6 +92,7 @@ impl Client {
             fee: paid.fee,
             token_id: Some(token.id()?),
             charge: None,
+            session_id: None,
         };
         Ok((token, Some(payment)))
     }
@@ -170,6 +171,7 @@ impl Client {
             fee: Msat(token.fee_msat),
             token_id: Some(token.id()?),
             charge: None,
+            session_id: None,
         }))
     }
 

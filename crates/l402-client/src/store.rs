@@ -10,7 +10,7 @@
 //! The connection is used from `spawn_blocking` ([`Store::call`]) so a wait for the write lock never stalls the
 //! async runtime.
 //!
-//! # Schema (version 2)
+//! # Schema (version 4)
 //! - `payments`: one row per payment hash, written *before* the payment is sent (the write-ahead journal) and
 //!   updated with its outcome; `state` is `pending` (journaled, maybe sent), `succeeded`, `failed` (no money
 //!   moved) or `unknown` (the wallet could not tell). Budgets count `reserved_msat` of `pending`/`unknown`
@@ -25,6 +25,12 @@
 //! - `routes`: which service a path of an origin asked to be paid for (learned from challenges), so the right
 //!   token is sent first time.
 //! - `limits`: budget limits set with `l402 spend --set-limit`, shared by every process.
+//! - `sessions` (version 4): `Payment` sessions ([`crate::sessions`]): the deposit's preimage (the session's
+//!   bearer secret, kept like a token's), the echoed challenge, the deposit and top-ups, the balance the server
+//!   last said, the refund invoice and what the close refunded. A deposit or top-up is journaled in `payments`
+//!   like any payment (scheme `Session`, `session_id` set); a refund checked against the wallet node is written
+//!   to the deposit's `refunded_msat`, which the budgets deduct. Version 3 added a metered bundle's balance
+//!   (`balance_msat`, `balance_at`, `exhausted_at`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -40,7 +46,7 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The database's file name inside the data directory.
 pub const DB_FILE: &str = "l402-client.sqlite3";
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// What version 2 added to a version 1 database (and, after [`SCHEMA`], to a new one): the `Payment` charge.
 const MIGRATE_TO_2: &str = "
@@ -60,6 +66,36 @@ const MIGRATE_TO_3: &str = "
 ALTER TABLE payments ADD COLUMN balance_msat INTEGER;
 ALTER TABLE payments ADD COLUMN balance_at INTEGER;
 ALTER TABLE payments ADD COLUMN exhausted_at INTEGER;
+";
+
+/// What version 4 added: `Payment` sessions (the `sessions` table), the session a payment paid into (a
+/// deposit or a top-up: `payments.session_id`), and what a session's refund gave back to that payment's count
+/// against the budgets (`payments.refunded_msat`, on the deposit's row).
+const MIGRATE_TO_4: &str = "
+ALTER TABLE payments ADD COLUMN session_id TEXT;
+ALTER TABLE payments ADD COLUMN refunded_msat INTEGER;
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id           TEXT PRIMARY KEY,
+    origin               TEXT NOT NULL,
+    service              TEXT NOT NULL,
+    url                  TEXT NOT NULL,
+    challenge            TEXT NOT NULL,
+    preimage             TEXT,
+    price_msat           INTEGER NOT NULL,
+    deposit_msat         INTEGER NOT NULL,
+    topup_msat           INTEGER NOT NULL DEFAULT 0,
+    topups               INTEGER NOT NULL DEFAULT 0,
+    balance_msat         INTEGER,
+    return_invoice       TEXT NOT NULL,
+    return_hash          TEXT NOT NULL,
+    state                TEXT NOT NULL CHECK (state IN ('opening', 'open', 'closing', 'closed', 'refused')),
+    refund_status        TEXT,
+    refund_msat          INTEGER,
+    refund_received_msat INTEGER,
+    created_at           INTEGER NOT NULL,
+    updated_at           INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_by_origin ON sessions (origin, service, state);
 ";
 
 const SCHEMA: &str = "
@@ -200,6 +236,9 @@ fn connect(path: &Path) -> Result<Result<Connection, Error>, rusqlite::Error> {
         }
         if version < 3 {
             tx.execute_batch(MIGRATE_TO_3)?;
+        }
+        if version < 4 {
+            tx.execute_batch(MIGRATE_TO_4)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;

@@ -18,7 +18,7 @@ use l402_lightning::{
 };
 use l402_lnd::{LndConfig, LndNode};
 use l402_proto::{Msat, PaymentHash};
-use l402_regtest::payments::{events_of, invoice, pay_request, recorder};
+use l402_regtest::payments::{amountless_invoice, events_of, invoice, pay_request, recorder};
 use l402_regtest::{ForwardingFee, Lnd, LndMacaroon, Regtest};
 use serde_json::Value;
 
@@ -398,6 +398,55 @@ async fn real_lnd_refusals_are_typed_and_move_no_money() {
     let by_uri = LndNode::connect(LndConfig::from_lndconnect(&uri).expect("parses")).await.expect("connects");
     assert_eq!(by_uri.info().await.expect("GetInfo").pubkey, n.alice.pubkey());
     n.shutdown().await;
+}
+
+/// An amountless invoice from LND (`AddInvoice` with value 0) is paid by LND (`SendPaymentV2` with
+/// `amt_msat`) with the amount chosen, and the payee's LND records exactly that; `pay` keeps refusing it and
+/// `pay_amountless` refuses an invoice that names an amount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_amountless_lnd_invoice_is_paid_with_the_amount_chosen() {
+    let net = Regtest::start().await.expect("regtest");
+    let alice = net.lnd_node("alice").await.expect("LND alice starts (built by scripts/install-peers.sh?)");
+    let bob = net.lnd_node("bob").await.expect("LND bob");
+    net.fund_lnd(&alice, 2_000_000).await.expect("fund alice");
+    net.open_channel_lnd_to_lnd(&alice, &bob, 1_000_000, 0, None, &[]).await.expect("LND -> LND channel");
+    let alice_pay = alice.connect(LndMacaroon::Pay).await.expect("alice, pay-only macaroon");
+    let bob_inv = bob.connect(LndMacaroon::Invoice).await.expect("bob, invoice macaroon");
+
+    let (bolt11, hash) = amountless_invoice(&bob_inv).await;
+    let (_, decoded) = l402_proto::invoice::decode_invoice(&bolt11).expect("decodes");
+    assert_eq!((decoded.amount, decoded.payment_hash), (None, hash), "an amountless invoice of this hash");
+    let looked_up = bob.lncli(&["lookupinvoice", &hex::encode(hash.0)]).await.expect("lookupinvoice");
+    assert_eq!(looked_up["value_msat"], "0", "LND holds it as amountless: {looked_up}");
+
+    let r = alice_pay.pay(&pay_request(&bolt11, hash, 7_000), &|_| {}).await;
+    assert!(matches!(&r, Err(PayError::Rejected(m)) if m.contains("amount")), "{r:?}");
+    let zero = pay_request(&bolt11, hash, 0);
+    assert!(matches!(alice_pay.pay_amountless(&zero, &|_| {}).await, Err(PayError::Rejected(_))));
+    let wrong_hash = pay_request(&bolt11, PaymentHash([9; 32]), 7_000);
+    let r = alice_pay.pay_amountless(&wrong_hash, &|_| {}).await;
+    assert!(matches!(&r, Err(PayError::Rejected(m)) if m.contains("hash")), "{r:?}");
+    assert_eq!(alice_pay.payment_status(&hash).await.expect("status"), PaymentStatus::Unknown, "nothing sent");
+
+    let mut chosen = pay_request(&bolt11, hash, 0);
+    chosen.amount = Msat(7_654_321);
+    let paid = alice_pay.pay_amountless(&chosen, &|_| {}).await.expect("paid with the amount chosen");
+    assert_eq!(paid.preimage.payment_hash(), hash, "the preimage proves payment of this invoice");
+    assert_eq!(paid.amount, Msat(7_654_321));
+    assert_eq!(settled_amount(&bob_inv, &hash).await, Msat(7_654_321), "bob's LND received what was sent");
+    let again = alice_pay.pay_amountless(&chosen, &|_| {}).await.expect("the first payment's outcome");
+    assert_eq!(again.preimage, paid.preimage);
+    let record = lnd_payments_to(&alice, &hash).await;
+    assert_eq!(record.len(), 1, "LND sent one payment: {record:?}");
+    assert_eq!(msat_of(&record[0]["value_msat"]), 7_654_321, "LND's own record of the amount");
+
+    let (priced, priced_hash) = invoice(&bob_inv, 3_000).await;
+    let r = alice_pay.pay_amountless(&pay_request(&priced, priced_hash, 3_000), &|_| {}).await;
+    assert!(matches!(&r, Err(PayError::Rejected(m)) if m.contains("amount")), "{r:?}");
+    assert_eq!(alice_pay.payment_status(&priced_hash).await.expect("status"), PaymentStatus::Unknown);
+    assert_eq!(bob_inv.lookup_invoice(&priced_hash).await.expect("lookup"), InvoiceState::Open, "nothing paid");
+    drop((alice_pay, bob_inv, alice, bob));
+    net.shutdown().await;
 }
 
 /// alice -> bob -> carol, all LND, bob charging 15 sat + 0.1% over an announced channel: `fee_limit_msat` one

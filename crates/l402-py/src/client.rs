@@ -171,9 +171,11 @@ impl Client {
         config.recovery_timeout = config.payment_timeout;
         config.read_timeout = seconds("read_timeout", read_timeout)?;
         config.max_redirects = max_redirects;
-        config.prefer_scheme = PreferScheme::from_name(prefer_scheme).ok_or_else(|| {
-            PyValueError::new_err(format!("prefer_scheme must be \"l402\" or \"payment\", not {prefer_scheme:?}"))
-        })?;
+        // Sessions need the wallet as an invoice issuer and a way to close them: not offered here (yet).
+        config.prefer_scheme =
+            PreferScheme::from_name(prefer_scheme).filter(|p| *p != PreferScheme::Session).ok_or_else(|| {
+                PyValueError::new_err(format!("prefer_scheme must be \"l402\" or \"payment\", not {prefer_scheme:?}"))
+            })?;
         config.checkpoint = l402_client::config::pause_hook_from_env();
         let mut limits = Vec::new();
         for (name, value) in budgets.unwrap_or_default() {

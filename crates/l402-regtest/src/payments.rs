@@ -16,6 +16,14 @@ pub async fn invoice(issuer: &dyn InvoiceIssuer, sats: u64) -> (String, PaymentH
     (inv.bolt11, inv.payment_hash)
 }
 
+/// An amountless invoice from `issuer` (any amount; ten minutes of expiry): its BOLT-11 string and payment
+/// hash. Panics if the issuer refuses.
+pub async fn amountless_invoice(issuer: &dyn InvoiceIssuer) -> (String, PaymentHash) {
+    let req = InvoiceRequest { amount: Msat(0), memo: "l402 test refund".into(), expiry: Duration::from_secs(600) };
+    let inv = issuer.create_invoice(&req).await.expect("amountless invoice");
+    (inv.bolt11, inv.payment_hash)
+}
+
 /// A request to pay `bolt11` (for `sats`), with a 10-sat fee limit and a 30 s timeout.
 pub fn pay_request(bolt11: &str, hash: PaymentHash, sats: u64) -> PayRequest {
     PayRequest {

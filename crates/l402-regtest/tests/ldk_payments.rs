@@ -10,7 +10,7 @@ use l402_lightning::{
     InvoiceIssuer, InvoiceState, PayError, Payer, PaymentEvent, PaymentFailure, PaymentStatus, Retry,
 };
 use l402_proto::{Msat, PaymentHash};
-use l402_regtest::payments::{invoice, ldk_fee, outbound_payments_to, pay_request};
+use l402_regtest::payments::{amountless_invoice, invoice, ldk_fee, outbound_payments_to, pay_request};
 use l402_regtest::{ForwardingFee, Regtest};
 
 /// A network with alice -> bob, 500k sats.
@@ -160,6 +160,53 @@ async fn failures_are_typed_and_move_no_money() {
     ));
 
     assert_eq!(alice.inner().list_channels()[0].outbound_capacity_msat, capacity, "no money moved");
+    net.shutdown().await;
+}
+
+/// An amountless invoice (what a session client hands the server for its refund) is paid with the amount the
+/// payer chooses, and the payee's node records exactly that amount; `pay` keeps refusing it, and
+/// `pay_amountless` refuses an invoice that names an amount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_amountless_invoice_is_paid_with_the_amount_chosen() {
+    let (net, alice, bob) = alice_bob().await;
+    let (bolt11, hash) = amountless_invoice(bob.as_ref()).await;
+    let (_, decoded) = l402_proto::invoice::decode_invoice(&bolt11).expect("decodes");
+    assert_eq!(decoded.amount, None, "the invoice carries no amount");
+    assert_eq!(decoded.payment_hash, hash);
+    let capacity = alice.inner().list_channels()[0].outbound_capacity_msat;
+
+    // `pay` refuses it before sending: an amountless invoice lets the payer choose, never for a price.
+    let r = alice.pay(&pay_request(&bolt11, hash, 12_345), &|_| {}).await;
+    assert!(matches!(r, Err(PayError::Rejected(_))), "{r:?}");
+    assert_eq!(alice.payment_status(&hash).await.expect("status"), PaymentStatus::Unknown, "nothing sent");
+    // And `pay_amountless` refuses a zero amount or another hash.
+    let zero = pay_request(&bolt11, hash, 0);
+    assert!(matches!(alice.pay_amountless(&zero, &|_| {}).await, Err(PayError::Rejected(_))));
+    let wrong_hash = pay_request(&bolt11, PaymentHash([3; 32]), 12_345);
+    assert!(matches!(alice.pay_amountless(&wrong_hash, &|_| {}).await, Err(PayError::Rejected(_))));
+
+    let mut chosen = pay_request(&bolt11, hash, 0);
+    chosen.amount = Msat(12_345_678);
+    let paid = alice.pay_amountless(&chosen, &|_| {}).await.expect("paid with the amount chosen");
+    assert_eq!(paid.preimage.payment_hash(), hash, "the preimage proves payment of this invoice");
+    assert_eq!(paid.amount, Msat(12_345_678));
+    match bob.wait_invoice(&hash, Duration::from_secs(5)).await.expect("wait") {
+        InvoiceState::Settled(s) => assert_eq!(s.amount_received, Msat(12_345_678), "bob received what was sent"),
+        other => panic!("not settled: {other:?}"),
+    }
+    // Idempotent per hash: again, nothing new is sent.
+    let again = alice.pay_amountless(&chosen, &|_| {}).await.expect("the first payment's outcome");
+    assert_eq!(again.preimage, paid.preimage);
+    assert_eq!(outbound_payments_to(&alice, &hash), 1, "one payment record");
+    let expected = capacity - 12_345_678 - paid.fee.0;
+    assert_eq!(settled_capacity(&alice, expected).await, expected, "alice paid the amount chosen (and the fee)");
+
+    // `pay_amountless` refuses an invoice that names an amount, before sending.
+    let (priced, priced_hash) = invoice(bob.as_ref(), 1_000).await;
+    let r = alice.pay_amountless(&pay_request(&priced, priced_hash, 1_000), &|_| {}).await;
+    assert!(matches!(r, Err(PayError::Rejected(_))), "{r:?}");
+    assert_eq!(alice.payment_status(&priced_hash).await.expect("status"), PaymentStatus::Unknown, "nothing sent");
+    assert_eq!(bob.lookup_invoice(&priced_hash).await.expect("lookup"), InvoiceState::Open);
     net.shutdown().await;
 }
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use l402_ldk::{ChainSource, LdkConfig, LdkNode, Network};
 use l402_lightning::{
-    LightningError, LightningErrorKind, Node, NodeInfo, PayError, PayRequest, Payer, PaymentEvent, PaymentStatus,
-    PaymentSuccess,
+    InvoiceIssuer, InvoiceRequest, InvoiceState, IssuedInvoice, LightningError, LightningErrorKind, Node, NodeInfo,
+    PayError, PayRequest, Payer, PaymentEvent, PaymentStatus, PaymentSuccess, SettlementStream,
 };
 use l402_lnd::LndConfig;
 use l402_proto::PaymentHash;
@@ -140,6 +140,15 @@ impl LazyWallet {
         })
     }
 
+    /// The same node as an invoice issuer (a session's refund invoice, and the check that the refund came).
+    async fn issuer(&self) -> Result<Arc<dyn InvoiceIssuer>, LightningError> {
+        let started = self.started.get_or_try_init(|| self.start()).await?;
+        Ok(match started {
+            Started::Ldk { node, .. } => node.clone(),
+            Started::Lnd(node) => node.clone(),
+        })
+    }
+
     async fn start(&self) -> Result<Started, LightningError> {
         match &self.config {
             WalletConfig::None => Err(LightningError::new(
@@ -209,6 +218,14 @@ impl Payer for LazyWallet {
         self.get().await?.pay(request, progress).await
     }
 
+    async fn pay_amountless(
+        &self,
+        request: &PayRequest,
+        progress: &(dyn Fn(PaymentEvent) + Send + Sync),
+    ) -> Result<PaymentSuccess, PayError> {
+        self.get().await?.pay_amountless(request, progress).await
+    }
+
     async fn payment_status(&self, payment_hash: &PaymentHash) -> Result<PaymentStatus, LightningError> {
         self.get().await?.payment_status(payment_hash).await
     }
@@ -220,5 +237,31 @@ impl Payer for LazyWallet {
         progress: &(dyn Fn(PaymentEvent) + Send + Sync),
     ) -> Result<PaymentSuccess, PayError> {
         self.get().await?.track_payment(payment_hash, timeout, progress).await
+    }
+}
+
+/// The wallet's node issues invoices too: a `Payment` session's amountless refund invoice, and the lookup that
+/// checks the refund arrived. With LND this needs a macaroon that may create and read invoices (the pay-only
+/// macaroon may not: opening a session then fails before anything is paid).
+#[async_trait]
+impl InvoiceIssuer for LazyWallet {
+    async fn create_invoice(&self, request: &InvoiceRequest) -> Result<IssuedInvoice, LightningError> {
+        self.issuer().await?.create_invoice(request).await
+    }
+
+    async fn lookup_invoice(&self, payment_hash: &PaymentHash) -> Result<InvoiceState, LightningError> {
+        self.issuer().await?.lookup_invoice(payment_hash).await
+    }
+
+    async fn wait_invoice(
+        &self,
+        payment_hash: &PaymentHash,
+        timeout: Duration,
+    ) -> Result<InvoiceState, LightningError> {
+        self.issuer().await?.wait_invoice(payment_hash, timeout).await
+    }
+
+    async fn subscribe_settlements(&self) -> Result<SettlementStream, LightningError> {
+        self.issuer().await?.subscribe_settlements().await
     }
 }
