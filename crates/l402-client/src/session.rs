@@ -564,21 +564,38 @@ impl Client {
             self.store().call(move |c| sessions::set_state(c, &id, state, now)).await?;
             return Err(Error::SessionRefused { session_id: session.session_id.clone(), status: status.as_u16() });
         }
+        let receipt = close_receipt(resp.headers());
         let body = crate::body::read_capped(&mut resp, CLOSE_BODY_LIMIT).await?;
-        let json: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|_| Error::Challenge("the close answer is not JSON".into()))?;
-        let refund = json["refundMsat"]
-            .as_u64()
-            .or_else(|| json["refundMsat"].as_str().and_then(|v| v.parse().ok()))
-            .map(Msat)
-            .ok_or_else(|| Error::Challenge("the close answer has no refundMsat".into()))?;
-        let refund_status: String = json["refundStatus"].as_str().unwrap_or("unknown").chars().take(32).collect();
-        if json["sessionId"].as_str().is_some_and(|s| !s.eq_ignore_ascii_case(&session.session_id)) {
-            tracing::warn!(session_id = %session.session_id, "the close answer names another session");
-        }
-        let received = self.refund_received(&session, refund).await;
-        // `failed` or `pending`: the server still owes the refund, and a close presented again tries again.
-        let done = matches!(refund_status.as_str(), "succeeded" | "skipped");
+        // Ours answers `{"sessionId", "refundMsat", "refundStatus"}`. Aperture forwards the close upstream and
+        // answers with the upstream's body; its master says the refund in the receipt (`refundSats`,
+        // `refundStatus`), v0.5.0 nowhere: then the refund is "unknown" and the node is what tells.
+        let json: Option<serde_json::Value> =
+            serde_json::from_slice::<serde_json::Value>(&body).ok().filter(|j| !j["refundMsat"].is_null());
+        let (refund, refund_status) = match (&json, &receipt) {
+            (Some(j), _) => {
+                let refund = j["refundMsat"]
+                    .as_u64()
+                    .or_else(|| j["refundMsat"].as_str().and_then(|v| v.parse().ok()))
+                    .map(Msat)
+                    .ok_or_else(|| Error::Challenge("the close answer's refundMsat is not a number".into()))?;
+                if j["sessionId"].as_str().is_some_and(|s| !s.eq_ignore_ascii_case(&session.session_id)) {
+                    tracing::warn!(session_id = %session.session_id, "the close answer names another session");
+                }
+                (refund, j["refundStatus"].as_str().unwrap_or("unknown").to_owned())
+            }
+            (None, Some(r)) if r["refundSats"].is_u64() => (
+                Msat(r["refundSats"].as_u64().unwrap_or(0).saturating_mul(1000)),
+                r["refundStatus"].as_str().unwrap_or("unknown").to_owned(),
+            ),
+            (None, _) => (Msat(0), "unknown".to_owned()),
+        };
+        let refund_status: String = refund_status.chars().take(32).collect();
+        let received = self.refund_received(&session, refund, refund_status == "unknown").await;
+        // `failed` or `pending`: the server still owes the refund, and a close presented again tries again. A
+        // server that did not say (`unknown`): done once the node shows the refund, and it is what arrived.
+        let unknown_but_received = refund_status == "unknown" && received.is_some();
+        let refund = if unknown_but_received { received.unwrap_or(refund) } else { refund };
+        let done = matches!(refund_status.as_str(), "succeeded" | "skipped") || unknown_but_received;
         let (id, status_kept, now) = (session.session_id.clone(), refund_status.clone(), now_unix());
         self.store().write(move |tx| sessions::closed(tx, &id, &status_kept, refund, received, done, now)).await?;
         tracing::info!(session_id = %session.session_id, refund_msat = refund.0, refund_status,
@@ -595,10 +612,10 @@ impl Client {
 
     /// What the wallet's node received on the session's return invoice (waiting a little if the server says it
     /// refunded something); `None` if it shows nothing received or cannot be asked.
-    async fn refund_received(&self, session: &StoredSession, refund: Msat) -> Option<Msat> {
+    async fn refund_received(&self, session: &StoredSession, refund: Msat, unknown: bool) -> Option<Msat> {
         let issuer = self.issuer()?;
         let hash = PaymentHash::from_hex(&session.return_hash).ok()?;
-        let wait = if refund.0 > 0 { REFUND_WAIT } else { Duration::ZERO };
+        let wait = if refund.0 > 0 || unknown { REFUND_WAIT } else { Duration::ZERO };
         match issuer.wait_invoice(&hash, wait).await {
             Ok(InvoiceState::Settled(s)) => Some(s.amount_received),
             Ok(_) => None,
@@ -608,6 +625,13 @@ impl Client {
             }
         }
     }
+}
+
+/// The JSON of a close's `Payment-Receipt`, if it has a readable one.
+fn close_receipt(headers: &reqwest::header::HeaderMap) -> Option<serde_json::Value> {
+    let v = headers.get(l402_proto::mpp::PAYMENT_RECEIPT_HEADER)?.to_str().ok()?;
+    let bytes = l402_proto::mpp::b64url_decode(v).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 #[cfg(test)]

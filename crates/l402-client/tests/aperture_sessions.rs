@@ -1,9 +1,15 @@
-//! The session intent on the wire against the real Aperture (v0.5.0, `authenticator.enablesessions`), backed by
-//! real LND, paid from an embedded LDK node over a regtest channel: Aperture's session line reads with our
-//! `SessionRequest` (the fields our server sends too), a deposit paid and an `open` built with
-//! `l402_proto::mpp` are accepted, `bearer` requests are served, and a `close` refunds the unspent balance to
-//! the amountless return invoice, as the payer's node sees it.
+//! The session intent against the real Aperture (v0.5.0, `authenticator.enablesessions`), backed by real LND,
+//! paid from an embedded LDK node over a regtest channel: Aperture's session line reads with our
+//! `SessionRequest`, an `open` built with `l402_proto::mpp` after the deposit is paid is accepted, `bearer`
+//! requests are served, a `close` is accepted; and our client (`PreferScheme::Session`) opens a session there
+//! with one deposit, reuses it, and closes it.
+//!
+//! Measured, and pinned here: Aperture v0.5.0 closes the session (balance gone) and then fails the refund on
+//! LND 0.21, which no longer has the `SendPaymentSync` RPC it calls; the client's unspent balance is not paid
+//! back, and nothing retries. Our server refunds through `SendPaymentV2` and keeps a failed refund owed.
 #![allow(missing_docs)]
+
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -99,7 +105,8 @@ async fn aperture_sessions_speak_our_session_wire_and_refund_the_rest_on_close()
     println!("Aperture's open answer headers: {:?}", r.headers());
     assert_eq!(r.text().await.expect("body"), "upstream saw /weather/today");
     for _ in 0..3 {
-        let r = get(Some(cred(&offer, &SessionAction::Bearer { session_id: sid.clone(), preimage: pre.clone() }))).await;
+        let r =
+            get(Some(cred(&offer, &SessionAction::Bearer { session_id: sid.clone(), preimage: pre.clone() }))).await;
         assert_eq!(r.status(), 200, "Aperture serves our bearer");
     }
 
@@ -110,18 +117,47 @@ async fn aperture_sessions_speak_our_session_wire_and_refund_the_rest_on_close()
     let receipt: Option<serde_json::Value> =
         receipt.map(|v| serde_json::from_slice(&b64url_decode(&v).expect("b64")).expect("receipt json"));
     println!("Aperture's close: body {body:?}, receipt {receipt:?}");
-    // Aperture refunds after answering (in the background): the payer's node is where it shows.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let received = loop {
-        match agent.lookup_invoice(&PaymentHash(ret.payment_hash.0)).await.expect("lookup") {
-            InvoiceState::Settled(s) => break s.amount_received,
-            _ if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
-            other => panic!("Aperture's refund never arrived: {other:?}"),
+    // Aperture refunds after answering, in the background. 200 deposited, the three bearers charged (Aperture
+    // does not charge the open): 170 sat owed. It logs the attempt and its failure.
+    let log = aperture.dir().join("stdout.log");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("Refund failed") || text.contains("Refunded") || tokio::time::Instant::now() >= deadline {
+            break text;
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    // 200 deposited; Aperture charged the bearers (not the open): 3 × 10 sat.
-    println!("refund received: {received}");
-    assert_eq!(received, Msat::from_sat(200 - 30), "the unspent balance, refunded");
+    assert!(text.contains("(refund=170 sats)"), "Aperture owed 170 sat: {text}");
+    assert!(
+        text.contains("Refund failed") && text.contains("SendPaymentSync"),
+        "Aperture v0.5.0's refund calls SendPaymentSync, gone from LND 0.21: {text}"
+    );
+    let state = agent.lookup_invoice(&PaymentHash(ret.payment_hash.0)).await.expect("lookup");
+    assert!(matches!(state, InvoiceState::Open), "nothing arrived: {state:?}");
+    let r = get(Some(cred(&offer, &SessionAction::Bearer { session_id: sid.clone(), preimage: pre.clone() }))).await;
+    assert_ne!(r.status(), 200, "the session is closed on Aperture's side");
+
+    // Our client: one deposit, the session reused, closed; it says the refund is unknown (Aperture does not
+    // say it) and that nothing arrived, and keeps the session as still owed.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut cfg = l402_client::ClientConfig::new(tmp.path());
+    cfg.network = Some(l402_proto::lightning_invoice::Currency::Regtest);
+    cfg.allow_http = true; // Aperture is plain http on loopback here
+    cfg.prefer_scheme = l402_client::PreferScheme::Session;
+    let client = l402_client::Client::new(agent.clone(), cfg).expect("client").with_invoice_issuer(agent.clone());
+    let before = support::node_payments(&agent).len();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = client.execute(client.request(reqwest::Method::GET, &url).build().expect("req")).await.expect("served");
+        assert_eq!(r.response.status(), 200);
+        ids.push(r.session.expect("by a session").session_id);
+    }
+    assert!(ids.iter().all(|i| *i == ids[0]), "one session, reused: {ids:?}");
+    assert_eq!(support::node_payments(&agent).len(), before + 1, "one deposit paid, nothing else");
+    let closed = client.close_session(&ids[0]).await.expect("closed");
+    println!("our client's close at Aperture: {closed:?}");
+    assert_eq!((closed.refund_status.as_str(), closed.received_msat), ("unknown", None));
     drop(aperture);
     net.shutdown().await;
 }
