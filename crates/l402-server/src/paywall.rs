@@ -452,8 +452,7 @@ impl Paywall {
         let spec: &ServiceSpec = &charge.service;
         let memo = format!("L402 token for {}", spec.name);
         let request = InvoiceRequest { amount: charge.price, memo, expiry: self.invoice_expiry };
-        let invoice =
-            self.issuer.create_invoice(&request).await.map_err(|e| self.lightning(LightningOp::CreateInvoice, e))?;
+        let invoice = self.priced_invoice(&request).await?;
         let now = self.now();
         let expires_at = spec.lifetime.map(|l| now.saturating_add(l.as_secs()));
         let (macaroon, token_id) = if let Some(keys) = &self.keys {
@@ -546,8 +545,7 @@ impl Paywall {
         let amount_sat = crate::charge::price_sat(charge.price);
         let memo = format!("Payment charge for {}", spec.name);
         let request = InvoiceRequest { amount: Msat::from_sat(amount_sat), memo, expiry: scheme.expiry };
-        let invoice =
-            self.issuer.create_invoice(&request).await.map_err(|e| self.lightning(LightningOp::CreateInvoice, e))?;
+        let invoice = self.priced_invoice(&request).await?;
         let network = l402_proto::invoice::decode_invoice(&invoice.bolt11)
             .map(|(_, info)| crate::charge::network_name(&info.currency))
             .map_err(|e| Refusal::Lightning(LightningError::new(LightningErrorKind::Internal, e.to_string())))?;
@@ -845,6 +843,23 @@ impl Paywall {
 }
 
 impl Paywall {
+    /// The invoice of a challenge. A zero amount is refused before the node is asked: to a backend it means an
+    /// amountless invoice, which a payer could settle with 1 msat (a `Pricing` or a `ServiceSpec` priced 0 is
+    /// the embedding program's mistake: 503, nothing minted).
+    pub(crate) async fn priced_invoice(
+        &self,
+        request: &InvoiceRequest,
+    ) -> Result<l402_lightning::IssuedInvoice, Refusal> {
+        if request.amount.0 == 0 {
+            tracing::warn!(memo = %request.memo, "a challenge priced 0 is refused: price the service above 0");
+            return Err(Refusal::Lightning(LightningError::new(
+                LightningErrorKind::InvalidRequest,
+                "a challenge priced 0 (an amountless invoice) is never issued",
+            )));
+        }
+        self.issuer.create_invoice(request).await.map_err(|e| self.lightning(LightningOp::CreateInvoice, e))
+    }
+
     /// A failed backend call: counted, and the refusal it makes.
     fn lightning(&self, op: LightningOp, e: LightningError) -> Refusal {
         self.metrics.lightning_error(op);

@@ -46,8 +46,7 @@ impl Paywall {
         let deposit_sat = price_sat(spec.deposit);
         let memo = format!("Session deposit for {name}");
         let request = InvoiceRequest { amount: Msat::from_sat(deposit_sat), memo, expiry: scheme.expiry };
-        let invoice =
-            self.issuer.create_invoice(&request).await.map_err(|e| self.lightning(LightningOp::CreateInvoice, e))?;
+        let invoice = self.priced_invoice(&request).await?;
         let encoded =
             session::request_json(price_sat(charge.price), deposit_sat, &invoice.bolt11, name, &invoice.payment_hash);
         let expires = l402_proto::rfc3339::format_utc(self.now().saturating_add(scheme.expiry.as_secs()));
