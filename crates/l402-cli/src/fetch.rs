@@ -259,6 +259,24 @@ pub(crate) struct Knobs {
     pub(crate) phase: Option<Arc<Phase>>,
 }
 
+impl Knobs {
+    /// For a client that pays nothing (recovery, a session's close): caps of 1 msat, a minute for each wait.
+    pub(crate) fn paying_nothing(allow_http: bool, prefer_scheme: PreferScheme) -> Self {
+        Self {
+            max_cost: 1,
+            max_fee: 1,
+            budget: None,
+            payment_timeout: 60,
+            recovery_timeout: 60,
+            read_timeout: 60,
+            allow_http,
+            destinations: Destinations::Any,
+            prefer_scheme,
+            phase: None,
+        }
+    }
+}
+
 /// Builds the client for `fetch`, `spend --recover` and `mcp`.
 pub(crate) fn client(
     store: &StoreArgs,

@@ -99,18 +99,7 @@ fn close(args: &CloseArgs) -> Result<(), Failure> {
     crate::wallet::init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async {
-        let knobs = crate::fetch::Knobs {
-            max_cost: 1,
-            max_fee: 1,
-            budget: None,
-            payment_timeout: 60,
-            recovery_timeout: 60,
-            read_timeout: 60,
-            allow_http: args.allow_http,
-            destinations: l402_client::Destinations::Any,
-            prefer_scheme: l402_client::PreferScheme::Session,
-            phase: None,
-        };
+        let knobs = crate::fetch::Knobs::paying_nothing(args.allow_http, l402_client::PreferScheme::Session);
         let (client, wallet) = crate::fetch::client(&args.store, &args.wallet, &knobs)?;
         let closed = client.close_session(&args.id).await;
         wallet.shutdown().await;

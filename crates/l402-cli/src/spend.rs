@@ -142,18 +142,7 @@ fn charge_note(e: &journal::LedgerEntry) -> String {
 fn recover(args: &SpendArgs) -> Result<(), Failure> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async {
-        let knobs = crate::fetch::Knobs {
-            max_cost: 1,
-            max_fee: 1,
-            budget: None,
-            payment_timeout: 60,
-            recovery_timeout: 60,
-            read_timeout: 60,
-            allow_http: false, // recovery pays nothing
-            destinations: l402_client::Destinations::Any,
-            prefer_scheme: l402_client::PreferScheme::L402,
-            phase: None,
-        };
+        let knobs = crate::fetch::Knobs::paying_nothing(false, l402_client::PreferScheme::L402); // recovery pays nothing
         let (client, wallet) = crate::fetch::client(&args.store, &args.wallet, &knobs)?;
         let r = client.recover().await;
         wallet.shutdown().await;

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use l402_client::{Client, ClientConfig, PreferScheme};
@@ -16,18 +15,6 @@ use l402_proto::lightning_invoice::Currency;
 use l402_regtest::{Aperture, ApertureService, Regtest};
 use reqwest::Method;
 use support::node_payments;
-
-/// An upstream answering `upstream saw <path>`.
-async fn upstream() -> SocketAddr {
-    let app =
-        axum::Router::new().fallback(|uri: axum::http::Uri| async move { format!("upstream saw {}", uri.path()) });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
-}
 
 fn client(payer: Arc<dyn Payer>, dir: &std::path::Path, prefer: PreferScheme) -> Client {
     let mut cfg = ClientConfig::new(dir);
@@ -47,7 +34,7 @@ async fn our_client_pays_aperture_l402_by_default_and_its_payment_charge_when_pr
     let services = [ApertureService {
         name: "weather".into(),
         path_regexp: "^/weather/.*$".into(),
-        upstream: upstream().await,
+        upstream: support::saying_upstream().await,
         price_sat: 10,
     }];
     let aperture = Aperture::start_with(&net.root().join("aperture"), &operator, &services, true)

@@ -11,24 +11,12 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use l402_lightning::{InvoiceIssuer as _, InvoiceRequest, InvoiceState, PayRequest, Payer as _};
 use l402_proto::mpp::{PaymentChallenge, PaymentCredential, SessionAction, SessionRequest, b64url_decode};
 use l402_proto::{Msat, PaymentHash};
 use l402_regtest::{Aperture, ApertureService, Regtest};
-
-async fn upstream() -> SocketAddr {
-    let app =
-        axum::Router::new().fallback(|uri: axum::http::Uri| async move { format!("upstream saw {}", uri.path()) });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
-}
 
 fn session_line(r: &reqwest::Response) -> PaymentChallenge {
     PaymentChallenge::parse_all(r.headers().get_all("www-authenticate").iter().map(|v| v.as_bytes()))
@@ -52,7 +40,7 @@ async fn aperture_sessions_speak_our_session_wire_and_refund_the_rest_on_close()
     let services = [ApertureService {
         name: "weather".into(),
         path_regexp: "^/weather/.*$".into(),
-        upstream: upstream().await,
+        upstream: support::saying_upstream().await,
         price_sat: 10,
     }];
     let aperture = Aperture::start_with_sessions(&net.root().join("aperture"), &operator, &services)

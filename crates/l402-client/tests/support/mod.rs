@@ -118,6 +118,17 @@ impl Drop for Server {
     }
 }
 
+/// An upstream on loopback answering `upstream saw <path>` (behind a peer proxy such as Aperture).
+pub async fn saying_upstream() -> SocketAddr {
+    let app = axum::Router::new().fallback(|uri: Uri| async move { format!("upstream saw {}", uri.path()) });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
 }
