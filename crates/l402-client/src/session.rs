@@ -531,7 +531,9 @@ impl Client {
                 )));
             }
         };
-        if !matches!(session.state.as_str(), "open" | "opening" | "closing") || session.preimage.is_none() {
+        // A refused session may still hold a balance (a server that does not say the balance refuses a used-up
+        // session with a 402): its close is the server's to answer, and sends no money.
+        if !matches!(session.state.as_str(), "open" | "opening" | "closing" | "refused") || session.preimage.is_none() {
             return Err(Error::Request(format!(
                 "session {} is {}: nothing to close",
                 session.session_id, session.state

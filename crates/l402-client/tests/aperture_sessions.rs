@@ -143,6 +143,20 @@ async fn aperture_sessions_speak_our_session_wire_and_refund_the_rest_on_close()
     }
     assert!(ids.iter().all(|i| *i == ids[0]), "one session, reused: {ids:?}");
     assert_eq!(support::node_payments(&agent).len(), before + 1, "one deposit paid, nothing else");
+    // Aperture says no balance: once the 200 sat are drawn (the open free, then 10 sat a bearer: 21 requests
+    // in all), its 402 looks like a refusal, and the client stops there, paying no top-up.
+    let mut served = ids.len();
+    let err = loop {
+        match client.execute(client.request(reqwest::Method::GET, &url).build().expect("req")).await {
+            Ok(r) if r.response.status() == 200 => served += 1,
+            Ok(r) => panic!("answered {}", r.response.status()),
+            Err(e) => break e,
+        }
+        assert!(served <= 21, "Aperture served more than the deposit");
+    };
+    assert_eq!(served, 21, "{err}");
+    assert!(matches!(err, l402_client::Error::SessionRefused { status: 402, .. }), "{err:?}");
+    assert_eq!(support::node_payments(&agent).len(), before + 1, "no top-up paid");
     let closed = client.close_session(&ids[0]).await.expect("closed");
     println!("our client's close at Aperture: {closed:?}");
     assert_eq!((closed.refund_status.as_str(), closed.received_msat), ("unknown", None));
