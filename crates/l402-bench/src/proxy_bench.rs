@@ -450,17 +450,26 @@ async fn measure(args: &ProxyArgs, bin: &Path, nginx_bin: &Path, net: &Net) -> R
     // Every token used once on each proxy before measuring: a token's first use is when the proxy records it
     // (a stateless one: its row is written then), which is not the steady state measured.
     let started = Instant::now();
-    let first_b = wrk::pass_once(&load, &url_b, &many).await?;
-    let first_c = wrk::pass_once(&load, &url_c, &many).await?;
     // ...and their records written: the store counts every rotated token paid, and both proxies are idle (the
-    // record writer works off the request path, and would otherwise take CPU from the first rounds).
-    let recorded = settle(&db, args.tokens as u64, &[pid_b, pid_c], tick).await?;
+    // record writer works off the request path, and would otherwise take CPU from the first rounds). A
+    // proxy's record queue is bounded: what overflows it is recorded at a later use, so the default-cache
+    // proxy goes through the tokens again (at most 4 passes in all) until the store has every one of them;
+    // then the cache-off proxy has its pass (its records find the rows written).
+    let (mut first_b, mut passes_b, mut recorded) = (0, 0, 0);
+    while passes_b < 4 && recorded < args.tokens as u64 {
+        first_b += wrk::pass_once(&load, &url_b, &many).await?;
+        passes_b += 1;
+        recorded = settle(&db, args.tokens as u64, &[pid_b, pid_c], tick).await?;
+    }
+    let first_c = wrk::pass_once(&load, &url_c, &many).await?;
+    settle(&db, args.tokens as u64, &[pid_b, pid_c], tick).await?;
     emit(
         "proxy.rotation_first_pass",
         json!({ "requests_b": first_b, "requests_c": first_c, "seconds": round(started.elapsed().as_secs_f64(), 1),
-                "recorded": recorded }),
+                "recorded": recorded, "passes_b": passes_b }),
         &format!(
-            "every token used once on each rotation proxy before measuring ({first_b} + {first_c} requests, {:.0} s)",
+            "every token used on each rotation proxy before measuring ({first_b} requests in {passes_b} pass(es) \
+             until {recorded} were recorded, + {first_c}; {:.0} s)",
             started.elapsed().as_secs_f64()
         ),
     );

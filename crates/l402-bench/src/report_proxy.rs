@@ -241,9 +241,13 @@ pub(crate) fn proxy(md: &mut String, r: &Results) {
     if let Some(secs) = num(r, "proxy.rotation_first_pass", "seconds") {
         let _ = writeln!(
             md,
-            "| every rotated token used once on each rotation proxy before the rounds (its first use is when the \
-             proxy records it) | {secs:.0} s ({} + {} requests) | setup: the rounds measure tokens already seen |",
+            "| every rotated token used on each rotation proxy before the rounds (its first use is when the proxy \
+             records it; the default-cache proxy again until the store had every token, its record queue being \
+             bounded) | {secs:.0} s ({} requests in {} pass(es), {} tokens recorded; + {} requests) | setup: the \
+             rounds measure tokens already recorded |",
             thousands(num(r, "proxy.rotation_first_pass", "requests_b").unwrap_or(0.0)),
+            num(r, "proxy.rotation_first_pass", "passes_b").unwrap_or(1.0),
+            thousands(num(r, "proxy.rotation_first_pass", "recorded").unwrap_or(0.0)),
             thousands(num(r, "proxy.rotation_first_pass", "requests_c").unwrap_or(0.0))
         );
     }

@@ -222,14 +222,14 @@ pub struct TokensConfig {
     /// through one instance is refused by every other within twice this (default 1000).
     #[serde(default = "default_revocation_poll")]
     pub revocation_poll_ms: u64,
-    /// How many stateless tokens are remembered as recorded (default 2,000,000, about 40 MB when full); keep
+    /// How many stateless tokens are remembered as recorded (default 2,000,000, about 70 MB when full); keep
     /// it above the number of tokens in use.
     #[serde(default = "default_recorded_tokens")]
     pub recorded_tokens: usize,
-    /// How many stateless tokens the verified-token cache holds (default 1,000,000, about 90 MB when full; 0:
-    /// none): a token in it costs a map lookup instead of key derivation and an HMAC chain. It keeps the most
-    /// recently used half of its size at least (old entries go a generation at a time): keep it above twice
-    /// the number of tokens in use for the proxy to run at one token's speed. `key_cache_ttl_ms` does not
+    /// How many stateless tokens the verified-token cache holds (default 1,000,000, about 200 MB when full; 0:
+    /// none): a token in it costs a map lookup instead of key derivation and an HMAC chain. Tokens in use up to
+    /// its size are held whole (when it is full, what was not used recently gives way): keep it above the
+    /// number of tokens in use for the proxy to run at one token's speed. `key_cache_ttl_ms` does not
     /// apply: nothing in it can go stale.
     #[serde(default = "default_verified_tokens")]
     pub verified_tokens: usize,

@@ -2,9 +2,12 @@
 //! HMAC chain: root keys of tokens minted the old way ([`KeyCache`]) and credentials verified recently
 //! ([`VerifiedCache`]), plus the sets [`crate::paywall`] uses to record each token once.
 //!
-//! Every map is a [`Bounded`]: shards (so that cores rarely wait on one another) of two generations each;
-//! when the current generation of a shard is half the shard's share, it becomes the old one and the old one
-//! is dropped. Memory is bounded by the size given, and what was used recently survives a rotation.
+//! Every map is a [`Bounded`]: shards (so that cores rarely wait on one another), each a map of at most its
+//! share of the size whose entries carry the time of their last use (counted in the shard's insertions). A
+//! working set that fits is held whole, and a lookup never moves, copies or reallocates anything. When a
+//! shard is full, a sequential sweep drops what was not used within its last half-share of insertions (less,
+//! if that would not make room for a quarter): memory is bounded by the size given, what was used most
+//! recently survives, and a sweep comes at most once per quarter of a share of insertions.
 //!
 //! Neither cache is a revocation bound: every verification, cache hit or not, checks the revocation set
 //! first (see [`crate::Paywall`]). A cached root key is trusted for [`DEFAULT_KEY_CACHE_TTL`] (the bound for
@@ -26,51 +29,78 @@ pub const DEFAULT_KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 /// The default number of root keys (and of recently verified tokens) cached.
 pub const DEFAULT_KEY_CACHE_SIZE: usize = 100_000;
 
-/// Stateless tokens the verified-stateless cache holds by default (about 90 MiB when full).
+/// Stateless tokens the verified-stateless cache holds by default (about 200 MiB when full).
 pub const DEFAULT_VERIFIED_STATELESS_SIZE: usize = 1_000_000;
 
 const SHARDS: usize = 16;
 
-/// A bounded map: [`SHARDS`] shards of two generations.
+/// A bounded map: [`SHARDS`] shards, each of at most `per_shard` entries stamped with their last use.
 pub(crate) struct Bounded<K, V> {
-    shards: Box<[Mutex<Generations<K, V>>]>,
-    /// The most entries one shard holds (both generations).
+    shards: Box<[Mutex<Shard<K, V>>]>,
+    /// The most entries one shard holds.
     per_shard: usize,
     hasher: std::collections::hash_map::RandomState,
 }
 
-struct Generations<K, V> {
-    current: HashMap<K, V>,
-    old: HashMap<K, V>,
+struct Shard<K, V> {
+    map: HashMap<K, Stamped<V>>,
+    /// The shard's insertions so far (wrapping): an entry's stamp is its value at the entry's last use.
+    clock: u32,
+}
+
+struct Stamped<V> {
+    value: V,
+    used: u32,
+}
+
+impl<K: Hash + Eq, V> Shard<K, V> {
+    /// The entry, stamped as used now.
+    fn touch(&mut self, key: &K) -> Option<&mut V> {
+        let now = self.clock;
+        let e = self.map.get_mut(key)?;
+        e.used = now;
+        Some(&mut e.value)
+    }
+
+    /// Inserts or replaces. A full shard first drops what was not used within its last `per_shard / 2`
+    /// insertions; if that would keep more than three quarters of it (a working set larger than the map),
+    /// the window is halved until it does not. So a pass makes room for a quarter of the share at least, and
+    /// what was used most recently stays.
+    fn insert(&mut self, key: K, value: V, per_shard: usize) -> Option<V> {
+        if self.map.len() >= per_shard && !self.map.contains_key(&key) {
+            let now = self.clock;
+            let mut window = u32::try_from(per_shard / 2).unwrap_or(u32::MAX);
+            loop {
+                self.map.retain(|_, e| now.wrapping_sub(e.used) < window);
+                if self.map.len() <= per_shard / 4 * 3 || window == 0 {
+                    break;
+                }
+                window /= 2;
+            }
+        }
+        self.clock = self.clock.wrapping_add(1);
+        let used = self.clock;
+        self.map.insert(key, Stamped { value, used }).map(|e| e.value)
+    }
 }
 
 impl<K: Hash + Eq, V> Bounded<K, V> {
     /// A map of at most about `max` entries.
     pub(crate) fn new(max: usize) -> Self {
         let per_shard = max.div_ceil(SHARDS).max(2);
-        let shards = (0..SHARDS).map(|_| Mutex::new(Generations { current: HashMap::new(), old: HashMap::new() }));
+        let shards = (0..SHARDS).map(|_| Mutex::new(Shard { map: HashMap::new(), clock: 0 }));
         Self { shards: shards.collect(), per_shard, hasher: Default::default() }
     }
 
-    fn shard(&self, key: &K) -> std::sync::MutexGuard<'_, Generations<K, V>> {
+    fn shard(&self, key: &K) -> std::sync::MutexGuard<'_, Shard<K, V>> {
         let i = (self.hasher.hash_one(key) as usize) % SHARDS;
         // A panic while holding a shard cannot leave a map half-updated in a way that matters here.
         self.shards[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Applies `f` to the entry, if there is one (an entry of the old generation moves to the current one).
-    pub(crate) fn get_with<R>(&self, key: &K, f: impl FnOnce(&V) -> R) -> Option<R>
-    where
-        K: Clone,
-    {
-        let mut g = self.shard(key);
-        if let Some(v) = g.current.get(key) {
-            return Some(f(v));
-        }
-        let v = g.old.remove(key)?;
-        let r = f(&v);
-        g.insert(key.clone(), v, self.per_shard);
-        Some(r)
+    /// Applies `f` to the entry, if there is one (stamped as used).
+    pub(crate) fn get_with<R>(&self, key: &K, f: impl FnOnce(&V) -> R) -> Option<R> {
+        self.shard(key).touch(key).map(|v| f(v))
     }
 
     /// Inserts or replaces the entry.
@@ -78,17 +108,10 @@ impl<K: Hash + Eq, V> Bounded<K, V> {
         self.shard(&key).insert(key, value, self.per_shard);
     }
 
-    /// Inserts the entry unless there is one; whether it was inserted.
-    pub(crate) fn insert_new(&self, key: K, value: V) -> bool
-    where
-        K: Clone,
-    {
+    /// Inserts the entry unless there is one (which is stamped as used); whether it was inserted.
+    pub(crate) fn insert_new(&self, key: K, value: V) -> bool {
         let mut g = self.shard(&key);
-        if g.current.contains_key(&key) {
-            return false;
-        }
-        if let Some(v) = g.old.remove(&key) {
-            g.insert(key, v, self.per_shard);
+        if g.touch(&key).is_some() {
             return false;
         }
         g.insert(key, value, self.per_shard);
@@ -96,43 +119,22 @@ impl<K: Hash + Eq, V> Bounded<K, V> {
     }
 
     /// Sets the entry, returning the one it replaces (if any).
-    pub(crate) fn replace(&self, key: K, value: V) -> Option<V>
-    where
-        K: Clone,
-    {
+    pub(crate) fn replace(&self, key: K, value: V) -> Option<V> {
         let mut g = self.shard(&key);
-        if let Some(v) = g.current.get_mut(&key) {
+        if let Some(v) = g.touch(&key) {
             return Some(std::mem::replace(v, value));
         }
-        let old = g.old.remove(&key);
-        g.insert(key, value, self.per_shard);
-        old
+        g.insert(key, value, self.per_shard)
     }
 
     /// Removes and returns the entry.
     pub(crate) fn remove(&self, key: &K) -> Option<V> {
-        let mut g = self.shard(key);
-        g.current.remove(key).or_else(|| g.old.remove(key))
+        self.shard(key).map.remove(key).map(|e| e.value)
     }
 
     /// The number of entries.
     pub(crate) fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                let g = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                g.current.len() + g.old.len()
-            })
-            .sum()
-    }
-}
-
-impl<K: Hash + Eq, V> Generations<K, V> {
-    fn insert(&mut self, key: K, value: V, per_shard: usize) {
-        if self.current.len() >= per_shard / 2 && !self.current.contains_key(&key) {
-            self.old = std::mem::take(&mut self.current);
-        }
-        self.current.insert(key, value);
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).map.len()).sum()
     }
 }
 
@@ -233,14 +235,14 @@ impl VerifiedCache {
     }
 }
 
-/// Stateless tokens verified, one compact entry each (about 90 bytes with the map's own), so that a working
-/// set of a million tokens is held in about 100 MiB: the signature of the credential verified, the service,
+/// Stateless tokens verified, one compact entry each (about 100 bytes with the map's own, up to twice that
+/// as the map grows by doubling: a million tokens take about 200 MiB): the signature of the credential verified, the service,
 /// tier and expiry it was verified with. A hit needs the same signature (which commits to the identifier, so to the
 /// payment hash, and to every caveat) and a preimage that hashes to the payment hash: exactly the credential
 /// verified. Nothing in an entry goes stale: the key it was verified with is derived from a master key, not
 /// read from a store, revocation is checked before any lookup, and expiry, service, tier and capability are
 /// checked against each request. A token enters once it is recorded (so that a cache hit never skips the
-/// recording of its first use); old entries give way two generations at a time.
+/// recording of its first use); when full, what was not used recently gives way (see [`Bounded`]).
 pub(crate) struct StatelessCache {
     /// `None`: off (a size of 0).
     map: Option<Bounded<TokenId, Seen>>,
@@ -305,15 +307,33 @@ mod tests {
         m.insert(0, 0);
         for i in 1..100_000u64 {
             m.insert(i, i);
-            // Touching 0 keeps it in the current generation of its shard.
+            // Touching 0 keeps it among the recently used of its shard.
             assert_eq!(m.get_with(&0, |v| *v), Some(0), "at {i}");
         }
         assert!(m.len() <= 1_600, "{}", m.len());
         assert!(m.len() >= 800, "{}", m.len());
+        // The most recent insertions are all there.
+        assert!((99_000..100_000u64).rev().take(200).all(|k| m.get_with(&k, |_| ()).is_some()));
         assert!(m.insert_new(1_000_000, 1));
         assert!(!m.insert_new(1_000_000, 2));
         assert_eq!(m.replace(1_000_000, 3), Some(1));
         assert_eq!(m.remove(&1_000_000), Some(3));
         assert_eq!(m.remove(&1_000_000), None);
+    }
+
+    #[test]
+    fn a_rotation_that_fits_is_held_whole_and_never_evicted() {
+        // 10,000 keys in turn, over and over, in a map of 16,000 (no shard is filled): every lookup after the
+        // first round hits, which two generations of half the size each could not promise.
+        let m: Bounded<u64, u64> = Bounded::new(16_000);
+        for k in 0..10_000u64 {
+            m.insert(k, k);
+        }
+        for round in 0..5 {
+            for k in 0..10_000u64 {
+                assert_eq!(m.get_with(&k, |v| *v), Some(k), "key {k} in round {round}");
+            }
+        }
+        assert_eq!(m.len(), 10_000);
     }
 }

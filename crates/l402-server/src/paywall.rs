@@ -298,7 +298,7 @@ impl PaywallBuilder {
         self
     }
 
-    /// How many stateless tokens are remembered as recorded (default 2,000,000, about 40 MB when full): keep
+    /// How many stateless tokens are remembered as recorded (default 2,000,000, about 70 MB when full): keep
     /// it above the number of tokens in use, or tokens past it are written again (each write finds the record
     /// and changes nothing).
     pub fn recorded_tokens_size(mut self, n: usize) -> Self {
@@ -327,9 +327,9 @@ impl PaywallBuilder {
         self
     }
 
-    /// How many stateless tokens the verified-stateless cache holds (about 80 bytes each; a hit skips key
-    /// derivation and the HMAC chain; 0: none, every stateless token is verified whole). At least the most
-    /// recently used half of them stay (old entries give way a generation at a time). Default
+    /// How many stateless tokens the verified-stateless cache holds (about 100 bytes each, 200 MB for a million; a hit skips key
+    /// derivation and the HMAC chain; 0: none, every stateless token is verified whole). A working set up
+    /// to that size is held whole; when it is full, what was not used recently gives way. Default
     /// [`DEFAULT_VERIFIED_STATELESS_SIZE`]. Independent of [`PaywallBuilder::key_cache_ttl`], which is about
     /// stored tokens: nothing in this cache can go stale.
     pub fn verified_stateless_size(mut self, n: usize) -> Self {
@@ -457,17 +457,7 @@ impl Paywall {
         let expires_at = spec.lifetime.map(|l| now.saturating_add(l.as_secs()));
         let (macaroon, token_id) = if let Some(keys) = &self.keys {
             let (macaroon, token_id) = mint_stateless(keys, invoice.payment_hash, spec, now).map_err(no_randomness)?;
-            self.recorder.minted(UsedToken {
-                id_hash: macaroon.identifier_hash(),
-                token_id,
-                payment_hash: invoice.payment_hash,
-                service: spec.name.clone(),
-                price: charge.price,
-                created_at: now,
-                expires_at,
-                paid_at: now,
-                paid: charge.price,
-            });
+            self.recorder.minted(invoice.payment_hash, token_id, &charge.service, charge.price, expires_at);
             (macaroon, token_id)
         } else {
             let token_id = TokenId(random32()?);

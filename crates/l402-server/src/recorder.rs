@@ -14,14 +14,17 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use l402_lightning::Settlement;
-use l402_proto::{PaymentHash, TokenId};
+use l402_proto::identifier::identifier_hash;
+use l402_proto::{Identifier, Msat, PaymentHash, TokenId};
 use tokio::sync::mpsc;
 
 use crate::cache::Bounded;
 use crate::metrics::Metrics;
+use crate::pricing::ServiceSpec;
+use crate::secret::MasterKeys;
 use crate::store::{TokenStore, UsedToken};
 
-/// The default number of tokens remembered as recorded (about 40 MB when full).
+/// The default number of tokens remembered as recorded (about 70 MB when full).
 pub const DEFAULT_RECORDED_SIZE: usize = 2_000_000;
 
 /// The default number of recent challenges remembered for their settlement.
@@ -33,11 +36,35 @@ const QUEUE: usize = 65_536;
 /// Records written per store call.
 const BATCH: usize = 512;
 
-/// A challenge minted here and not yet seen paid.
+/// A challenge minted here and not yet seen paid: what its record needs beyond the payment hash it is kept
+/// under, in about 100 bytes (the identifier hash and the mint time follow from the ids; the service is
+/// shared with every other challenge of its service). The pending table grows with the challenges issued (at
+/// most the global challenge rate allows) up to its size, whatever the number of clients.
 #[derive(Clone, Debug)]
 pub(crate) struct Pending {
-    pub(crate) token: UsedToken,
-    pub(crate) minted: Instant,
+    pub(crate) token_id: TokenId,
+    pub(crate) service: Arc<ServiceSpec>,
+    pub(crate) price: Msat,
+    pub(crate) expires_at: Option<u64>,
+    /// When it was minted, seconds since the recorder's epoch.
+    minted: u32,
+}
+
+impl Pending {
+    /// The record of this challenge's token, paid `paid` at `paid_at`.
+    fn record(self, payment_hash: PaymentHash, paid_at: u64, paid: Msat) -> UsedToken {
+        UsedToken {
+            id_hash: identifier_hash(&Identifier::new(payment_hash, self.token_id).to_bytes()),
+            token_id: self.token_id,
+            payment_hash,
+            service: self.service.name.clone(),
+            price: self.price,
+            created_at: MasterKeys::minted_at(&self.token_id),
+            expires_at: self.expires_at,
+            paid_at,
+            paid,
+        }
+    }
 }
 
 pub(crate) struct Recorder {
@@ -77,21 +104,30 @@ impl Recorder {
         }
     }
 
-    /// Remembers a challenge minted here: `token` as it will be recorded (its `paid_*` fields are filled in
-    /// when it is paid).
-    pub(crate) fn minted(&self, token: UsedToken) {
-        self.pending.insert(token.payment_hash, Pending { token, minted: Instant::now() });
+    /// Remembers a challenge minted here (its token is recorded when the invoice is seen paid, or at its first
+    /// use, whichever comes first).
+    pub(crate) fn minted(
+        &self,
+        payment_hash: PaymentHash,
+        token_id: TokenId,
+        service: &Arc<ServiceSpec>,
+        price: Msat,
+        expires_at: Option<u64>,
+    ) {
+        let minted = self.epoch.elapsed().as_secs() as u32;
+        self.pending.insert(payment_hash, Pending { token_id, service: service.clone(), price, expires_at, minted });
     }
 
     /// A settlement: if its invoice is one of the challenges minted here, the token is recorded as paid (the
     /// amount received, the settlement time). Whether it was.
     pub(crate) fn settled(&self, s: &Settlement) -> bool {
         let Some(p) = self.pending.remove(&s.payment_hash) else { return false };
-        if p.minted.elapsed() > self.pending_for {
+        let age = self.epoch.elapsed().as_secs().saturating_sub(u64::from(p.minted));
+        if age > self.pending_for.as_secs() {
             return false;
         }
-        if self.recorded.insert_new(fingerprint(&p.token.token_id), 0) {
-            self.send(UsedToken { paid_at: s.settled_at, paid: s.amount_received, ..p.token });
+        if self.recorded.insert_new(fingerprint(&p.token_id), 0) {
+            self.send(p.record(s.payment_hash, s.settled_at, s.amount_received));
         }
         true
     }
@@ -115,8 +151,17 @@ impl Recorder {
         let now = self.epoch.elapsed().as_secs() as u32;
         match self.recorded.replace(fingerprint(token_id), now) {
             Some(seen) => u64::from(now.saturating_sub(seen)) <= within.as_secs().max(1),
+            None if self.queue.get().is_some_and(|q| q.capacity() == 0) => {
+                // The writer is behind (its queue full): this use is not recorded, a later one will be; no
+                // record is made for nothing.
+                self.recorded.remove(&fingerprint(token_id));
+                false
+            }
             None => {
-                let minted_here = self.pending.remove(payment_hash).map(|p| p.token);
+                let minted_here = self.pending.remove(payment_hash).map(|p| {
+                    let price = p.price;
+                    p.record(*payment_hash, 0, price)
+                });
                 self.send(make(minted_here));
                 false
             }
@@ -165,5 +210,31 @@ async fn write(
             }
         }
         batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paywall::mint_stateless;
+    use crate::secret::MasterKey;
+
+    #[test]
+    fn a_pending_challenge_makes_the_record_of_the_token_it_minted() {
+        let keys = MasterKeys::new(vec![MasterKey::generate().expect("key")]).expect("keys");
+        let spec = Arc::new(ServiceSpec::new("weather", Msat(5_000)));
+        let hash = PaymentHash([7; 32]);
+        let (macaroon, token_id) = mint_stateless(&keys, hash, &spec, 1_700_000_000).expect("mint");
+        let pending =
+            Pending { token_id, service: spec.clone(), price: Msat(5_000), expires_at: Some(1_700_003_600), minted: 0 };
+        let r = pending.record(hash, 1_700_000_100, Msat(6_000));
+        // The identifier hash and the mint time are recomputed from the ids: the same as the token's own.
+        assert_eq!(r.id_hash, macaroon.identifier_hash());
+        assert_eq!(r.created_at, 1_700_000_000);
+        assert_eq!((r.token_id, r.payment_hash, r.service.as_str()), (token_id, hash, "weather"));
+        assert_eq!(
+            (r.price, r.expires_at, r.paid_at, r.paid),
+            (Msat(5_000), Some(1_700_003_600), 1_700_000_100, Msat(6_000))
+        );
     }
 }
