@@ -235,14 +235,14 @@ impl VerifiedCache {
     }
 }
 
-/// Stateless tokens verified, one compact entry each (about 100 bytes with the map's own, up to twice that
-/// as the map grows by doubling: a million tokens take about 200 MiB): the signature of the credential verified, the service,
-/// tier and expiry it was verified with. A hit needs the same signature (which commits to the identifier, so to the
-/// payment hash, and to every caveat) and a preimage that hashes to the payment hash: exactly the credential
-/// verified. Nothing in an entry goes stale: the key it was verified with is derived from a master key, not
-/// read from a store, revocation is checked before any lookup, and expiry, service, tier and capability are
-/// checked against each request. A token enters once it is recorded (so that a cache hit never skips the
-/// recording of its first use); when full, what was not used recently gives way (see [`Bounded`]).
+/// Stateless tokens verified, one compact entry each (about 100 bytes with the map's own, up to twice that as the map
+/// grows by doubling: a million tokens take about 200 MiB): the signature of the credential verified, the service, tier
+/// and expiry it was verified with. A hit needs the same signature (which commits to the identifier, so to the payment
+/// hash, and to every caveat) and a preimage that hashes to the payment hash: exactly the credential verified. Nothing
+/// in an entry goes stale: the key it was verified with is derived from a master key, not read from a store, revocation
+/// is checked before any lookup, and expiry, service, tier and capability are checked against each request. A token
+/// enters once it is recorded (so that a cache hit never skips the recording of its first use); when full, what was not
+/// used recently gives way (see [`Bounded`]).
 pub(crate) struct StatelessCache {
     /// `None`: off (a size of 0).
     map: Option<Bounded<TokenId, Seen>>,

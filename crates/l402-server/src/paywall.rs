@@ -327,11 +327,11 @@ impl PaywallBuilder {
         self
     }
 
-    /// How many stateless tokens the verified-stateless cache holds (about 100 bytes each, 200 MB for a million; a hit skips key
-    /// derivation and the HMAC chain; 0: none, every stateless token is verified whole). A working set up
-    /// to that size is held whole; when it is full, what was not used recently gives way. Default
-    /// [`DEFAULT_VERIFIED_STATELESS_SIZE`]. Independent of [`PaywallBuilder::key_cache_ttl`], which is about
-    /// stored tokens: nothing in this cache can go stale.
+    /// How many stateless tokens the verified-stateless cache holds (about 100 bytes each, 200 MB for a million; a hit
+    /// skips key derivation and the HMAC chain; 0: none, every stateless token is verified whole). A working set up to
+    /// that size is held whole; when it is full, what was not used recently gives way. Default
+    /// [`DEFAULT_VERIFIED_STATELESS_SIZE`]. Independent of [`PaywallBuilder::key_cache_ttl`], which is about stored
+    /// tokens: nothing in this cache can go stale.
     pub fn verified_stateless_size(mut self, n: usize) -> Self {
         self.stateless_size = n;
         self
