@@ -65,7 +65,7 @@ pub(crate) struct ProxyArgs {
     #[arg(long)]
     stored_tokens: bool,
     /// Stateless tokens the rotation proxy's verified-token cache holds (`[tokens] verified_tokens`; default:
-    /// twice `--tokens`, as the sample configuration advises for the tokens in use).
+    /// twice `--tokens`: above the tokens in use, as the sample configuration advises, with room to spare).
     #[arg(long)]
     verified_tokens: Option<usize>,
     /// Root keys the rotation proxy's cache holds (`key_cache_size`; default: the proxy's default).
