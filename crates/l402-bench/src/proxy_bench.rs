@@ -71,6 +71,9 @@ pub(crate) struct ProxyArgs {
     /// Root keys the rotation proxy's cache holds (`key_cache_size`; default: the proxy's default).
     #[arg(long)]
     rotation_cache: Option<usize>,
+    /// Worker threads of each proxy process (`[listener] workers`; 0: one per core, the proxy's default).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
     /// Record a perf profile of the proxy for the payment-off, valid-token and rotation loads into this
     /// directory (needs `perf`, Debian's linux-perf).
     #[arg(long)]
@@ -280,8 +283,10 @@ async fn measure(args: &ProxyArgs, bin: &Path, nginx_bin: &Path, net: &Net) -> R
         format!(
             "listen = \"127.0.0.1:{port}\"\n{cache}\nstore = {{ kind = \"sqlite\", path = \"{db}\" }}\n{lightning}\n\
              [[service]]\nname = \"api\"\npath = \"/api/*\"\nupstream = \"http://{upstream}\"\nprice_msat = {price}\n\n\
-             [[service]]\nname = \"open\"\npath = \"/open/*\"\nupstream = \"http://{upstream}\"\npayment = false\n",
+             [[service]]\nname = \"open\"\npath = \"/open/*\"\nupstream = \"http://{upstream}\"\npayment = false\n\n\
+             [listener]\nworkers = {workers}\n",
             db = db.display(),
+            workers = args.workers,
             lightning = proxyproc::lnd_section(&lnd),
             price = PRICE.0,
         )
@@ -319,7 +324,7 @@ async fn measure(args: &ProxyArgs, bin: &Path, nginx_bin: &Path, net: &Net) -> R
     let nginx_version = nginx_version(nginx_bin).await;
     emit(
         "proxy.nginx_setup",
-        json!({ "version": nginx_version, "workers": nginx.worker_count(), "keepalive": 64 }),
+        json!({ "version": nginx_version, "workers": nginx.worker_count(), "keepalive": 64, "proxy_workers": args.workers }),
         &format!(
             "{nginx_version}: proxy_pass to the same upstream, {} workers, upstream keepalive 64, no access log",
             nginx.worker_count()

@@ -41,6 +41,10 @@ pub(crate) fn proxy(md: &mut String, r: &Results) {
     let nginx = text(r, "proxy.nginx_setup", "version").unwrap_or("nginx");
     let stateless = text(r, "proxy.minting", "keys") == Some("stateless");
     let workers = num(r, "proxy.nginx_setup", "workers").unwrap_or(0.0);
+    let proxy_workers = match num(r, "proxy.nginx_setup", "proxy_workers") {
+        Some(n) if n > 0.0 => format!("{n:.0} worker threads (`[listener] workers`)"),
+        _ => "a worker thread per core (its default)".to_owned(),
+    };
     let _ = writeln!(
         md,
         "Each target got the same load, `wrk {wrk}` over loopback, after an unmeasured {warmup:.0} s warm-up, in \
@@ -50,8 +54,8 @@ pub(crate) fn proxy(md: &mut String, r: &Results) {
          cost the median of per-round ratios, with the range over rounds. nginx: Debian's {nginx}, started by the \
          bench from a generated configuration (`proxy_pass` to the same upstream, {workers:.0} workers = the cores, \
          upstream `keepalive 64`, HTTP/1.1 upstream, the `X-Forwarded-*` headers `l402 proxy` also sets, no access \
-         log, keep-alive request limits raised so that connections last the run). The proxy logs at `warn` (its \
-         default `info` writes a line per request). CPU per request: the user + system time of the proxy process \
+         log, keep-alive request limits raised so that connections last the run). The proxy runs {proxy_workers} and logs \
+         at `warn` (its default `info` writes a line per request). CPU per request: the user + system time of the proxy process \
          (of nginx's master and workers for nginx) over the run divided by its requests. Other processes: the share \
          of the machine's CPU time used during the run by processes other than this benchmark, its wrk, the proxy and \
          nginx (builds and tests of other work on a shared machine). Upstream: an axum `hello` handler in the bench \

@@ -34,6 +34,14 @@ pub struct Credential {
     pub preimage: Preimage,
 }
 
+/// The comma-separated pieces of one header value. The usual value has no comma: that is found by a vectorized
+/// search, instead of splitting the whole credential byte by byte.
+fn pieces(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let split = value.contains(&b',').then(|| value.split(|&b| b == b','));
+    let whole = split.is_none().then_some(value);
+    whole.into_iter().chain(split.into_iter().flatten())
+}
+
 impl Credential {
     /// A credential to send with `scheme`.
     pub fn new(scheme: Scheme, macaroon: Macaroon, preimage: Preimage) -> Self {
@@ -77,12 +85,13 @@ impl Credential {
     /// `L402` or `LSAT`, any case. Whatever the paywall would accept as a credential makes this true; a proxy
     /// drops such values before forwarding (the upstream must never see a credential).
     pub fn names_l402_scheme(value: &[u8]) -> bool {
-        value.split(|&b| b == b',').any(|piece| {
+        let names = |piece: &[u8]| {
             let start = piece.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(piece.len());
             let word = &piece[start..];
             let end = word.iter().position(|&b| b == b' ' || b == b'\t').unwrap_or(word.len());
             std::str::from_utf8(&word[..end]).ok().and_then(Scheme::from_name).is_some()
-        })
+        };
+        pieces(value).any(names)
     }
 
     /// Picks the credential from every `Authorization` value of a request (each may hold comma-joined
@@ -95,7 +104,7 @@ impl Credential {
         let mut lsat = None;
         let mut first_error = None;
         for value in values {
-            for piece in value.split(|&b| b == b',') {
+            for piece in pieces(value) {
                 match Self::parse(piece) {
                     Ok(c) if c.form == CredentialForm::Authorization(Scheme::L402) => return Ok(c),
                     Ok(c) => {

@@ -34,6 +34,16 @@ fn lower_hex_digit(c: u8) -> Option<u8> {
     }
 }
 
+/// 32 bytes as 64 lowercase hex digits, through a table (`hex::encode` goes a char at a time; a token id is
+/// written out for every paid request).
+fn hex32(bytes: &[u8; 32]) -> String {
+    let mut out = [0u8; 64];
+    if hex::encode_to_slice(bytes, &mut out).is_err() {
+        return hex::encode(bytes);
+    }
+    std::str::from_utf8(&out).map_or_else(|_| hex::encode(bytes), str::to_owned)
+}
+
 macro_rules! public_hash32 {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
@@ -53,7 +63,7 @@ macro_rules! public_hash32 {
 
             /// 64 lowercase hex digits.
             pub fn to_hex(&self) -> String {
-                hex::encode(self.0)
+                hex32(&self.0)
             }
         }
 
@@ -102,7 +112,7 @@ impl Preimage {
 
     /// 64 lowercase hex digits. Explicit on purpose: a preimage is a bearer secret.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        hex32(&self.0)
     }
 
     /// The payment hash this preimage proves payment of.
@@ -174,4 +184,24 @@ pub(crate) fn short(input: &[u8]) -> String {
     let shown: String =
         input.iter().take(MAX).map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' }).collect();
     if input.len() > MAX { format!("{shown}…") } else { shown }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_of_32_bytes_is_lowercase_and_round_trips() {
+        let mut b = [0u8; 32];
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = u8::try_from(i * 37 % 256).unwrap_or(0) ^ 0xa5;
+        }
+        for id in [TokenId(b), TokenId([0; 32]), TokenId([0xff; 32])] {
+            let hex = id.to_hex();
+            assert_eq!(hex, hex::encode(id.0));
+            assert_eq!(hex, id.to_string());
+            assert_eq!(TokenId::from_hex(&hex).ok(), Some(id));
+        }
+        assert_eq!(Preimage(b).to_hex(), hex::encode(b));
+    }
 }

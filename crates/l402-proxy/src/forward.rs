@@ -50,6 +50,8 @@ pub(crate) struct Upstream {
     /// (ALPN may still pick HTTP/2 for the latter), 2 for `h2c://`.
     version: http::Version,
     authority: http::uri::Authority,
+    /// `Host` for our HTTP/1.1 pool (the upstream's authority), made once.
+    host: Option<HeaderValue>,
     base_path: String,
     timeout: Duration,
     extra: Vec<(HeaderName, HeaderValue)>,
@@ -166,7 +168,8 @@ impl Upstream {
             _ => return Err(ConfigError(format!("upstream {url}: scheme must be http, https or h2c"))),
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        Ok(Self { id, connector, scheme, version, authority, base_path, timeout, extra })
+        let host = HeaderValue::from_str(authority.as_str()).ok();
+        Ok(Self { id, connector, scheme, version, authority, host, base_path, timeout, extra })
     }
 
     /// This thread's client (its pool) for this upstream.
@@ -218,10 +221,8 @@ impl Upstream {
         let headers = req.headers_mut();
         strip_request(headers);
         headers.remove(http::header::HOST);
-        if own_pool {
-            if let Ok(h) = HeaderValue::from_str(self.authority.as_str()) {
-                headers.insert(http::header::HOST, h);
-            }
+        if let (true, Some(h)) = (own_pool, &self.host) {
+            headers.insert(http::header::HOST, h.clone());
         }
         append_forwarded_for(headers, peer);
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if tls { "https" } else { "http" }));
@@ -330,7 +331,8 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
         Some(prev) if !prev.is_empty() => format!("{prev}, {client}"),
         _ => client.to_string(),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    // The header keeps the string's bytes (no copy).
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
         headers.insert(X_FORWARDED_FOR, v);
     }
 }

@@ -54,8 +54,8 @@ where
 
 /// One upstream's idle connections on one thread.
 pub(crate) struct Pool<B: Body + 'static> {
-    /// `host:port`, connected to.
-    authority: String,
+    /// `host:port`, connected to (shared: a request takes its thread's pool by cloning it).
+    authority: Arc<str>,
     idle: Arc<Mutex<Vec<Link<B>>>>,
 }
 
@@ -86,7 +86,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     pub(crate) fn new(authority: String) -> Self {
-        Self { authority, idle: Arc::new(Mutex::new(Vec::new())) }
+        Self { authority: authority.into(), idle: Arc::new(Mutex::new(Vec::new())) }
     }
 
     fn take_idle(&self) -> Option<Link<B>> {
@@ -94,7 +94,7 @@ where
     }
 
     async fn connect(&self) -> Result<Link<B>, PoolError> {
-        let stream = tokio::net::TcpStream::connect(self.authority.as_str()).await.map_err(PoolError::Connect)?;
+        let stream = tokio::net::TcpStream::connect(&*self.authority).await.map_err(PoolError::Connect)?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(PoolError::Http)?;
         Ok(Link { sender, conn: Some(Box::pin(conn)) })
