@@ -641,11 +641,6 @@ impl Paywall {
         if self.revocations.contains(&id.token_id) {
             return Err(Refusal::Revoked);
         }
-        if let Some(hit) = self.verified.get(&id.token_id, cred, |v| self.still_grants(&v.token, v.tier, charge)) {
-            self.metrics.tokens_verified.inc();
-            self.metrics.verified_cache_hits.inc();
-            return Ok(hit);
-        }
         if self.keys.is_some() {
             let service = &charge.service.name;
             let hit = self.seen.get(&id.token_id, &id.payment_hash, cred, |s| {
@@ -665,6 +660,13 @@ impl Paywall {
                     return Ok(token);
                 }
             }
+        }
+        // A stored token's cache (the two hold different tokens: looked at second, as stateless tokens are the
+        // usual ones where master keys are).
+        if let Some(hit) = self.verified.get(&id.token_id, cred, |v| self.still_grants(&v.token, v.tier, charge)) {
+            self.metrics.tokens_verified.inc();
+            self.metrics.verified_cache_hits.inc();
+            return Ok(hit);
         }
         let stateless = self.keys.as_ref().and_then(|k| k.root_key(&id.token_id));
         let (key, paid, key_until) = match &stateless {
