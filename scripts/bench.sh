@@ -85,7 +85,11 @@ date -u +"%Y-%m-%d %H:%M:%S" >"$RESULTS/started"
   echo "bitcoind: $("$L402_BITCOIND" -version 2>&1 | head -n 1)"
   echo "LND: $("$L402_LND" --version 2>&1 | head -n 1)"
   echo "Aperture: $(go version -m "$L402_APERTURE" 2>/dev/null | awk '$1 == "mod" && $2 == "github.com/lightninglabs/aperture" { print $3 }')"
-  echo "Commit: $(git describe --always --dirty 2>/dev/null || echo unknown) (\"-dirty\": built from a working tree with uncommitted changes)"
+  commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
+  case $commit in
+    *-dirty) echo "Commit: $commit (built from a working tree with uncommitted changes)" ;;
+    *) echo "Commit: $commit" ;;
+  esac
 } >"$RESULTS/versions"
 
 # Waits (up to $L402_BENCH_QUIET_WAIT seconds, default 600) for the 1-minute load average to fall below the
