@@ -324,7 +324,12 @@ async fn measure(args: &ProxyArgs, bin: &Path, nginx_bin: &Path, net: &Net) -> R
     let nginx_version = nginx_version(nginx_bin).await;
     emit(
         "proxy.nginx_setup",
-        json!({ "version": nginx_version, "workers": nginx.worker_count(), "keepalive": 64, "proxy_workers": args.workers }),
+        json!({
+            "version": nginx_version,
+            "workers": nginx.worker_count(),
+            "keepalive": 64,
+            "proxy_workers": args.workers,
+        }),
         &format!(
             "{nginx_version}: proxy_pass to the same upstream, {} workers, upstream keepalive 64, no access log",
             nginx.worker_count()

@@ -54,12 +54,12 @@ pub(crate) fn proxy(md: &mut String, r: &Results) {
          cost the median of per-round ratios, with the range over rounds. nginx: Debian's {nginx}, started by the \
          bench from a generated configuration (`proxy_pass` to the same upstream, {workers:.0} workers = the cores, \
          upstream `keepalive 64`, HTTP/1.1 upstream, the `X-Forwarded-*` headers `l402 proxy` also sets, no access \
-         log, keep-alive request limits raised so that connections last the run). The proxy runs {proxy_workers} and logs \
-         at `warn` (its default `info` writes a line per request). CPU per request: the user + system time of the proxy process \
-         (of nginx's master and workers for nginx) over the run divided by its requests. Other processes: the share \
-         of the machine's CPU time used during the run by processes other than this benchmark, its wrk, the proxy and \
-         nginx (builds and tests of other work on a shared machine). Upstream: an axum `hello` handler in the bench \
-         process. A run with any error or non-2xx answer aborts the benchmark.\n"
+         log, keep-alive request limits raised so that connections last the run). The proxy runs {proxy_workers} \
+         and logs at `warn` (its default `info` writes a line per request). CPU per request: the user + system time \
+         of the proxy process (of nginx's master and workers for nginx) over the run divided by its requests. \
+         Other processes: the share of the machine's CPU time used during the run by processes other than this \
+         benchmark, its wrk, the proxy and nginx (builds and tests of other work on a shared machine). Upstream: an \
+         axum `hello` handler in the bench process. A run with any error or non-2xx answer aborts the benchmark.\n"
     );
     let _ = writeln!(md, "| Figure | req/s | p50 | p99 | CPU per request | other processes | Interpretation |");
     let _ = writeln!(md, "|---|---|---|---|---|---|---|");

@@ -38,10 +38,9 @@ fn lower_hex_digit(c: u8) -> Option<u8> {
 /// written out for every paid request).
 fn hex32(bytes: &[u8; 32]) -> String {
     let mut out = [0u8; 64];
-    if hex::encode_to_slice(bytes, &mut out).is_err() {
-        return hex::encode(bytes);
-    }
-    std::str::from_utf8(&out).map_or_else(|_| hex::encode(bytes), str::to_owned)
+    // Cannot fail: 64 places for 32 bytes, and the digits are ASCII.
+    let _ = hex::encode_to_slice(bytes, &mut out);
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
 macro_rules! public_hash32 {
