@@ -69,7 +69,7 @@ enum Connector {
 
 #[derive(Clone, Debug)]
 enum UpstreamClient {
-    Pool(Pool<UpBody>),
+    Pool(Pool),
     Plain(Client<HttpConnector, UpBody>),
     Tls(Client<HttpsConnector, UpBody>),
 }
@@ -247,9 +247,11 @@ impl Upstream {
             match &client {
                 UpstreamClient::Pool(p) => match p.send(req).await {
                     Ok(r) => Ok(r.map(Body::new)),
-                    Err(PoolError::Connect(e)) => Err(ForwardError::Unreachable(error_chain(&e))),
-                    Err(PoolError::Http(e)) if cut_at_limit(&e) => Err(ForwardError::BodyTooLarge),
-                    Err(PoolError::Http(e)) => Err(ForwardError::Unreachable(error_chain(&e))),
+                    Err(PoolError::Connect(e) | PoolError::Exchange(e)) => {
+                        Err(ForwardError::Unreachable(error_chain(&e)))
+                    }
+                    Err(PoolError::Body(e)) if cut_at_limit(&*e) => Err(ForwardError::BodyTooLarge),
+                    Err(PoolError::Body(e)) => Err(ForwardError::Unreachable(error_chain(&*e))),
                 },
                 UpstreamClient::Plain(c) => legacy(c.request(req).await),
                 UpstreamClient::Tls(c) => legacy(c.request(req).await),

@@ -1,73 +1,93 @@
-//! Connections to a plain `http://` upstream: HTTP/1.1 over TCP, kept alive and pooled per thread.
+//! Connections to a plain `http://` upstream: HTTP/1.1 over TCP, written and read here, kept alive and pooled
+//! per thread.
 //!
 //! Each worker thread has pools of its own ([`crate::forward`]), so a request and its upstream connection run
 //! on one thread, and a pool is only ever locked by its own thread (an uncontended lock, there because
-//! response bodies must be `Send`). A connection has no task of its own: the request that uses it drives it
-//! (while waiting for the response head, then while its body is read), so an exchange costs no task wake-ups
-//! and no channel hop between tasks. A connection goes back to its pool when the response body has been read
-//! to its end (or was empty); one whose body was dropped half read is closed. An idle connection is not
-//! watched: one the upstream closed meanwhile is found closed when next picked, and a request that could not
-//! be sent on it is sent again on another, as it never left.
+//! response bodies must be `Send`). A connection has no task of its own: the request that uses it writes its
+//! head and body, reads the response head, and its response body reads the rest, so an exchange costs no
+//! task wake-up and no channel between tasks.
+//!
+//! The response is framed as RFC 9112 section 6 says, and nothing ambiguous is passed on: a response to
+//! `HEAD`, a 1xx, 204 or 304 has no body; `Transfer-Encoding` ending in `chunked` is decoded (trailers are
+//! read and dropped), any other coding is read to the close; else `Content-Length`, whose values must all be
+//! the same number; else the body ends with the connection. `Transfer-Encoding` with `Content-Length`, a
+//! `101` (no upgrade was asked for), a head over [`MAX_HEAD`] or a malformed chunk is an error (502), never a
+//! guess. Interim 1xx responses are skipped.
+//!
+//! A connection goes back to its pool when its response was read to the end, the upstream did not ask to
+//! close it, and it sent nothing more; one whose body was dropped half read is closed. An idle connection
+//! is looked at when it is taken: one the upstream closed (or wrote to) meanwhile is dropped for the next.
+//! A body-less idempotent request that found its reused connection closed before any byte of an answer is
+//! sent once more on a new connection: the upstream closed it as it was picked, and never saw the request.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 /// Idle connections kept per upstream and thread (nginx's `keepalive` is per worker too).
 const MAX_IDLE: usize = 256;
+/// The largest response head (status line and headers) taken from an upstream.
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
+/// The most response headers taken.
+const MAX_HEADERS: usize = 128;
+/// The longest chunk-size line (with extensions) and the most trailer bytes taken.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// What a read asks for at least.
+const READ_SIZE: usize = 16 * 1024;
+/// Request body data at least this large is written as it is, not copied into the head's buffer.
+const WRITE_THROUGH: usize = 8 * 1024;
 
-/// The connection future of one upstream connection.
-type Conn<B> = http1::Connection<TokioIo<tokio::net::TcpStream>, B>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// One connection: the handle requests are sent on, and the connection itself, polled by whoever uses it.
-struct Link<B: Body + 'static> {
-    sender: http1::SendRequest<B>,
-    /// The connection; `None` once it ended (closed, or failed): dropping it tells the sender, so that a
-    /// request not sent yet comes back and the link is never reused.
-    conn: Option<Pin<Box<Conn<B>>>>,
+/// One connection and what was read from it and not yet used.
+struct Link {
+    io: TcpStream,
+    buf: BytesMut,
 }
 
-impl<B> Link<B>
-where
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    /// Makes progress on the connection (reads, writes, feeds the response body).
-    fn drive(&mut self, cx: &mut Context<'_>) {
-        if let Some(conn) = &mut self.conn {
-            if let Poll::Ready(r) = conn.as_mut().poll(cx) {
-                self.conn = None;
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "upstream connection ended with an error");
-                }
-            }
+impl Link {
+    /// Whether an idle connection can still carry a request: the upstream neither closed it nor wrote to it
+    /// since its last answer. Costs no system call unless the socket was reported readable.
+    fn usable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
         }
+        let mut probe = [0u8; 1];
+        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Reads more into the buffer; 0 at the end of the stream.
+    async fn read_more(&mut self) -> std::io::Result<usize> {
+        self.buf.reserve(READ_SIZE);
+        self.io.read_buf(&mut self.buf).await
+    }
+
+    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        self.buf.reserve(READ_SIZE);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
 }
 
 /// One upstream's idle connections on one thread.
-pub(crate) struct Pool<B: Body + 'static> {
+#[derive(Clone)]
+pub(crate) struct Pool {
     /// `host:port`, connected to (shared: a request takes its thread's pool by cloning it).
     authority: Arc<str>,
-    idle: Arc<Mutex<Vec<Link<B>>>>,
+    idle: Arc<Mutex<Vec<Link>>>,
 }
 
-impl<B: Body + 'static> std::fmt::Debug for Pool<B> {
+impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool").field("authority", &self.authority).finish_non_exhaustive()
-    }
-}
-
-impl<B: Body + 'static> Clone for Pool<B> {
-    fn clone(&self) -> Self {
-        Self { authority: self.authority.clone(), idle: self.idle.clone() }
     }
 }
 
@@ -76,133 +96,536 @@ impl<B: Body + 'static> Clone for Pool<B> {
 pub(crate) enum PoolError {
     /// No connection could be made.
     Connect(std::io::Error),
-    /// The exchange failed (the request was sent, or its body failed).
-    Http(hyper::Error),
+    /// The exchange failed: the connection, or an answer that is not HTTP/1.1 as it must be.
+    Exchange(std::io::Error),
+    /// The request's body failed (cut at its limit, or the client's stream broke).
+    Body(BoxError),
 }
 
-impl<B> Pool<B>
-where
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+fn invalid(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("upstream: {what}"))
+}
+
+/// How the request body is sent.
+#[derive(Clone, Copy)]
+enum Sending {
+    /// No body.
+    Empty,
+    /// `Content-Length`.
+    Length(u64),
+    Chunked,
+}
+
+/// How the response body is framed.
+#[derive(Clone, Copy, Debug)]
+enum Framing {
+    /// Ends after this many more bytes.
+    Length(u64),
+    Chunked(Chunk),
+    /// Ends with the connection.
+    Close,
+}
+
+/// Where a chunked body's reading is.
+#[derive(Clone, Copy, Debug)]
+enum Chunk {
+    /// At a chunk-size line.
+    Size,
+    /// In a chunk's data, this many bytes left.
+    Data(u64),
+    /// At the CRLF after a chunk's data.
+    DataEnd,
+    /// In the trailers (read, not passed on), this many bytes of them so far.
+    Trailers(usize),
+}
+
+impl Pool {
     pub(crate) fn new(authority: String) -> Self {
         Self { authority: authority.into(), idle: Arc::new(Mutex::new(Vec::new())) }
     }
 
-    fn take_idle(&self) -> Option<Link<B>> {
-        self.idle.lock().ok()?.pop()
+    /// An idle connection still usable, if there is one.
+    fn take_idle(&self) -> Option<Link> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(mut link) = idle.pop() {
+            if link.usable() {
+                return Some(link);
+            }
+        }
+        None
     }
 
-    async fn connect(&self) -> Result<Link<B>, PoolError> {
-        let stream = tokio::net::TcpStream::connect(&*self.authority).await.map_err(PoolError::Connect)?;
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(PoolError::Http)?;
-        Ok(Link { sender, conn: Some(Box::pin(conn)) })
+    async fn connect(&self) -> Result<Link, PoolError> {
+        let io = TcpStream::connect(&*self.authority).await.map_err(PoolError::Connect)?;
+        let _ = io.set_nodelay(true);
+        Ok(Link { io, buf: BytesMut::with_capacity(READ_SIZE) })
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) and returns the response, whose body drives its connection
-    /// and gives it back when it ends.
-    pub(crate) async fn send(&self, mut req: Request<B>) -> Result<Response<Returning<B>>, PoolError> {
+    /// Sends `req` (origin-form URI, `Host` set; its own `Content-Length` and `Transfer-Encoding` are not
+    /// used: the body's framing is ours) and returns the response, whose body reads the rest of the answer
+    /// and gives the connection back when it ends.
+    pub(crate) async fn send<B>(&self, req: Request<B>) -> Result<Response<UpstreamBody>, PoolError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = req.into_parts();
+        let sending = match (body.is_end_stream(), body.size_hint().exact()) {
+            (true, _) | (false, Some(0)) => Sending::Empty,
+            (false, Some(n)) => Sending::Length(n),
+            (false, None) => Sending::Chunked,
+        };
+        let head = encode_head(&parts, sending);
+        let head_only = parts.method == Method::HEAD;
+        // Sent again on a new connection if the reused one turns out closed (module doc).
+        let resendable = matches!(sending, Sending::Empty) && parts.method.is_idempotent();
+        let mut body = Some(body);
         loop {
             let (mut link, reused) = match self.take_idle() {
                 Some(l) => (l, true),
                 None => (self.connect().await?, false),
             };
-            let ready = std::future::poll_fn(|cx| {
-                link.drive(cx);
-                link.sender.poll_ready(cx)
-            })
-            .await;
-            if ready.is_err() {
-                if reused {
-                    continue; // closed by the upstream while idle
+            let written = match body.take() {
+                Some(b) if !matches!(sending, Sending::Empty) => {
+                    write_with_body(&mut link.io, head.clone(), b, sending).await
                 }
-                return Err(PoolError::Connect(std::io::Error::other("the new connection closed at once")));
+                _ => link.io.write_all(&head).await.map_err(PoolError::Exchange),
+            };
+            if let Err(e) = written {
+                if reused && resendable && matches!(e, PoolError::Exchange(_)) {
+                    continue;
+                }
+                return Err(e);
             }
-            let mut response = std::pin::pin!(link.sender.try_send_request(req));
-            let sent = std::future::poll_fn(|cx| {
-                link.drive(cx);
-                response.as_mut().poll(cx)
-            })
-            .await;
-            match sent {
-                Ok(resp) => {
-                    let idle = self.idle.clone();
-                    return Ok(resp.map(|body| Returning { body, link: Some(link), idle, done: false }));
+            match read_head(&mut link, head_only).await {
+                Ok((parts, framing, keep)) => {
+                    return Ok(Response::from_parts(parts, UpstreamBody::new(link, framing, keep, self.idle.clone())));
                 }
-                Err(mut e) => match e.take_message() {
-                    // Never sent (the connection closed as it was picked): another connection.
-                    Some(back) if reused => req = back,
-                    _ => return Err(PoolError::Http(e.into_error())),
-                },
+                Err(Unanswered::Closed) if reused && resendable => continue,
+                Err(Unanswered::Closed) => {
+                    return Err(PoolError::Exchange(invalid("closed the connection without an answer")));
+                }
+                Err(Unanswered::Failed(e)) => return Err(PoolError::Exchange(e)),
             }
         }
     }
 }
 
-/// An upstream response body that drives its connection and puts it back in the pool once read to the end.
-pub(crate) struct Returning<B: Body + 'static> {
-    body: Incoming,
-    link: Option<Link<B>>,
-    idle: Arc<Mutex<Vec<Link<B>>>>,
-    done: bool,
-}
-
-impl<B: Body + 'static> Returning<B> {
-    fn give_back(&mut self) {
-        if let Some(link) = self.link.take() {
-            if let Ok(mut idle) = self.idle.lock() {
-                if idle.len() < MAX_IDLE && link.conn.is_some() && !link.sender.is_closed() {
-                    idle.push(link);
-                }
-            }
+/// The request head, framing ours.
+fn encode_head(parts: &http::request::Parts, sending: Sending) -> Vec<u8> {
+    let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut head = Vec::with_capacity(256 + parts.headers.len() * 32);
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(pq.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
         }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
     }
+    match sending {
+        Sending::Empty if !matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) => {}
+        Sending::Empty => head.extend_from_slice(b"content-length: 0\r\n"),
+        Sending::Length(n) => {
+            head.extend_from_slice(b"content-length: ");
+            head.extend_from_slice(n.to_string().as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        Sending::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    head.extend_from_slice(b"\r\n");
+    head
 }
 
-impl<B> Body for Returning<B>
+/// Writes the head and the body, framed as `sending` says; a body longer or shorter than its length is an
+/// error (the connection is then dropped).
+async fn write_with_body<B>(io: &mut TcpStream, mut out: Vec<u8>, body: B, sending: Sending) -> Result<(), PoolError>
 where
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
 {
-    type Data = Bytes;
-    type Error = hyper::Error;
+    let mut body = std::pin::pin!(body);
+    let mut left = match sending {
+        Sending::Length(n) => Some(n),
+        _ => None,
+    };
+    let chunked = matches!(sending, Sending::Chunked);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| PoolError::Body(e.into()))?;
+        let Ok(data) = frame.into_data() else { continue }; // trailers: not sent over HTTP/1.1
+        if data.is_empty() {
+            continue;
+        }
+        if let Some(n) = &mut left {
+            *n = n
+                .checked_sub(data.len() as u64)
+                .ok_or_else(|| PoolError::Body("the request body is longer than its length".into()))?;
+        }
+        if chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        if data.len() >= WRITE_THROUGH {
+            io.write_all(&out).await.map_err(PoolError::Exchange)?;
+            out.clear();
+            io.write_all(&data).await.map_err(PoolError::Exchange)?;
+        } else {
+            out.extend_from_slice(&data);
+        }
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= WRITE_THROUGH {
+            io.write_all(&out).await.map_err(PoolError::Exchange)?;
+            out.clear();
+        }
+    }
+    if left.is_some_and(|n| n > 0) {
+        return Err(PoolError::Body("the request body is shorter than its length".into()));
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    io.write_all(&out).await.map_err(PoolError::Exchange)
+}
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+/// Why no response head came.
+enum Unanswered {
+    /// The connection closed (or was reset) before any byte of an answer.
+    Closed,
+    Failed(std::io::Error),
+}
+
+/// Reads the response head (skipping interim 1xx ones): its parts, how its body is framed (`None`: no
+/// body), and whether the connection may carry another request.
+async fn read_head(
+    link: &mut Link,
+    head_only: bool,
+) -> Result<(http::response::Parts, Option<Framing>, bool), Unanswered> {
+    let mut answered = false;
+    loop {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut slots);
+        let parsed = resp.parse(&link.buf).map_err(|e| Unanswered::Failed(invalid(&format!("bad head: {e}"))))?;
+        let httparse::Status::Complete(len) = parsed else {
+            if link.buf.len() > MAX_HEAD {
+                return Err(Unanswered::Failed(invalid("response head too large")));
+            }
+            match link.read_more().await {
+                Ok(0) if !answered && link.buf.is_empty() => return Err(Unanswered::Closed),
+                Ok(0) => return Err(Unanswered::Failed(invalid("closed the connection in the response head"))),
+                Ok(_) => answered = true,
+                Err(e) if !answered && is_reset(&e) => return Err(Unanswered::Closed),
+                Err(e) => return Err(Unanswered::Failed(e)),
+            }
+            continue;
+        };
+        if len > MAX_HEAD {
+            return Err(Unanswered::Failed(invalid("response head too large")));
+        }
+        let code = resp.code.unwrap_or(0);
+        if code == 101 {
+            return Err(Unanswered::Failed(invalid("101 Switching Protocols, and no upgrade was asked for")));
+        }
+        if (100..200).contains(&code) {
+            link.buf.advance(len);
+            continue;
+        }
+        let status = StatusCode::from_u16(code).map_err(|_| Unanswered::Failed(invalid("bad status")))?;
+        let http10 = resp.version == Some(0);
+        // Where each header's name and value are in the head, so that the values can share its bytes.
+        let base = link.buf.as_ptr() as usize;
+        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+        let count = resp.headers.len();
+        for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            *span = (name, name + h.name.len(), value, value + h.value.len());
+        }
+        let head = link.buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
+        let (mut length, mut chunked, mut coded) = (None::<u64>, false, false);
+        let mut keep = !http10;
+        for &(n0, n1, v0, v1) in &spans[..count] {
+            let bad = || Unanswered::Failed(invalid("bad header"));
+            let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| bad())?;
+            let value = HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| bad())?;
+            if name == CONTENT_LENGTH {
+                for v in value.as_bytes().split(|&b| b == b',') {
+                    let n = parse_length(v).ok_or_else(|| Unanswered::Failed(invalid("bad Content-Length")))?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err(Unanswered::Failed(invalid("Content-Length values differ")));
+                    }
+                    length = Some(n);
+                }
+            } else if name == TRANSFER_ENCODING {
+                coded = true;
+                // Only the last coding counts: chunked there, or the body is read to the close.
+                chunked = value
+                    .to_str()
+                    .ok()
+                    .and_then(|s| s.rsplit(',').next())
+                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+            } else if name == http::header::CONNECTION {
+                let tokens = value.to_str().unwrap_or("");
+                if tokens.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")) {
+                    keep = false;
+                } else if http10 && tokens.split(',').any(|t| t.trim().eq_ignore_ascii_case("keep-alive")) {
+                    keep = true;
+                }
+            }
+            headers.append(name, value);
+        }
+        if coded && length.is_some() {
+            return Err(Unanswered::Failed(invalid("both Transfer-Encoding and Content-Length")));
+        }
+        let framing = if head_only || matches!(code, 204 | 304) {
+            None
+        } else if coded && chunked {
+            Some(Framing::Chunked(Chunk::Size))
+        } else if coded {
+            Some(Framing::Close)
+        } else {
+            match length {
+                Some(0) => None,
+                Some(n) => Some(Framing::Length(n)),
+                None => Some(Framing::Close),
+            }
+        };
+        if matches!(framing, Some(Framing::Close)) {
+            keep = false;
+            headers.remove(CONTENT_LENGTH);
+        }
+        if matches!(framing, Some(Framing::Chunked(_))) {
+            headers.remove(TRANSFER_ENCODING);
+        }
+        let mut parts = Response::new(()).into_parts().0;
+        parts.status = status;
+        parts.headers = headers;
+        return Ok((parts, framing, keep));
+    }
+}
+
+fn is_reset(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::BrokenPipe
+    )
+}
+
+/// A `Content-Length` value: digits only (no sign, no blanks inside), at most 19 of them.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// An upstream response body: reads the rest of the answer from its connection and puts the connection back
+/// in the pool once read to the end.
+pub(crate) struct UpstreamBody {
+    /// The connection while the body is being read.
+    link: Option<Link>,
+    /// `None` once the body ended.
+    framing: Option<Framing>,
+    keep: bool,
+    idle: Arc<Mutex<Vec<Link>>>,
+}
+
+impl UpstreamBody {
+    fn new(link: Link, framing: Option<Framing>, keep: bool, idle: Arc<Mutex<Vec<Link>>>) -> Self {
+        let mut body = Self { link: Some(link), framing, keep, idle };
+        if body.framing.is_none() {
+            body.finish();
+        }
+        body
+    }
+
+    /// The body ended: its connection goes back if it may carry another request and holds nothing more.
+    fn finish(&mut self) {
+        self.framing = None;
+        if let Some(link) = self.link.take() {
+            if self.keep && link.buf.is_empty() {
+                if let Ok(mut idle) = self.idle.lock() {
+                    if idle.len() < MAX_IDLE {
+                        idle.push(link);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next piece of the body from what was read, if there is one (`Ok(None)`: more must be read).
+    fn decode(&mut self) -> Result<Option<Bytes>, std::io::Error> {
+        let (Some(framing), Some(link)) = (&mut self.framing, &mut self.link) else { return Ok(None) };
+        let buf = &mut link.buf;
+        loop {
+            match framing {
+                Framing::Length(left) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                    *left -= n as u64;
+                    let data = buf.split_to(n).freeze();
+                    if *left == 0 {
+                        self.finish();
+                    }
+                    return Ok(Some(data));
+                }
+                Framing::Close => {
+                    return Ok((!buf.is_empty()).then(|| buf.split().freeze()));
+                }
+                Framing::Chunked(Chunk::Size) => {
+                    let Some(end) = find_crlf(buf) else {
+                        if buf.len() > MAX_CHUNK_LINE {
+                            return Err(invalid("chunk-size line too long"));
+                        }
+                        return Ok(None);
+                    };
+                    if end > MAX_CHUNK_LINE {
+                        return Err(invalid("chunk-size line too long"));
+                    }
+                    let size = parse_chunk_size(&buf[..end]).ok_or_else(|| invalid("bad chunk size"))?;
+                    buf.advance(end + 2);
+                    *framing = Framing::Chunked(if size == 0 { Chunk::Trailers(0) } else { Chunk::Data(size) });
+                }
+                Framing::Chunked(Chunk::Data(left)) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                    *left -= n as u64;
+                    let data = buf.split_to(n).freeze();
+                    if *left == 0 {
+                        *framing = Framing::Chunked(Chunk::DataEnd);
+                    }
+                    return Ok(Some(data));
+                }
+                Framing::Chunked(Chunk::DataEnd) => {
+                    if buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(invalid("chunk data longer than its size"));
+                    }
+                    buf.advance(2);
+                    *framing = Framing::Chunked(Chunk::Size);
+                }
+                Framing::Chunked(Chunk::Trailers(seen)) => {
+                    let Some(end) = find_crlf(buf) else {
+                        if *seen + buf.len() > MAX_TRAILERS {
+                            return Err(invalid("trailers too large"));
+                        }
+                        return Ok(None);
+                    };
+                    *seen += end + 2;
+                    if *seen > MAX_TRAILERS {
+                        return Err(invalid("trailers too large"));
+                    }
+                    buf.advance(end + 2);
+                    if end == 0 {
+                        self.finish();
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+/// A chunk-size line: hex digits (at most 15), then extensions after `;` (ignored).
+fn parse_chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.split(|&b| b == b';').next()?.trim_ascii_end();
+    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let me = self.get_mut();
-        // What the connection already delivered first; else drive it (it feeds the body) and look again.
-        let mut polled = Pin::new(&mut me.body).poll_frame(cx);
-        if polled.is_pending() {
-            if let Some(link) = &mut me.link {
-                link.drive(cx);
-                polled = Pin::new(&mut me.body).poll_frame(cx);
+        loop {
+            match me.decode() {
+                Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(None) => {}
+                Err(e) => {
+                    me.link = None;
+                    me.framing = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            if me.framing.is_none() {
+                return Poll::Ready(None);
+            }
+            let Some(link) = &mut me.link else { return Poll::Ready(None) };
+            match link.poll_read_more(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    if matches!(me.framing, Some(Framing::Close)) {
+                        me.keep = false;
+                        me.finish();
+                        return Poll::Ready(None);
+                    }
+                    me.link = None;
+                    me.framing = None;
+                    return Poll::Ready(Some(Err(invalid("closed the connection in the middle of a body"))));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    me.link = None;
+                    me.framing = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
             }
         }
-        match &polled {
-            Poll::Ready(None) => {
-                me.done = true;
-                me.give_back();
-            }
-            Poll::Ready(Some(Err(_))) => me.link = None,
-            _ => {}
-        }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done || self.body.is_end_stream()
+        self.framing.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self.framing {
+            None => SizeHint::with_exact(0),
+            Some(Framing::Length(n)) => SizeHint::with_exact(n),
+            Some(_) => SizeHint::default(),
+        }
     }
 }
 
-impl<B: Body + 'static> Drop for Returning<B> {
-    fn drop(&mut self) {
-        // A body never polled because it was empty (HEAD, 204, Content-Length: 0) is at its end too.
-        if self.done || self.body.is_end_stream() {
-            self.give_back();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_content_length_is_digits_only() {
+        assert_eq!(parse_length(b"42"), Some(42));
+        assert_eq!(parse_length(b" 7 "), Some(7));
+        for bad in [&b""[..], b"-1", b"+1", b"1 2", b"0x10", b"99999999999999999999"] {
+            assert_eq!(parse_length(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn a_chunk_size_is_bounded_hex_with_extensions_ignored() {
+        assert_eq!(parse_chunk_size(b"1a"), Some(26));
+        assert_eq!(parse_chunk_size(b"A;name=value"), Some(10));
+        for bad in [&b""[..], b"g", b"-1", b" 1", b"1000000000000000", b";x"] {
+            assert_eq!(parse_chunk_size(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::{http_get, invoicing_node, preamble, proxy};
+use support::{free_service, http_get, invoicing_node, proxy};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
@@ -71,10 +71,7 @@ async fn raw_upstream(after: After) -> (String, Arc<AtomicUsize>) {
 }
 
 fn config(dir: &std::path::Path, upstream: &str) -> String {
-    format!(
-        "{}\n[[service]]\nname = \"raw\"\npath = \"/*\"\nupstream = \"{upstream}\"\npayment = false\n",
-        preamble(dir)
-    )
+    free_service(dir, upstream, "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

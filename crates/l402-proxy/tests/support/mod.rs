@@ -150,6 +150,15 @@ lightning = {{ backend = "ldk", data_dir = "unused", network = "regtest", bitcoi
     )
 }
 
+/// One free service `raw` (`path = "/*"`, payment off) in front of `upstream`, with `listener` lines (a
+/// `[listener]` section, or nothing).
+pub fn free_service(dir: &std::path::Path, upstream: &str, listener: &str) -> String {
+    format!(
+        "{}\n{listener}\n[[service]]\nname = \"raw\"\npath = \"/*\"\nupstream = \"{upstream}\"\npayment = false\n",
+        preamble(dir)
+    )
+}
+
 /// Pays a challenge's `WWW-Authenticate` values from `payer` and returns the Authorization value.
 pub async fn pay<'a>(payer: &LdkNode, www_authenticate: impl IntoIterator<Item = &'a [u8]>) -> String {
     l402_regtest::pay_challenge(payer, www_authenticate).await.expect("paid").0
