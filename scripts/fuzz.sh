@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs each fuzz target (l402-proto's parsers, l402-proxy's request path) for a bounded time and prints, per
-# target, the executions run, executions per second and the crashes found. Exits non-zero if any target
-# crashed, timed out, ran out of memory or failed to build. Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]
-# (default 60; CI runs a few seconds each).
+# Runs each fuzz target (l402-proto's parsers, l402-proxy's request path and HTTP/1.1 body framing) for a
+# bounded time and prints, per target, the executions run, executions per second and the crashes found.
+# Exits non-zero if any target crashed, timed out, ran out of memory or failed to build.
+# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] (default 60; CI runs a few seconds each).
 #
 # cargo-fuzz needs nightly compiler flags; this machine has one stable toolchain, so RUSTC_BOOTSTRAP=1 lets
 # stable accept them. Corpora live in fuzz/corpus/<target> (seeded here from the protocol's test vectors and
@@ -54,9 +54,13 @@ Grpc-Metadata-Macaroon: 00
 Connection: x-l402-token-id, keep-alive" \
   "GET http://api.example.com/a/b/../../.. HTTP/1.1
 Host: [::1]:80"
+# Chunked bodies (the first byte is the split the decoder is fed at).
+mkdir -p fuzz/corpus/http1
+printf '\003%s' $'5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nT: v\r\n\r\nGET / HTTP/1.1' > fuzz/corpus/http1/seed-0
+printf '\001%s' $'2\r\nabc\r\n0\r\n\r\n' > fuzz/corpus/http1/seed-1
 
 status=0
-for target in challenge credential macaroon payment proxy_request; do
+for target in challenge credential macaroon payment proxy_request http1; do
   log="fuzz/artifacts/$target.log"
   mkdir -p fuzz/artifacts
   set +e

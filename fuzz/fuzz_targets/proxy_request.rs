@@ -1,14 +1,15 @@
-//! The proxy's request path on hostile bytes: a request head parsed as hyper parses it (httparse, then
-//! `http::Uri`), then the canonical path, routing patterns, the client-address walk, the header stripping
-//! and the credential parsing. Invariants: the canonical path is a fixed point with no dot segment, no `//`
-//! and no `\`; after stripping, no L402/LSAT credential and no `x-l402-*` header is left; nothing panics.
+//! The proxy's request path on hostile bytes: a request head parsed as the listener parses it (its own
+//! HTTP/1.1: httparse, `http::Uri`, the body's framing), then the canonical path, routing patterns, the
+//! client-address walk, the header stripping and the credential parsing. Invariants: a head taken is framed
+//! one way only; the canonical path is a fixed point with no dot segment, no `//` and no `\`; after
+//! stripping, no L402/LSAT credential and no `x-l402-*` header is left; nothing panics.
 #![no_main]
 
-use http::HeaderMap;
-use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use l402_proto::credential::MAX_CREDENTIAL_LEN;
 use l402_proto::{Credential, DecodeError};
 use l402_proxy::client::{ClientPrefix, TrustedProxies};
+use l402_proxy::fuzzing::{BodyFraming, ParsedHead, parse_request_head};
 use l402_proxy::headers::{L402_HEADER_PREFIX, strip_request};
 use l402_proxy::routing::{canonical_path, glob, host_only};
 use libfuzzer_sys::fuzz_target;
@@ -16,13 +17,15 @@ use libfuzzer_sys::fuzz_target;
 const PATTERNS: [&str; 5] = ["/weather/docs*", "/weather/*", "/*/admin/*", "*", "/a*b*c"];
 
 fuzz_target!(|data: &[u8]| {
-    let mut slots = [httparse::EMPTY_HEADER; 100];
-    let mut req = httparse::Request::new(&mut slots);
-    if !matches!(req.parse(data), Ok(httparse::Status::Complete(_))) {
-        return;
-    }
-    let Some(target) = req.path else { return };
-    let Ok(uri) = target.parse::<http::Uri>() else { return };
+    // The listener's own parse: a head it takes is never framed two ways.
+    let Ok(Some(ParsedHead { parts, body, len })) = parse_request_head(data, 64 * 1024) else { return };
+    assert!(len <= data.len());
+    let (cl, te) = (parts.headers.contains_key(CONTENT_LENGTH), parts.headers.contains_key(TRANSFER_ENCODING));
+    assert!(!(cl && te), "Content-Length and Transfer-Encoding both taken");
+    assert!(body != BodyFraming::Chunked || te, "chunked without Transfer-Encoding");
+    assert!(!matches!(body, BodyFraming::Length(_)) || cl, "a length without Content-Length");
+    let uri = parts.uri;
+    let headers = parts.headers;
 
     if let Ok(c) = canonical_path(uri.path()) {
         assert!(c.starts_with('/'), "{c:?}");
@@ -35,12 +38,6 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    let mut headers = HeaderMap::new();
-    for h in req.headers.iter() {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value)) {
-            headers.append(n, v);
-        }
-    }
     if let Some(host) = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()) {
         let _ = glob("*.example.com", &host_only(host));
     }

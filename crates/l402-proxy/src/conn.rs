@@ -1,4 +1,5 @@
-//! One client connection, bounded in time: the TLS handshake, the wait for the first request, and idleness.
+//! One connection served by hyper (TLS, HTTP/2; plain HTTP/1.x is [`crate::h1`]'s and bounds itself),
+//! bounded in time: the wait for the first request, and idleness.
 //!
 //! hyper bounds each HTTP/1.1 request head itself (`header_read_timeout`, which also covers the wait for the
 //! next request on a keep-alive connection) and HTTP/2 liveness with PINGs. What it does not bound is done

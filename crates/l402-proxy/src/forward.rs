@@ -33,7 +33,7 @@ use crate::headers::{strip_hop_by_hop, strip_request};
 use crate::pool::{Pool, PoolError};
 
 /// The body of a request to forward: the client's as it streams in, or (metered services) read whole first.
-pub(crate) type ReqBody = Either<Incoming, Full<Bytes>>;
+pub(crate) type ReqBody = Either<crate::h1::Incoming, Full<Bytes>>;
 /// The body sent upstream: the client's, cut at the service's limit.
 type UpBody = Limited<ReqBody>;
 type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;

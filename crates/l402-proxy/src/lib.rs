@@ -15,16 +15,19 @@
 //! Connections are accepted on the caller's runtime and handed round robin to worker threads (one per core
 //! by default, `[listener] workers`), each a single-threaded runtime that serves its connections whole, with
 //! upstream connections of its own: a request never crosses threads. The paywall, its caches and limits are
-//! shared by all.
+//! shared by all. Plain HTTP/1.x is read and written by the proxy itself (module `h1`, and `pool` for `http://`
+//! upstreams: both hops were most of the CPU a request cost under hyper); TLS and HTTP/2 (gRPC) go to hyper.
 //!
 //! This crate names no Lightning backend: [`Proxy::start`] takes any `InvoiceIssuer` (the `l402` command
 //! builds LND or an embedded LDK node from the config's `[lightning]` section).
 
 pub mod admin;
 pub mod client;
+mod codec;
 pub mod config;
 mod conn;
 mod forward;
+mod h1;
 pub mod headers;
 mod limits;
 pub mod metering;
@@ -40,6 +43,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{Config, ConfigError, LightningConfig, StoreConfig};
+/// The listener's own HTTP/1.1 parsing, for the fuzz targets.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::codec::decode_chunked;
+    pub use crate::h1::{BodyFraming, ParsedHead, parse_request_head};
+}
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use l402_lightning::InvoiceIssuer;
@@ -319,7 +328,8 @@ async fn accept(listener: TcpListener, max_connections: usize, queues: Vec<mpsc:
     }
 }
 
-/// Serves one connection on the current (worker) runtime until it ends or the watchdog closes it.
+/// Serves one connection on the current (worker) runtime until it ends: plain HTTP/1.x by our own
+/// [`h1`], TLS and HTTP/2 by hyper.
 async fn serve_connection(
     ctx: Arc<ConnContext>,
     stream: tokio::net::TcpStream,
@@ -327,35 +337,45 @@ async fn serve_connection(
     permit: OwnedSemaphorePermit,
 ) {
     let _permit = permit;
+    match &ctx.acceptor {
+        Some(acc) => match tokio::time::timeout(ctx.handshake, acc.accept(stream)).await {
+            Ok(Ok(tls)) => serve_hyper(&ctx, TokioIo::new(tls), peer).await,
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        },
+        None => {
+            let deadline = tokio::time::Instant::now() + ctx.first;
+            match h1::sniff(stream, deadline).await {
+                h1::Sniffed::Http1(stream, read) => {
+                    let limits =
+                        h1::Limits { header_timeout: ctx.first, max_head: ctx.state.listener.max_header_bytes };
+                    h1::serve(ctx.state.clone(), stream, read, peer, limits).await;
+                }
+                h1::Sniffed::Http2(stream) => serve_hyper(&ctx, TokioIo::new(stream), peer).await,
+                h1::Sniffed::Gone => tracing::debug!(%peer, "connection closed: no request in time"),
+            }
+        }
+    }
+}
+
+/// Serves a connection with hyper (HTTP/2, or anything over TLS) until it ends or the watchdog closes it.
+async fn serve_hyper<I>(ctx: &ConnContext, io: TokioIo<I>, peer: SocketAddr)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let activity = conn::Activity::new();
     let watched = activity.clone();
     let state = ctx.state.clone();
-    let svc = hyper::service::service_fn(move |req| {
+    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let state = state.clone();
         let guard = watched.begin();
         async move {
-            let resp = proxy::handle(state, peer, req).await;
+            let resp = proxy::handle(state, peer, req.map(h1::Incoming::Hyper)).await;
             Ok::<_, std::convert::Infallible>(resp.map(|b| conn::Tracked::new(b, guard)))
         }
     });
-    let serve = async {
-        match &ctx.acceptor {
-            Some(acc) => match tokio::time::timeout(ctx.handshake, acc.accept(stream)).await {
-                Ok(Ok(tls)) => ctx.builder.serve_connection(TokioIo::new(tls), svc).await,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    Ok(())
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    Ok(())
-                }
-            },
-            None => ctx.builder.serve_connection(TokioIo::new(stream), svc).await,
-        }
-    };
     tokio::select! {
-        result = serve => {
+        result = ctx.builder.serve_connection(io, svc) => {
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
+
+use crate::codec::{self, Chunk, Decoded, Framing};
 use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
@@ -38,9 +40,6 @@ const MAX_IDLE: usize = 256;
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// The most response headers taken.
 const MAX_HEADERS: usize = 128;
-/// The longest chunk-size line (with extensions) and the most trailer bytes taken.
-const MAX_CHUNK_LINE: usize = 4096;
-const MAX_TRAILERS: usize = 16 * 1024;
 /// What a read asks for at least.
 const READ_SIZE: usize = 16 * 1024;
 /// Request body data at least this large is written as it is, not copied into the head's buffer.
@@ -103,7 +102,7 @@ pub(crate) enum PoolError {
 }
 
 fn invalid(what: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("upstream: {what}"))
+    codec::invalid(&format!("upstream: {what}"))
 }
 
 /// How the request body is sent.
@@ -114,29 +113,6 @@ enum Sending {
     /// `Content-Length`.
     Length(u64),
     Chunked,
-}
-
-/// How the response body is framed.
-#[derive(Clone, Copy, Debug)]
-enum Framing {
-    /// Ends after this many more bytes.
-    Length(u64),
-    Chunked(Chunk),
-    /// Ends with the connection.
-    Close,
-}
-
-/// Where a chunked body's reading is.
-#[derive(Clone, Copy, Debug)]
-enum Chunk {
-    /// At a chunk-size line.
-    Size,
-    /// In a chunk's data, this many bytes left.
-    Data(u64),
-    /// At the CRLF after a chunk's data.
-    DataEnd,
-    /// In the trailers (read, not passed on), this many bytes of them so far.
-    Trailers(usize),
 }
 
 impl Pool {
@@ -267,7 +243,7 @@ where
                 .ok_or_else(|| PoolError::Body("the request body is longer than its length".into()))?;
         }
         if chunked {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            codec::chunk_size_line(&mut out, data.len());
         }
         if data.len() >= WRITE_THROUGH {
             io.write_all(&out).await.map_err(PoolError::Exchange)?;
@@ -355,26 +331,20 @@ async fn read_head(
             let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| bad())?;
             let value = HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| bad())?;
             if name == CONTENT_LENGTH {
-                for v in value.as_bytes().split(|&b| b == b',') {
-                    let n = parse_length(v).ok_or_else(|| Unanswered::Failed(invalid("bad Content-Length")))?;
-                    if length.is_some_and(|l| l != n) {
-                        return Err(Unanswered::Failed(invalid("Content-Length values differ")));
-                    }
-                    length = Some(n);
+                let n = codec::content_length(std::iter::once(value.as_bytes()))
+                    .map_err(|e| Unanswered::Failed(invalid(e)))?;
+                if length.is_some() && length != n {
+                    return Err(Unanswered::Failed(invalid("Content-Length values differ")));
                 }
+                length = n;
             } else if name == TRANSFER_ENCODING {
                 coded = true;
                 // Only the last coding counts: chunked there, or the body is read to the close.
-                chunked = value
-                    .to_str()
-                    .ok()
-                    .and_then(|s| s.rsplit(',').next())
-                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+                chunked = codec::ends_chunked(value.as_bytes());
             } else if name == http::header::CONNECTION {
-                let tokens = value.to_str().unwrap_or("");
-                if tokens.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")) {
+                if codec::has_token(value.as_bytes(), "close") {
                     keep = false;
-                } else if http10 && tokens.split(',').any(|t| t.trim().eq_ignore_ascii_case("keep-alive")) {
+                } else if http10 && codec::has_token(value.as_bytes(), "keep-alive") {
                     keep = true;
                 }
             }
@@ -417,15 +387,6 @@ fn is_reset(e: &std::io::Error) -> bool {
     )
 }
 
-/// A `Content-Length` value: digits only (no sign, no blanks inside), at most 19 of them.
-fn parse_length(v: &[u8]) -> Option<u64> {
-    let v = v.trim_ascii();
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
-
 /// An upstream response body: reads the rest of the answer from its connection and puts the connection back
 /// in the pool once read to the end.
 pub(crate) struct UpstreamBody {
@@ -459,97 +420,6 @@ impl UpstreamBody {
             }
         }
     }
-
-    /// The next piece of the body from what was read, if there is one (`Ok(None)`: more must be read).
-    fn decode(&mut self) -> Result<Option<Bytes>, std::io::Error> {
-        let (Some(framing), Some(link)) = (&mut self.framing, &mut self.link) else { return Ok(None) };
-        let buf = &mut link.buf;
-        loop {
-            match framing {
-                Framing::Length(left) => {
-                    if buf.is_empty() {
-                        return Ok(None);
-                    }
-                    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
-                    *left -= n as u64;
-                    let data = buf.split_to(n).freeze();
-                    if *left == 0 {
-                        self.finish();
-                    }
-                    return Ok(Some(data));
-                }
-                Framing::Close => {
-                    return Ok((!buf.is_empty()).then(|| buf.split().freeze()));
-                }
-                Framing::Chunked(Chunk::Size) => {
-                    let Some(end) = find_crlf(buf) else {
-                        if buf.len() > MAX_CHUNK_LINE {
-                            return Err(invalid("chunk-size line too long"));
-                        }
-                        return Ok(None);
-                    };
-                    if end > MAX_CHUNK_LINE {
-                        return Err(invalid("chunk-size line too long"));
-                    }
-                    let size = parse_chunk_size(&buf[..end]).ok_or_else(|| invalid("bad chunk size"))?;
-                    buf.advance(end + 2);
-                    *framing = Framing::Chunked(if size == 0 { Chunk::Trailers(0) } else { Chunk::Data(size) });
-                }
-                Framing::Chunked(Chunk::Data(left)) => {
-                    if buf.is_empty() {
-                        return Ok(None);
-                    }
-                    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
-                    *left -= n as u64;
-                    let data = buf.split_to(n).freeze();
-                    if *left == 0 {
-                        *framing = Framing::Chunked(Chunk::DataEnd);
-                    }
-                    return Ok(Some(data));
-                }
-                Framing::Chunked(Chunk::DataEnd) => {
-                    if buf.len() < 2 {
-                        return Ok(None);
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Err(invalid("chunk data longer than its size"));
-                    }
-                    buf.advance(2);
-                    *framing = Framing::Chunked(Chunk::Size);
-                }
-                Framing::Chunked(Chunk::Trailers(seen)) => {
-                    let Some(end) = find_crlf(buf) else {
-                        if *seen + buf.len() > MAX_TRAILERS {
-                            return Err(invalid("trailers too large"));
-                        }
-                        return Ok(None);
-                    };
-                    *seen += end + 2;
-                    if *seen > MAX_TRAILERS {
-                        return Err(invalid("trailers too large"));
-                    }
-                    buf.advance(end + 2);
-                    if end == 0 {
-                        self.finish();
-                        return Ok(None);
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn find_crlf(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\r\n")
-}
-
-/// A chunk-size line: hex digits (at most 15), then extensions after `;` (ignored).
-fn parse_chunk_size(line: &[u8]) -> Option<u64> {
-    let digits = line.split(|&b| b == b';').next()?.trim_ascii_end();
-    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
-        return None;
-    }
-    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
 }
 
 impl Body for UpstreamBody {
@@ -559,38 +429,34 @@ impl Body for UpstreamBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let me = self.get_mut();
         loop {
-            match me.decode() {
-                Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                Ok(None) => {}
-                Err(e) => {
-                    me.link = None;
-                    me.framing = None;
-                    return Poll::Ready(Some(Err(e)));
+            let (Some(framing), Some(link)) = (&mut me.framing, &mut me.link) else { return Poll::Ready(None) };
+            let failed = match framing.decode(&mut link.buf) {
+                Ok(Decoded::Data(data)) => {
+                    if framing.done() {
+                        me.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-            }
-            if me.framing.is_none() {
-                return Poll::Ready(None);
-            }
-            let Some(link) = &mut me.link else { return Poll::Ready(None) };
-            match link.poll_read_more(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) => {
-                    if matches!(me.framing, Some(Framing::Close)) {
+                Ok(Decoded::End) => {
+                    me.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::More) => match link.poll_read_more(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(0)) if matches!(framing, Framing::Close) => {
                         me.keep = false;
                         me.finish();
                         return Poll::Ready(None);
                     }
-                    me.link = None;
-                    me.framing = None;
-                    return Poll::Ready(Some(Err(invalid("closed the connection in the middle of a body"))));
-                }
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => {
-                    me.link = None;
-                    me.framing = None;
-                    return Poll::Ready(Some(Err(e)));
-                }
-            }
+                    Poll::Ready(Ok(0)) => invalid("closed the connection in the middle of a body"),
+                    Poll::Ready(Ok(_)) => continue,
+                    Poll::Ready(Err(e)) => e,
+                },
+                Err(e) => invalid(&e.to_string()),
+            };
+            me.link = None;
+            me.framing = None;
+            return Poll::Ready(Some(Err(failed)));
         }
     }
 
@@ -603,29 +469,6 @@ impl Body for UpstreamBody {
             None => SizeHint::with_exact(0),
             Some(Framing::Length(n)) => SizeHint::with_exact(n),
             Some(_) => SizeHint::default(),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_content_length_is_digits_only() {
-        assert_eq!(parse_length(b"42"), Some(42));
-        assert_eq!(parse_length(b" 7 "), Some(7));
-        for bad in [&b""[..], b"-1", b"+1", b"1 2", b"0x10", b"99999999999999999999"] {
-            assert_eq!(parse_length(bad), None, "{:?}", String::from_utf8_lossy(bad));
-        }
-    }
-
-    #[test]
-    fn a_chunk_size_is_bounded_hex_with_extensions_ignored() {
-        assert_eq!(parse_chunk_size(b"1a"), Some(26));
-        assert_eq!(parse_chunk_size(b"A;name=value"), Some(10));
-        for bad in [&b""[..], b"g", b"-1", b" 1", b"1000000000000000", b";x"] {
-            assert_eq!(parse_chunk_size(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }
 }

@@ -6,11 +6,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::h1::Incoming;
 use axum::body::Body;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Body as _;
-use hyper::body::Incoming;
 use l402_lightning::InvoiceIssuer;
 use l402_proto::Msat;
 use l402_server::layer::answer;
